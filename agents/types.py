@@ -1,0 +1,93 @@
+"""Typed inputs and outputs of the agents: the contract between agents and workers."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+NarrativeTone = Literal["cinematic", "funny", "neutral", "emotional", "journalistic", "poetic"]
+StoryMode = Literal["transcription", "clean", "creative", "chapter"]
+ImageStyle = Literal["illustration", "cinematic", "pastel", "realistic"]
+VoiceStyle = Literal["serious", "calm", "warm", "storyteller"]
+
+NARRATIVE_TONES: tuple[str, ...] = (
+    "cinematic", "funny", "neutral", "emotional", "journalistic", "poetic",
+)
+STORY_MODES: tuple[str, ...] = ("transcription", "clean", "creative", "chapter")
+IMAGE_STYLES: tuple[str, ...] = ("illustration", "cinematic", "pastel", "realistic")
+VOICE_STYLES: tuple[str, ...] = ("serious", "calm", "warm", "storyteller")
+
+
+@dataclass(frozen=True)
+class StorySettings:
+    """The frontend's StorySettings, with its defaults."""
+
+    narrative_tone: str = "cinematic"
+    story_mode: str = "chapter"
+    creativity: float = 1.0
+    image_style: str = "illustration"
+    images_per_chapter: int = 1
+    voice_style: str = "storyteller"
+    background_music: bool = True
+
+
+@dataclass(frozen=True)
+class Usage:
+    """Token usage of one model call (from the response's usageMetadata)."""
+
+    model: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    calls: int = 1
+
+
+@dataclass(frozen=True)
+class NoteInput:
+    """One moment as the story builder sees it."""
+
+    id: str
+    timestamp_ms: int
+    title: str | None = None
+    text_content: str | None = None
+    transcriptions: tuple[str, ...] = ()
+    image_count: int = 0
+
+
+@dataclass(frozen=True)
+class TranscriptionResult:
+    text: str
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class ChapterDraft:
+    title: str
+    content: str
+    illustration_prompt: str | None = None
+    source_note_id: str | None = None
+
+
+@dataclass(frozen=True)
+class StoryResult:
+    chapters: tuple[ChapterDraft, ...]
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class ImageResult:
+    data: bytes
+    mime_type: str
+    width: int
+    height: int
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class StoredMedia:
+    """Where a stored file now lives."""
+
+    url: str
+    public_id: str
+    size: int
+    mime_type: str
+    extra: dict[str, object] = field(default_factory=dict)
