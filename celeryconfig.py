@@ -1,0 +1,97 @@
+"""Every Celery setting lives here: queues, routes, time limits, acknowledgements, prefetch, beat.
+
+Celery loads this module lazily (``config_from_object``) the first time the app is configured.
+"""
+
+from __future__ import annotations
+
+import os
+
+from kombu import Queue
+
+from config import broker_url_from_env, var_dir_from_env
+
+broker_url = broker_url_from_env(os.environ)
+imports = ("workers.tasks",)
+# The database is the source of truth for job state; Celery keeps no results.
+task_ignore_result = True
+result_backend = None
+
+# Queues sized per timeout class; each may get its own worker pool in production.
+task_queues = (
+    Queue("transcription"),
+    Queue("illustration"),
+    Queue("story"),
+    Queue("batch"),
+    Queue("maintenance"),
+)
+task_default_queue = "story"
+task_routes = {
+    "lifetales.transcribe_audio": {"queue": "transcription"},
+    "lifetales.generate_illustration": {"queue": "illustration"},
+    "lifetales.build_story": {"queue": "story"},
+    "lifetales.reap_stale_jobs": {"queue": "maintenance"},
+}
+
+# Soft limit raises inside the task (the job is recorded as timed out); the hard limit kills it.
+# Each is above its agent's own HTTP timeout (30/45/60 s) so the SDK gives up first.
+TIME_LIMITS = {
+    "transcription": (40, 50),
+    "illustration": (55, 65),
+    "story": (75, 90),
+    "batch": (120, 150),
+    "maintenance": (60, 90),
+}
+task_annotations = {
+    name: {"soft_time_limit": TIME_LIMITS[route["queue"]][0],
+           "time_limit": TIME_LIMITS[route["queue"]][1]}
+    for name, route in task_routes.items()
+}
+
+# At-least-once delivery: ack after the task ran, redeliver if the worker died mid-task.
+# Tasks are idempotent (fenced job transitions), so a redelivery is harmless.
+task_acks_late = True
+task_reject_on_worker_lost = True
+task_acks_on_failure_or_timeout = True
+worker_prefetch_multiplier = 1
+
+# I/O-bound work (HTTP to Gemini/Cloudinary): threads, many in flight per process.
+worker_pool = "threads"
+worker_concurrency = int(os.environ.get("CELERY_CONCURRENCY", "16"))
+
+# Connection pools sized to the concurrency: a pool that is too small makes acks fail.
+broker_pool_limit = worker_concurrency + 4
+broker_connection_retry_on_startup = True
+broker_transport_options = {
+    # Above the longest task (90 s) plus the longest retry delay (< 5 min): a slow task is
+    # never redelivered while it still runs.
+    "visibility_timeout": 3600,
+    "max_connections": worker_concurrency * 2 + 8,
+    "socket_connect_timeout": 5,
+    "socket_timeout": 30,
+}
+# A submit must not hang when the broker is down: fail fast, the reaper re-sends later.
+task_publish_retry = True
+task_publish_retry_policy = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+
+task_serializer = "json"
+accept_content = ["json"]
+worker_hijack_root_logger = False
+worker_send_task_events = True
+task_send_sent_event = True
+enable_utc = True
+
+beat_schedule = {
+    "reap-stale-jobs": {
+        "task": "lifetales.reap_stale_jobs",
+        "schedule": float(os.environ.get("REAPER_INTERVAL_SECONDS", "10")),
+        "options": {"queue": "maintenance", "expires": 30},
+    },
+}
+# The embedded default keeps beat's schedule file under var/ with the other local state.
+beat_schedule_filename = str(var_dir_from_env(os.environ) / "celerybeat-schedule")

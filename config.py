@@ -1,0 +1,96 @@
+"""Application settings, read from the environment by the app and worker factories."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from agents.config import AgentSettings
+from models.db import normalize_database_url
+
+DEFAULT_VAR_DIR = Path("var")
+
+
+def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
+    value = env.get(name, "")
+    return value if value.strip() else default
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the API and the workers need to know about their environment."""
+
+    database_url: str
+    broker_url: str
+    redis_url: str | None
+    secret_key: str = field(repr=False)
+    media_dir: Path
+    public_base_url: str
+    port: int
+    cloudinary_url: str | None = field(repr=False, default=None)
+    access_token_ttl_s: int = 3600
+    queued_resend_after_s: int = 30
+    heartbeat_timeout_s: int = 120
+    max_attempts: int = 4
+    agents: AgentSettings = field(default_factory=lambda: AgentSettings(gemini_api_key=None))
+
+    @property
+    def embedded(self) -> bool:
+        """True when running on the all-local default (SQLite database and broker)."""
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
+        env = os.environ if env is None else env
+        var_dir = var_dir_from_env(env)
+        embedded_db = f"sqlite:///{(var_dir / 'lifetales.db').resolve()}"
+        database_url = _get(env, "DATABASE_URL") or embedded_db
+        database_url = normalize_database_url(database_url)
+        redis_url = _get(env, "REDIS_URL")
+        broker_url = broker_url_from_env(env)
+        port = int(_get(env, "PORT", "3000") or 3000)
+        secret_key = _get(env, "SECRET_KEY") or _get(env, "JWT_SECRET")
+        if not secret_key:
+            if not database_url.startswith("sqlite"):
+                raise RuntimeError("SECRET_KEY must be set unless running on the embedded SQLite")
+            secret_key = _embedded_secret(var_dir)
+        return cls(
+            database_url=database_url,
+            broker_url=broker_url,
+            redis_url=redis_url,
+            secret_key=secret_key,
+            media_dir=Path(_get(env, "MEDIA_DIR") or var_dir / "media").resolve(),
+            public_base_url=(_get(env, "PUBLIC_BASE_URL") or f"http://localhost:{port}").rstrip("/"),
+            port=port,
+            cloudinary_url=_get(env, "CLOUDINARY_URL"),
+            access_token_ttl_s=int(_get(env, "ACCESS_TOKEN_TTL_SECONDS", "3600") or 3600),
+            queued_resend_after_s=int(_get(env, "JOB_QUEUED_RESEND_AFTER_SECONDS", "30") or 30),
+            heartbeat_timeout_s=int(_get(env, "JOB_HEARTBEAT_TIMEOUT_SECONDS", "120") or 120),
+            max_attempts=int(_get(env, "JOB_MAX_ATTEMPTS", "4") or 4),
+            agents=AgentSettings.from_env(env),
+        )
+
+
+def var_dir_from_env(env: Mapping[str, str]) -> Path:
+    return Path(_get(env, "LIFETALES_VAR_DIR") or DEFAULT_VAR_DIR)
+
+
+def broker_url_from_env(env: Mapping[str, str]) -> str:
+    """CELERY_BROKER_URL, else REDIS_URL, else kombu's SQLAlchemy transport on a local SQLite."""
+    embedded = f"sqla+sqlite:///{(var_dir_from_env(env) / 'celery-broker.db').resolve()}"
+    return _get(env, "CELERY_BROKER_URL") or _get(env, "REDIS_URL") or embedded
+
+
+def _embedded_secret(var_dir: Path) -> str:
+    """A per-machine random secret for the embedded default, kept so tokens survive restarts."""
+    path = var_dir / "secret_key"
+    if path.exists():
+        return path.read_text().strip()
+    var_dir.mkdir(parents=True, exist_ok=True)
+    secret = secrets.token_urlsafe(48)
+    path.write_text(secret)
+    path.chmod(0o600)
+    return secret

@@ -1,0 +1,114 @@
+"""``lifetales``: run the platform (API + worker + beat), migrate, and other operator commands."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+QUEUES = "transcription,illustration,story,batch,maintenance"
+ROOT = Path(__file__).resolve().parent
+
+
+def migrate() -> None:
+    """Bring the database schema to the latest revision (the only way it is created)."""
+    from alembic import command
+    from alembic.config import Config
+
+    from config import Settings
+
+    cfg = Config(str(ROOT / "alembic.ini"))
+    cfg.set_main_option("script_location", str(ROOT / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", Settings.from_env().database_url)
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+
+
+def _platform_commands(port: int, concurrency: int, with_worker: bool) -> list[list[str]]:
+    bin_dir = Path(sys.executable).parent
+    commands = [[
+        str(bin_dir / "gunicorn"), "api:create_app()",
+        "--bind", f"0.0.0.0:{port}",
+        # Threads: Prefer: wait=N and polling clients hold a request open without a process each.
+        "--worker-class", "gthread", "--workers", "1", "--threads", "32",
+        "--timeout", "120", "--graceful-timeout", "10",
+        "--access-logfile", "-",
+    ]]
+    if with_worker:
+        commands.append([
+            str(bin_dir / "celery"), "-A", "workers.app", "worker",
+            "--beat", "--queues", QUEUES, "--pool", "threads",
+            "--concurrency", str(concurrency), "--loglevel", "INFO",
+            "--without-mingle", "--without-gossip",
+        ])
+    return commands
+
+
+def run(port: int, concurrency: int, with_worker: bool) -> int:
+    """Migrate, then run the API and a worker (with embedded beat) until one of them stops."""
+    from config import Settings
+
+    settings = Settings.from_env()
+    var_dir = Path(os.environ.get("LIFETALES_VAR_DIR", "var"))
+    var_dir.mkdir(parents=True, exist_ok=True)
+    migrate()
+    mode = "gemini" if settings.agents.gemini_api_key else "offline (no GEMINI_API_KEY)"
+    print(f"lifetales: database={settings.database_url.split(':', 1)[0]} "
+          f"broker={settings.broker_url.split(':', 1)[0]} provider={mode} "
+          f"media={'cloudinary' if settings.cloudinary_url else settings.media_dir}", flush=True)
+    print(f"lifetales: API on http://localhost:{port}/api/v1 (docs: /api/docs)", flush=True)
+    env = {**os.environ, "PORT": str(port), "LIFETALES_VAR_DIR": str(var_dir)}
+    children = [subprocess.Popen(cmd, env=env, cwd=ROOT)
+                for cmd in _platform_commands(port, concurrency, with_worker)]
+
+    stopping = False
+
+    def stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    code = 0
+    while not stopping:
+        for child in children:
+            if child.poll() is not None:
+                code = child.returncode or 1
+                stopping = True
+        time.sleep(0.2)
+    for child in children:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    for child in children:
+        try:
+            child.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.kill()
+    return code
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    parser = argparse.ArgumentParser(prog="lifetales", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run_p = sub.add_parser("run", help="migrate, then run the API, a worker and beat")
+    run_p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    run_p.add_argument("--concurrency", type=int,
+                       default=int(os.environ.get("CELERY_CONCURRENCY", "8")))
+    run_p.add_argument("--no-worker", action="store_true", help="run the API only")
+    sub.add_parser("migrate", help="alembic upgrade head")
+    args = parser.parse_args(argv)
+    if args.command == "migrate":
+        migrate()
+        return 0
+    return run(args.port, args.concurrency, not args.no_worker)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""The Flask app factory: ``create_app()`` wires settings, database, storage and blueprints."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask
+from flask_smorest import Api
+from sqlalchemy.orm import Session, sessionmaker
+
+from agents.media.storage import build_storage
+from api.errors import register_error_handlers
+from api.resources import auth, health, jobs, notes, spaces, stories, transcriptions
+from api.resources import settings as settings_resource
+from api.state import EXTENSION, AppState, close_db
+from config import Settings
+from models.db import make_engine, make_session_factory
+from workers.dispatch import install_enqueue_after_commit
+
+log = logging.getLogger(__name__)
+
+# Base64 audio of the 20 MB limit plus JSON framing; larger bodies answer 413 before parsing.
+MAX_CONTENT_LENGTH = 28 * 1024 * 1024
+
+
+def create_app(
+    settings: Settings | None = None, *, session_factory: sessionmaker[Session] | None = None
+) -> Flask:
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    app.config.update(
+        SECRET_KEY=settings.secret_key,
+        MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
+        JSON_SORT_KEYS=False,
+        API_TITLE="LifeTales API",
+        API_VERSION="v1",
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        API_SPEC_OPTIONS={
+            "components": {"securitySchemes": {
+                "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
+        },
+    )
+    engine = None
+    if session_factory is None:
+        engine = make_engine(settings.database_url)
+        session_factory = make_session_factory(engine)
+    install_enqueue_after_commit(session_factory)
+    app.extensions[EXTENSION] = AppState(
+        settings=settings,
+        engine=engine,
+        session_factory=session_factory,
+        storage=build_storage(
+            settings.cloudinary_url, settings.media_dir, f"{settings.public_base_url}/media"
+        ),
+        provider_mode="gemini" if settings.agents.gemini_api_key else "offline",
+    )
+    app.teardown_appcontext(close_db)
+
+    api = Api(app)
+    for module in (health, auth, settings_resource, spaces, notes, transcriptions, stories, jobs):
+        api.register_blueprint(module.blp)
+    register_error_handlers(app)
+    log.info("api ready", extra={"provider": app.extensions[EXTENSION].provider_mode,
+                                 "database": settings.database_url.split(":", 1)[0]})
+    return app

@@ -1,0 +1,23 @@
+"""SQLAlchemy models, one module per aggregate."""
+
+from models.base import Base
+from models.job import JOB_KINDS, JOB_STATUSES, TERMINAL_STATUSES, Job
+from models.note import Media, Note
+from models.space import Space
+from models.story import Chapter, Story
+from models.user import User, UserSettings
+
+__all__ = [
+    "JOB_KINDS",
+    "JOB_STATUSES",
+    "TERMINAL_STATUSES",
+    "Base",
+    "Chapter",
+    "Job",
+    "Media",
+    "Note",
+    "Space",
+    "Story",
+    "User",
+    "UserSettings",
+]

@@ -1,0 +1,31 @@
+# The two commands a new developer needs: `make run` and `make test`. Both set themselves up.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint install migrate clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)  ## API on :3000 + worker + beat (embedded SQLite/offline unless env says otherwise)
+	$(BIN)/lifetales run
+
+migrate: $(STAMP)
+	$(BIN)/lifetales migrate
+
+test: $(STAMP)  ## needs PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy .
+
+clean:
+	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache

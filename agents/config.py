@@ -1,0 +1,67 @@
+"""Settings of the AI agents, read from an environment mapping by the caller (never at import)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    return env.get(name, "").strip() or None
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer number of milliseconds") from exc
+    if value <= 0:
+        raise ValueError(f"{name} must be positive")
+    return value
+
+
+@dataclass(frozen=True)
+class AgentSettings:
+    """Which Gemini models to call and how long each agent may wait for an answer.
+
+    Timeouts are in milliseconds, the unit of google-genai's ``HttpOptions.timeout``.
+    """
+
+    # repr=False: the key must never reach logs or tracebacks.
+    gemini_api_key: str | None = field(default=None, repr=False)
+    model_flash: str = "gemini-2.5-flash"
+    model_image: str = "gemini-2.5-flash-image"
+    transcription_timeout_ms: int = 30_000
+    story_timeout_ms: int = 60_000
+    illustration_timeout_ms: int = 45_000
+    # Only for tests that want an explicit endpoint; normally the SDK reads
+    # GOOGLE_GEMINI_BASE_URL itself.
+    base_url: str | None = None
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> AgentSettings:
+        """Build settings from an environment mapping; empty values count as unset."""
+        return cls(
+            gemini_api_key=_text(env, "GEMINI_API_KEY"),
+            model_flash=_text(env, "GEMINI_MODEL_FLASH") or cls.model_flash,
+            model_image=_text(env, "GEMINI_MODEL_IMAGE") or cls.model_image,
+            transcription_timeout_ms=_positive_int(
+                env, "GEMINI_TIMEOUT_TRANSCRIPTION_MS", cls.transcription_timeout_ms
+            ),
+            story_timeout_ms=_positive_int(env, "GEMINI_TIMEOUT_STORY_MS", cls.story_timeout_ms),
+            illustration_timeout_ms=_positive_int(
+                env, "GEMINI_TIMEOUT_ILLUSTRATION_MS", cls.illustration_timeout_ms
+            ),
+        )
+
+    @property
+    def has_api_key(self) -> bool:
+        return bool(self.gemini_api_key)
+
+    @property
+    def provider_name(self) -> str:
+        """``gemini`` with a key, ``offline`` without: what /ready and logs report."""
+        return "gemini" if self.has_api_key else "offline"

@@ -1,0 +1,183 @@
+"""The process-wide google-genai client and the one way agents call a Gemini model.
+
+The SDK reads ``GOOGLE_GEMINI_BASE_URL`` itself (proxies, regional endpoints, test fakes) and
+defaults to API version ``v1``. Its retries stay off: Celery owns retries and backoff.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+
+from google import genai
+from google.genai import types
+
+from agents.config import AgentSettings
+from agents.errors import SDK_ERRORS, AgentError, from_sdk_error
+from agents.types import Usage
+
+BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"
+
+# Finish reasons that mean the answer was withheld by a content policy, not a transient fault.
+_BLOCKING_FINISH_REASONS: frozenset[types.FinishReason] = frozenset(
+    {
+        types.FinishReason.SAFETY,
+        types.FinishReason.BLOCKLIST,
+        types.FinishReason.PROHIBITED_CONTENT,
+        types.FinishReason.SPII,
+        types.FinishReason.RECITATION,
+        types.FinishReason.IMAGE_SAFETY,
+        types.FinishReason.IMAGE_PROHIBITED_CONTENT,
+        types.FinishReason.IMAGE_RECITATION,
+    }
+)
+
+_ClientKey = tuple[str, str | None, int]
+
+_clients_lock = threading.Lock()
+_clients: dict[_ClientKey, genai.Client] = {}
+_clients_pid: int | None = None
+
+
+def _client_key(settings: AgentSettings) -> _ClientKey:
+    if not settings.gemini_api_key:
+        raise AgentError(
+            "upstream_auth", "No Gemini API key is configured.", retryable=False
+        )
+    # The env value is part of the key only so a changed endpoint gets a fresh client.
+    base_url = settings.base_url or os.environ.get(BASE_URL_ENV) or None
+    return (settings.gemini_api_key, base_url, _default_timeout_ms(settings))
+
+
+def _default_timeout_ms(settings: AgentSettings) -> int:
+    # Each request sets its own timeout; the client-wide one is a backstop, never "no limit".
+    return max(
+        settings.transcription_timeout_ms,
+        settings.story_timeout_ms,
+        settings.illustration_timeout_ms,
+    )
+
+
+def get_client(settings: AgentSettings) -> genai.Client:
+    """The process's client for these settings, created on first use (thread-safe)."""
+    global _clients_pid
+    key = _client_key(settings)
+    with _clients_lock:
+        if _clients_pid != os.getpid():
+            # Forked since the clients were made: their pooled sockets belong to the parent.
+            _clients.clear()
+            _clients_pid = os.getpid()
+        client = _clients.get(key)
+        if client is None:
+            api_key, _, timeout_ms = key
+            http_options = types.HttpOptions(timeout=timeout_ms)
+            if settings.base_url:
+                http_options.base_url = settings.base_url
+            client = genai.Client(vertexai=False, api_key=api_key, http_options=http_options)
+            _clients[key] = client
+        return client
+
+
+def reset_clients() -> None:
+    """Forget every client; call after fork (e.g. Celery ``worker_process_init``) and in tests.
+
+    Clients are dropped, not closed: after a fork their connections are shared with the parent.
+    """
+    global _clients_pid
+    with _clients_lock:
+        _clients.clear()
+        _clients_pid = None
+
+
+def with_timeout(
+    config: types.GenerateContentConfig, timeout_ms: int
+) -> types.GenerateContentConfig:
+    """A copy of ``config`` whose request carries its own timeout (milliseconds)."""
+    return config.model_copy(update={"http_options": types.HttpOptions(timeout=timeout_ms)})
+
+
+def generate(
+    settings: AgentSettings,
+    *,
+    model: str,
+    contents: types.ContentListUnionDict,
+    config: types.GenerateContentConfig,
+    timeout_ms: int,
+) -> types.GenerateContentResponse:
+    """Call ``generateContent`` once; every failure becomes an ``AgentError``."""
+    client = get_client(settings)
+    try:
+        response = client.models.generate_content(
+            model=model, contents=contents, config=with_timeout(config, timeout_ms)
+        )
+    except SDK_ERRORS as exc:
+        raise from_sdk_error(exc) from exc
+    raise_if_blocked(response)
+    return response
+
+
+def generate_stream(
+    settings: AgentSettings,
+    *,
+    model: str,
+    contents: types.ContentListUnionDict,
+    config: types.GenerateContentConfig,
+    timeout_ms: int,
+) -> Iterator[types.GenerateContentResponse]:
+    """Call ``streamGenerateContent`` and yield its chunks; failures become ``AgentError``."""
+    client = get_client(settings)
+    try:
+        for chunk in client.models.generate_content_stream(
+            model=model, contents=contents, config=with_timeout(config, timeout_ms)
+        ):
+            raise_if_blocked(chunk, final=False)
+            yield chunk
+    except SDK_ERRORS as exc:
+        raise from_sdk_error(exc) from exc
+
+
+def raise_if_blocked(response: types.GenerateContentResponse, *, final: bool = True) -> None:
+    """Raise ``safety_blocked`` for a blocked prompt or answer, ``invalid_output`` for none."""
+    feedback = response.prompt_feedback
+    if feedback is not None and feedback.block_reason is not None:
+        raise AgentError(
+            "safety_blocked",
+            f"The AI provider blocked the request ({_enum_name(feedback.block_reason)}).",
+            retryable=False,
+        )
+    candidates = response.candidates or []
+    if not candidates:
+        if final:
+            raise AgentError(
+                "invalid_output", "The AI provider returned no answer.", retryable=True
+            )
+        return
+    reason = candidates[0].finish_reason
+    if reason in _BLOCKING_FINISH_REASONS:
+        raise AgentError(
+            "safety_blocked",
+            f"The AI provider withheld its answer ({_enum_name(reason)}).",
+            retryable=False,
+        )
+
+
+def _enum_name(value: object) -> str:
+    return str(getattr(value, "value", value))
+
+
+def response_text(response: types.GenerateContentResponse) -> str:
+    """The concatenated text parts of the first candidate, thoughts excluded."""
+    candidates = response.candidates or []
+    content = candidates[0].content if candidates else None
+    parts = (content.parts if content else None) or []
+    return "".join(p.text for p in parts if p.text and not p.thought)
+
+
+def usage_of(response: types.GenerateContentResponse, model: str) -> Usage:
+    """Token usage from ``usageMetadata``; thinking tokens are billed as output."""
+    meta = response.usage_metadata
+    if meta is None:
+        return Usage(model=model)
+    output = (meta.candidates_token_count or 0) + (meta.thoughts_token_count or 0)
+    return Usage(model=model, input_tokens=meta.prompt_token_count or 0, output_tokens=output)

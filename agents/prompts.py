@@ -1,0 +1,134 @@
+"""Prompts of the agents as versioned constants.
+
+Bump a ``*_PROMPT_VERSION`` whenever the text it covers changes: the version is part of every
+cache key, so a new prompt never serves answers produced by the old one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from types import MappingProxyType
+
+# --- Transcription -------------------------------------------------------------------------
+
+TRANSCRIPTION_PROMPT_VERSION = "transcription-v1"
+
+TRANSCRIPTION_INSTRUCTION = (
+    "Transcribe this voice note accurately, word for word, in the language it is spoken in. "
+    "Ignore background noise, music and sounds that are not speech. "
+    "Keep the speaker's self-corrections and hesitations when they carry meaning. "
+    "Output only the transcription: no preamble, no title, no quotes, no commentary."
+)
+
+# --- Story builder -------------------------------------------------------------------------
+
+STORY_PROMPT_VERSION = "story-v1"
+
+STORY_SYSTEM_INSTRUCTION = (
+    "You are LifeTales' story writer. You turn a person's moments (short notes, voice-note "
+    "transcriptions, photo counts) from one space - a trip, a year, a project - into an "
+    "illustrated story made of sections.\n"
+    "Rules:\n"
+    "- Write in the language the notes are written in.\n"
+    "- Stay faithful to the facts in the notes unless the mode below allows liberties; never "
+    "invent names, places or events that contradict them.\n"
+    "- Follow the chronological order of the notes.\n"
+    "- Each section has a short title, its content, and an illustrationPrompt: one sentence in "
+    "English describing a single visual scene for an illustrator (no text in the image, no "
+    "real person's name).\n"
+    "- sourceNoteId is the exact `id` of the note a section comes from, copied verbatim from "
+    "the context; when a section merges several notes, use the id of its main note.\n"
+    "- Answer only with the JSON array described by the response schema."
+)
+
+TONE_INSTRUCTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "cinematic": (
+            "Tone: cinematic. Write vivid scenes with sensory detail, a sense of movement and "
+            "framing, as if describing shots of a film."
+        ),
+        "funny": (
+            "Tone: funny. Light, playful and witty; find the humour in the moments without "
+            "mocking anyone."
+        ),
+        "neutral": (
+            "Tone: neutral. Clear, factual, plain prose; no embellishment or dramatization."
+        ),
+        "emotional": (
+            "Tone: emotional. Warm and heartfelt; bring out feelings, relationships and what "
+            "the moments meant to the person."
+        ),
+        "journalistic": (
+            "Tone: journalistic. A reporter's account: precise, concrete, who/what/where/when, "
+            "short paragraphs, no invented quotes."
+        ),
+        "poetic": (
+            "Tone: poetic. Lyrical prose with imagery and rhythm, while keeping the facts "
+            "recognizable."
+        ),
+    }
+)
+
+MODE_INSTRUCTIONS: Mapping[str, str] = MappingProxyType(
+    {
+        "transcription": (
+            "Mode: transcription. Produce exactly one section per note, in the notes' order, "
+            "each with that note's id as sourceNoteId. The content stays as close as possible "
+            "to the note's own words (its text and transcriptions), only lightly corrected for "
+            "readability."
+        ),
+        "chapter": (
+            "Mode: chapter. Produce exactly one section per note, in the notes' order, each "
+            "with that note's id as sourceNoteId. Each section is a short chapter retelling "
+            "that moment in the requested tone."
+        ),
+        "clean": (
+            "Mode: clean. Tidy the moments into a readable story. You may merge related notes "
+            "(same day, same place or same topic) into one section: aim for about half as many "
+            "sections as there are notes, and at least one section."
+        ),
+        "creative": (
+            "Mode: creative. Take liberties to build a narrative arc (a beginning, turning "
+            "points, an ending) out of the moments. Aim for about half as many sections as "
+            "there are notes, and at least two sections."
+        ),
+    }
+)
+
+# --- Illustration --------------------------------------------------------------------------
+
+ILLUSTRATION_PROMPT_VERSION = "illustration-v1"
+
+ILLUSTRATION_STYLE_TEMPLATES: Mapping[str, str] = MappingProxyType(
+    {
+        "illustration": (
+            "A hand-drawn storybook illustration with soft ink lines and watercolor washes, "
+            "warm and inviting. Scene: {prompt}"
+        ),
+        "cinematic": (
+            "A cinematic film still, dramatic lighting, shallow depth of field, rich color "
+            "grading, wide composition. Scene: {prompt}"
+        ),
+        "pastel": (
+            "A gentle pastel-toned illustration, soft light, muted pinks, blues and creams, "
+            "dreamy and calm. Scene: {prompt}"
+        ),
+        "realistic": (
+            "A realistic photograph, natural light, true-to-life colors and textures, "
+            "documentary framing. Scene: {prompt}"
+        ),
+    }
+)
+
+ILLUSTRATION_SUFFIX = "No text, letters, captions or watermarks in the image. Aspect ratio 4:3."
+
+
+def story_system_instruction(tone: str, mode: str) -> str:
+    """The full system instruction of the story builder for a known tone and mode."""
+    return "\n\n".join((STORY_SYSTEM_INSTRUCTION, TONE_INSTRUCTIONS[tone], MODE_INSTRUCTIONS[mode]))
+
+
+def illustration_prompt(prompt: str, style: str) -> str:
+    """Apply a known style's template to a scene description."""
+    scene = ILLUSTRATION_STYLE_TEMPLATES[style].format(prompt=prompt.strip())
+    return f"{scene}\n{ILLUSTRATION_SUFFIX}"

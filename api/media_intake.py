@@ -1,0 +1,80 @@
+"""Accepting uploaded files: size and type checks against the bytes, storage, transcription jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+
+from flask_smorest import abort
+from sqlalchemy import func, select
+
+from agents.media.sniff import AUDIO_MIME_TYPES, IMAGE_MIME_TYPES, check_declared_matches, sniff_mime
+from api.state import db, state
+from models import Job, Media
+from workers.dispatch import create_job
+
+MAX_MEDIA_BYTES = 20 * 1024 * 1024
+GENERIC_MIME_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
+
+
+def too_large(field: str) -> None:
+    abort(413, message=f"{field} is larger than the {MAX_MEDIA_BYTES // (1024 * 1024)} MB limit")
+
+
+def classify(data: bytes, declared: str | None, field: str, *, audio_only: bool) -> tuple[str, str]:
+    """(kind, mime type) of uploaded bytes, checked against what the client declared."""
+    if not data:
+        abort(422, message=f"{field} is empty", errors={"json": {field: ["empty file"]}})
+    declared = (declared or "").split(";")[0].strip().lower()
+    if declared in GENERIC_MIME_TYPES:
+        sniffed = sniff_mime(data)
+        if sniffed is None:
+            abort(422, message=f"{field} is not a supported audio or image file")
+        declared = sniffed
+    assert declared is not None
+    kind = "image" if declared.startswith("image/") else "audio"
+    if audio_only and kind != "audio":
+        abort(422, message=f"{field} must be audio; allowed: {', '.join(sorted(AUDIO_MIME_TYPES))}")
+    try:
+        mime = check_declared_matches(declared, data, kind)  # type: ignore[arg-type]
+    except ValueError as exc:
+        abort(422, message=f"{field}: {exc}")
+    allowed = AUDIO_MIME_TYPES if kind == "audio" else IMAGE_MIME_TYPES
+    if mime not in allowed:
+        abort(422, message=f"{field} type {mime} is not allowed")
+    return kind, mime
+
+
+def store_media(
+    data: bytes, kind: str, mime: str, *, owner_id: uuid.UUID, note_id: uuid.UUID | None
+) -> Media:
+    media_id = uuid.uuid4()
+    key = f"{kind}/{media_id}"
+    stored = state().storage.save(key, data, mime)
+    position = 0
+    if note_id is not None:
+        position = db().scalar(
+            select(func.count()).select_from(Media)
+            .where(Media.note_id == note_id, Media.kind == kind)
+        ) or 0
+    media = Media(
+        id=media_id, owner_id=owner_id, note_id=note_id, kind=kind, position=position,
+        storage_key=key, url=stored.url, mime_type=mime, size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+    )
+    db().add(media)
+    return media
+
+
+def start_transcription(
+    media: Media, *, idempotency_key: str | None = None, request_hash: str | None = None
+) -> Job:
+    job = create_job(
+        db(), owner_id=media.owner_id, kind="transcription",
+        input={"mediaId": str(media.id), "noteId": str(media.note_id) if media.note_id else None,
+               "mimeType": media.mime_type, "size": media.size, "sha256": media.sha256},
+        idempotency_key=idempotency_key, request_hash=request_hash,
+        max_attempts=state().settings.max_attempts,
+    )
+    media.transcription_job_id = job.id
+    return job

@@ -1,0 +1,69 @@
+"""Register, log in, and who am I."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from api.auth import current_user, hash_password, issue_token, login_required, verify_password
+from api.schemas.auth import (
+    CredentialsSchema,
+    LoginSchema,
+    RegisteredSchema,
+    TokenSchema,
+    UserSchema,
+)
+from api.state import db
+from models import User
+
+blp = Blueprint("auth", __name__, url_prefix="/api/v1", description="Accounts and tokens")
+
+
+@blp.route("/auth/register")
+class Register(MethodView):
+    @blp.arguments(CredentialsSchema)
+    @blp.response(201, RegisteredSchema)
+    def post(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Create an account and return an access token."""
+        session = db()
+        email = data["email"].strip().lower()
+        if session.scalar(select(User.id).where(func.lower(User.email) == email)):
+            abort(409, message="an account with this email already exists")
+        user = User(email=email, password_hash=hash_password(data["password"]),
+                    token_version=0, role="user")
+        session.add(user)
+        try:
+            session.commit()
+        except IntegrityError:
+            session.rollback()
+            abort(409, message="an account with this email already exists")
+        return {**issue_token(user), "user": user}
+
+
+@blp.route("/auth/token")
+class Token(MethodView):
+    @blp.arguments(LoginSchema)
+    @blp.response(200, TokenSchema)
+    def post(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Exchange email and password for an access token."""
+        email = data["email"].strip().lower()
+        user = db().scalar(select(User).where(func.lower(User.email) == email))
+        if not verify_password(user.password_hash if user else None, data["password"]):
+            abort(401, message="invalid email or password")
+        assert user is not None
+        return issue_token(user)
+
+
+@blp.route("/me")
+class Me(MethodView):
+    decorators = [login_required]
+
+    @blp.response(200, UserSchema)
+    @blp.doc(security=[{"bearerAuth": []}])
+    def get(self) -> User:
+        """The authenticated user."""
+        return current_user()

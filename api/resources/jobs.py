@@ -1,0 +1,80 @@
+"""Jobs: list, poll (with ETag), cancel."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from typing import Any
+
+from flask import Response, jsonify, request
+from flask.views import MethodView
+from flask_smorest import Blueprint, Page
+from sqlalchemy import select
+
+from api.auth import current_user, login_required
+from api.ownership import owned_job
+from api.schemas.jobs import JobQuerySchema, JobSchema
+from api.state import db
+from api.submit import job_response, job_schema, retry_after_s
+from models import TERMINAL_STATUSES, Job
+from workers.lifecycle import request_cancel
+
+blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Jobs")
+SECURITY = [{"bearerAuth": []}]
+
+
+@blp.route("/jobs")
+class Jobs(MethodView):
+    decorators = [login_required]
+
+    @blp.arguments(JobQuerySchema, location="query")
+    @blp.response(200, JobSchema(many=True))
+    @blp.paginate(Page)
+    @blp.doc(security=SECURITY)
+    def get(self, query: dict[str, Any]) -> Any:
+        """The user's jobs, newest first; filter by ``kind``, ``status``, ``parentId``."""
+        stmt = select(Job).where(Job.owner_id == current_user().id)
+        for name, column in (("kind", Job.kind), ("status", Job.status),
+                             ("parent_id", Job.parent_id)):
+            if name in query:
+                stmt = stmt.where(column == query[name])
+        return db().scalars(stmt.order_by(Job.created_at.desc())).all()
+
+
+@blp.route("/jobs/<uuid:job_id>")
+class JobById(MethodView):
+    decorators = [login_required]
+
+    @blp.doc(security=SECURITY, responses={"200": {"description": "The job"},
+                                           "304": {"description": "Unchanged since the ETag"}})
+    def get(self, job_id: uuid.UUID) -> Response:
+        """The job; send ``If-None-Match`` with its ETag to get 304 while it is unchanged."""
+        job = owned_job(job_id)
+        body = job_schema.dump(job)
+        payload = json.dumps(body, sort_keys=True, default=str).encode()
+        etag = hashlib.sha256(payload).hexdigest()[:32]
+        if etag in request.if_none_match:
+            response = Response(status=304)
+        else:
+            response = jsonify(body)
+        response.set_etag(etag)
+        response.headers["Cache-Control"] = "no-cache"
+        if job.status not in TERMINAL_STATUSES:
+            response.headers["Retry-After"] = str(retry_after_s(job))
+        return response
+
+
+@blp.route("/jobs/<uuid:job_id>/cancel")
+class CancelJob(MethodView):
+    decorators = [login_required]
+
+    @blp.doc(security=SECURITY, responses={"200": {"description": "The job, canceled or stopping"}})
+    def post(self, job_id: uuid.UUID) -> Response:
+        """Cancel a queued job now, or ask a running one to stop at its next safe point."""
+        job = owned_job(job_id)
+        if job.status not in TERMINAL_STATUSES:
+            job = request_cancel(db(), job)
+        response = job_response(job)
+        response.status_code = 200
+        return response

@@ -1,0 +1,118 @@
+"""Moments (notes) of a space and their media files."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from marshmallow import fields
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+from werkzeug.datastructures import FileStorage
+
+from api.auth import current_user, login_required
+from api.media_intake import MAX_MEDIA_BYTES, classify, start_transcription, store_media, too_large
+from api.ownership import owned_note, owned_space
+from api.schemas.jobs import JobSchema
+from api.schemas.spaces import (
+    MediaSchema,
+    MediaUploadSchema,
+    NoteCreateSchema,
+    NoteSchema,
+    NoteUpdateSchema,
+)
+from api.state import db
+from models import Media, Note
+
+blp = Blueprint("notes", __name__, url_prefix="/api/v1", description="Moments and their media")
+SECURITY = [{"bearerAuth": []}]
+
+
+class MediaCreatedSchema(MediaSchema):
+    transcription_job = fields.Nested(JobSchema, dump_only=True, allow_none=True)
+
+
+@blp.route("/spaces/<uuid:space_id>/notes")
+class Notes(MethodView):
+    decorators = [login_required]
+
+    @blp.response(200, NoteSchema(many=True))
+    @blp.doc(security=SECURITY)
+    def get(self, space_id: uuid.UUID) -> list[Note]:
+        """The space's moments, oldest first."""
+        owned_space(space_id)
+        return list(db().scalars(
+            select(Note).where(Note.space_id == space_id)
+            .options(selectinload(Note.media)).order_by(Note.timestamp_ms, Note.created_at)
+        ))
+
+    @blp.arguments(NoteCreateSchema)
+    @blp.response(201, NoteSchema)
+    @blp.doc(security=SECURITY)
+    def post(self, data: dict[str, Any], space_id: uuid.UUID) -> Note:
+        """Add a moment; ``timestamp`` (ms since epoch) defaults to now."""
+        owned_space(space_id)
+        note = Note(
+            space_id=space_id, type=data.get("type", "MOMENT"),
+            timestamp_ms=data.get("timestamp", int(time.time() * 1000)),
+            title=data.get("title"), text_content=data.get("text_content"), media=[],
+        )
+        db().add(note)
+        db().commit()
+        return note
+
+
+@blp.route("/spaces/<uuid:space_id>/notes/<uuid:note_id>")
+class NoteById(MethodView):
+    decorators = [login_required]
+
+    @blp.response(200, NoteSchema)
+    @blp.doc(security=SECURITY)
+    def get(self, space_id: uuid.UUID, note_id: uuid.UUID) -> Note:
+        """One moment."""
+        return owned_note(space_id, note_id)
+
+    @blp.arguments(NoteUpdateSchema)
+    @blp.response(200, NoteSchema)
+    @blp.doc(security=SECURITY)
+    def patch(self, data: dict[str, Any], space_id: uuid.UUID, note_id: uuid.UUID) -> Note:
+        """Change some of a moment's fields."""
+        note = owned_note(space_id, note_id)
+        for name, value in data.items():
+            setattr(note, "timestamp_ms" if name == "timestamp" else name, value)
+        db().commit()
+        return note
+
+    @blp.response(204)
+    @blp.doc(security=SECURITY)
+    def delete(self, space_id: uuid.UUID, note_id: uuid.UUID) -> None:
+        """Delete a moment and its media."""
+        note = owned_note(space_id, note_id)
+        db().delete(note)
+        db().commit()
+
+
+@blp.route("/spaces/<uuid:space_id>/notes/<uuid:note_id>/media")
+class NoteMedia(MethodView):
+    decorators = [login_required]
+
+    @blp.arguments(MediaUploadSchema, location="files")
+    @blp.response(201, MediaCreatedSchema)
+    @blp.doc(security=SECURITY)
+    def post(self, files: dict[str, FileStorage], space_id: uuid.UUID, note_id: uuid.UUID
+             ) -> Media:
+        """Attach an audio file or a photo; audio starts a transcription job."""
+        note = owned_note(space_id, note_id)
+        upload = files["file"]
+        data = upload.stream.read(MAX_MEDIA_BYTES + 1)
+        if len(data) > MAX_MEDIA_BYTES:
+            too_large("file")
+        kind, mime = classify(data, upload.mimetype, "file", audio_only=False)
+        media = store_media(data, kind, mime, owner_id=current_user().id, note_id=note.id)
+        job = start_transcription(media) if kind == "audio" else None
+        db().commit()
+        media.transcription_job = job  # type: ignore[attr-defined]
+        return media

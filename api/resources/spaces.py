@@ -1,0 +1,77 @@
+"""Spaces: a trip, a year, a project."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask.views import MethodView
+from flask_smorest import Blueprint
+from sqlalchemy import select
+from sqlalchemy.orm import selectinload
+
+from api.auth import current_user, login_required
+from api.ownership import owned_space
+from api.schemas.spaces import SpaceCreateSchema, SpaceDetailSchema, SpaceSchema, SpaceUpdateSchema
+from api.state import db
+from models import Note, Space
+
+blp = Blueprint("spaces", __name__, url_prefix="/api/v1", description="Spaces")
+SECURITY = [{"bearerAuth": []}]
+
+
+@blp.route("/spaces")
+class Spaces(MethodView):
+    decorators = [login_required]
+
+    @blp.response(200, SpaceSchema(many=True))
+    @blp.doc(security=SECURITY)
+    def get(self) -> list[Space]:
+        """The user's spaces, newest first."""
+        return list(db().scalars(
+            select(Space).where(Space.owner_id == current_user().id)
+            .order_by(Space.created_at.desc())
+        ))
+
+    @blp.arguments(SpaceCreateSchema)
+    @blp.response(201, SpaceDetailSchema)
+    @blp.doc(security=SECURITY)
+    def post(self, data: dict[str, Any]) -> Space:
+        """Create a space."""
+        space = Space(owner_id=current_user().id, **data)
+        db().add(space)
+        db().commit()
+        return space
+
+
+@blp.route("/spaces/<uuid:space_id>")
+class SpaceById(MethodView):
+    decorators = [login_required]
+
+    @blp.response(200, SpaceDetailSchema)
+    @blp.doc(security=SECURITY)
+    def get(self, space_id: uuid.UUID) -> Space:
+        """A space with its moments in time order."""
+        space = owned_space(space_id)
+        db().scalars(select(Note).where(Note.space_id == space_id)
+                     .options(selectinload(Note.media))).all()
+        return space
+
+    @blp.arguments(SpaceUpdateSchema)
+    @blp.response(200, SpaceDetailSchema)
+    @blp.doc(security=SECURITY)
+    def patch(self, data: dict[str, Any], space_id: uuid.UUID) -> Space:
+        """Change some of a space's fields."""
+        space = owned_space(space_id)
+        for name, value in data.items():
+            setattr(space, name, value)
+        db().commit()
+        return space
+
+    @blp.response(204)
+    @blp.doc(security=SECURITY)
+    def delete(self, space_id: uuid.UUID) -> None:
+        """Delete a space with its moments, media and stories."""
+        space = owned_space(space_id)
+        db().delete(space)
+        db().commit()

@@ -1,0 +1,94 @@
+"""Generating a space's story (a job) and reading its versions; standalone illustrations."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import Response
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from sqlalchemy import func, select
+
+from api.auth import current_user, login_required
+from api.ownership import owned_space
+from api.resources.settings import settings_dict
+from api.schemas.base import camelcase
+from api.schemas.stories import (
+    IllustrationRequestSchema,
+    StoryQuerySchema,
+    StoryRequestSchema,
+    StorySchema,
+)
+from api.state import db, state
+from api.submit import submit
+from models import Job, Note, Story, UserSettings
+from workers.dispatch import create_job
+
+blp = Blueprint("stories", __name__, url_prefix="/api/v1", description="Stories and illustrations")
+SECURITY = [{"bearerAuth": []}]
+MAX_NOTES_PER_STORY = 200
+
+
+@blp.route("/spaces/<uuid:space_id>/story")
+class SpaceStory(MethodView):
+    decorators = [login_required]
+
+    @blp.arguments(StoryRequestSchema)
+    @blp.doc(security=SECURITY, responses={"202": {"description": "The story job"}})
+    def post(self, data: dict[str, Any], space_id: uuid.UUID) -> Response:
+        """Generate (or regenerate) the space's illustrated story."""
+        space = owned_space(space_id)
+        user = current_user()
+        note_count = db().scalar(select(func.count()).where(Note.space_id == space.id)) or 0
+        if note_count == 0:
+            abort(422, message="the space has no moments yet; add some before generating a story")
+        if note_count > MAX_NOTES_PER_STORY:
+            abort(422, message=f"a story takes at most {MAX_NOTES_PER_STORY} moments")
+        settings = settings_dict(db().get(UserSettings, user.id))
+        settings.update({camelcase(k): v for k, v in (data.get("settings") or {}).items()})
+        payload = {"spaceId": str(space.id), "settings": settings}
+
+        def create(key: str | None, request_hash: str) -> Job:
+            return create_job(db(), owner_id=user.id, kind="story", input=payload,
+                              idempotency_key=key, request_hash=request_hash,
+                              max_attempts=state().settings.max_attempts)
+
+        return submit(user.id, payload, create)
+
+    @blp.arguments(StoryQuerySchema, location="query")
+    @blp.response(200, StorySchema)
+    @blp.doc(security=SECURITY)
+    def get(self, query: dict[str, Any], space_id: uuid.UUID) -> Story:
+        """The current story (or ``?version=N``) with its chapters."""
+        space = owned_space(space_id)
+        version = query.get("version", space.current_story_version)
+        story = None
+        if version is not None:
+            story = db().scalar(
+                select(Story).where(Story.space_id == space.id, Story.version == version)
+            )
+        if story is None:
+            abort(404, message="no story has been generated for this space yet"
+                  if version is None else f"story version {version} not found")
+        assert story is not None
+        return story
+
+
+@blp.route("/illustrations")
+class Illustrations(MethodView):
+    decorators = [login_required]
+
+    @blp.arguments(IllustrationRequestSchema)
+    @blp.doc(security=SECURITY, responses={"202": {"description": "The illustration job"}})
+    def post(self, data: dict[str, Any]) -> Response:
+        """Draw one illustration; the job's result is ``{imageUrl, width, height, mimeType}``."""
+        user = current_user()
+        payload = {"prompt": data["prompt"], "style": data["style"]}
+
+        def create(key: str | None, request_hash: str) -> Job:
+            return create_job(db(), owner_id=user.id, kind="illustration", input=payload,
+                              idempotency_key=key, request_hash=request_hash,
+                              max_attempts=state().settings.max_attempts)
+
+        return submit(user.id, payload, create)

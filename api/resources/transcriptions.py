@@ -1,0 +1,97 @@
+"""POST /transcriptions: the architecture brief's contract, as a job."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from typing import Any
+
+from flask import Response, request
+from flask.views import MethodView
+from flask_smorest import Blueprint, abort
+from marshmallow import ValidationError
+
+from api.auth import current_user, login_required
+from api.media_intake import MAX_MEDIA_BYTES, classify, start_transcription, store_media, too_large
+from api.ownership import owned_note_anywhere
+from api.schemas.stories import TranscriptionFormSchema, TranscriptionJsonSchema
+from api.submit import submit
+
+blp = Blueprint("transcriptions", __name__, url_prefix="/api/v1", description="Transcriptions")
+
+# base64 grows data by 4/3; anything longer cannot decode to an allowed size.
+MAX_BASE64_CHARS = (MAX_MEDIA_BYTES + 2) // 3 * 4
+
+
+def _load(schema: Any, data: Any) -> dict[str, Any]:
+    try:
+        return schema.load(data)  # type: ignore[no-any-return]
+    except ValidationError as exc:
+        location = "json" if request.is_json else "form"
+        abort(422, message="invalid request", errors={location: exc.messages})
+    raise AssertionError("unreachable")
+
+
+def _decode_base64(text: str) -> bytes:
+    if len(text) > MAX_BASE64_CHARS:
+        too_large("audioData")
+    if text.startswith("data:"):
+        text = text.partition(",")[2]  # tolerate a data: URL as FileReader produces
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        abort(422, message="audioData is not valid base64",
+              errors={"json": {"audioData": ["not valid base64"]}})
+    raise AssertionError("unreachable")
+
+
+@blp.route("/transcriptions")
+class Transcriptions(MethodView):
+    decorators = [login_required]
+
+    @blp.doc(
+        security=[{"bearerAuth": []}],
+        requestBody={
+            "required": True,
+            "content": {
+                "application/json": {"schema": TranscriptionJsonSchema},
+                "multipart/form-data": {
+                    "schema": {"type": "object", "required": ["file"], "properties": {
+                        "file": {"type": "string", "format": "binary"},
+                        "noteId": {"type": "string", "format": "uuid"}}},
+                },
+            },
+        },
+        responses={"202": {"description": "The transcription job"}},
+    )
+    def post(self) -> Response:
+        """Transcribe audio: JSON ``{audioData: base64, mimeType}`` or multipart ``file``."""
+        if request.mimetype == "multipart/form-data":
+            form = _load(TranscriptionFormSchema(), request.form.to_dict())
+            upload = request.files.get("file")
+            if upload is None:
+                abort(422, message="file is required", errors={"files": {"file": ["required"]}})
+            assert upload is not None
+            data = upload.stream.read(MAX_MEDIA_BYTES + 1)
+            declared = upload.mimetype
+        else:
+            if not request.is_json:
+                abort(415, message="send application/json or multipart/form-data")
+            form = _load(TranscriptionJsonSchema(), request.get_json(silent=True))
+            data = _decode_base64(form["audio_data"])
+            declared = form["mime_type"]
+        if len(data) > MAX_MEDIA_BYTES:
+            too_large("audio")
+        _, mime = classify(data, declared, "audio", audio_only=True)
+        note = owned_note_anywhere(form["note_id"]) if form.get("note_id") else None
+        user = current_user()
+        fingerprint = {"audio": hashlib.sha256(data).hexdigest(), "mimeType": mime,
+                       "noteId": str(note.id) if note else None}
+
+        def create(key: str | None, request_hash: str) -> Any:
+            media = store_media(data, "audio", mime, owner_id=user.id,
+                                note_id=note.id if note else None)
+            return start_transcription(media, idempotency_key=key, request_hash=request_hash)
+
+        return submit(user.id, fingerprint, create)

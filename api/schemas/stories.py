@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from marshmallow import fields, validate
+
+from api.schemas.base import CamelSchema
+from api.schemas.settings import StorySettingsSchema
+
+MAX_PROMPT = 2000
+
+
+class StoryRequestSchema(CamelSchema):
+    settings = fields.Nested(StorySettingsSchema, load_default=None, allow_none=True)
+
+
+class StoryQuerySchema(CamelSchema):
+    version = fields.Integer(validate=validate.Range(min=1))
+
+
+class ChapterSchema(CamelSchema):
+    """The frontend's Chapter."""
+
+    id = fields.UUID(dump_only=True)
+    position = fields.Integer(dump_only=True)
+    title = fields.String(dump_only=True)
+    content = fields.String(dump_only=True)
+    illustration_prompt = fields.String(dump_only=True, allow_none=True)
+    source_note_id = fields.UUID(dump_only=True, allow_none=True)
+    user_image_ids = fields.List(fields.String(), dump_only=True)
+    generated_image_url = fields.String(dump_only=True, allow_none=True)
+
+
+class StorySchema(CamelSchema):
+    space_id = fields.UUID(dump_only=True)
+    version = fields.Integer(dump_only=True)
+    status = fields.String(dump_only=True)
+    job_id = fields.UUID(dump_only=True)
+    settings = fields.Dict(dump_only=True)
+    chapters = fields.List(fields.Nested(ChapterSchema), dump_only=True)
+    generated_at = fields.DateTime(dump_only=True, allow_none=True)
+
+
+class IllustrationRequestSchema(CamelSchema):
+    prompt = fields.String(required=True, validate=validate.Length(min=1, max=MAX_PROMPT))
+    style = fields.String(
+        load_default="illustration",
+        validate=validate.OneOf(["illustration", "cinematic", "pastel", "realistic"]),
+    )
+
+
+class TranscriptionJsonSchema(CamelSchema):
+    """The architecture brief's contract: base64 audio and its mime type."""
+
+    audio_data = fields.String(required=True, validate=validate.Length(min=1))
+    mime_type = fields.String(required=True, validate=validate.Length(min=1, max=100))
+    note_id = fields.UUID(load_default=None, allow_none=True)
+
+
+class TranscriptionFormSchema(CamelSchema):
+    note_id = fields.UUID(load_default=None, allow_none=True)

@@ -1,0 +1,40 @@
+"""Per-app state (settings, database, storage) and the per-request database session."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flask import current_app, g
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from agents.media.storage import MediaStorage
+from config import Settings
+
+EXTENSION = "lifetales"
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    engine: Engine | None
+    session_factory: sessionmaker[Session]
+    storage: MediaStorage
+    provider_mode: str
+
+
+def state() -> AppState:
+    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+
+
+def db() -> Session:
+    """The request's session, opened on first use and closed at teardown."""
+    if "db_session" not in g:
+        g.db_session = state().session_factory()
+    return g.db_session  # type: ignore[no-any-return]
+
+
+def close_db(_exc: BaseException | None = None) -> None:
+    session = g.pop("db_session", None)
+    if session is not None:
+        session.close()

@@ -1,0 +1,185 @@
+"""Test fixtures: a real PostgreSQL database built by ``alembic upgrade head``, per-test
+isolation by an outer transaction + savepoints, a real Redis broker, the Flask test client.
+
+PostgreSQL and Redis must be running (see README); a test that needs them fails loudly when
+they are not, rather than skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import Connection, Engine, create_engine, text
+from sqlalchemy.orm import Session, sessionmaker
+
+from agents.config import AgentSettings
+from config import Settings
+from models.db import make_engine, normalize_database_url
+
+PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
+# The in-process API publishes here; no worker consumes this database.
+API_BROKER_URL = f"{REDIS_BASE}/15"
+
+# Tests never see a developer's real keys or services.
+for _name in ("GEMINI_API_KEY", "CLOUDINARY_URL", "GOOGLE_GEMINI_BASE_URL", "DATABASE_URL",
+              "REDIS_URL", "SECRET_KEY"):
+    os.environ.pop(_name, None)
+os.environ["CELERY_BROKER_URL"] = API_BROKER_URL
+
+
+def create_database(prefix: str) -> str:
+    """A fresh, empty PostgreSQL database; returns its URL."""
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(normalize_database_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as exc:
+        raise RuntimeError(
+            f"PostgreSQL is not reachable at {PG_ADMIN_URL}: the tests need it ({exc})"
+        ) from exc
+    finally:
+        admin.dispose()
+    return PG_ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+def drop_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(normalize_database_url(PG_ADMIN_URL), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+def alembic_upgrade(url: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    root = Path(__file__).resolve().parent.parent
+    cfg = Config(str(root / "alembic.ini"))
+    cfg.set_main_option("sqlalchemy.url", url)
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")
+
+
+@pytest.fixture(scope="session")
+def database_url() -> Iterator[str]:
+    url = create_database("lt_test")
+    alembic_upgrade(url)
+    yield url
+    drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def engine(database_url: str) -> Iterator[Engine]:
+    eng = make_engine(database_url)
+    yield eng
+    eng.dispose()
+
+
+@pytest.fixture(scope="session")
+def redis_client() -> redis.Redis:
+    client = redis.Redis.from_url(API_BROKER_URL, socket_connect_timeout=3)
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        raise RuntimeError(f"Redis is not reachable at {REDIS_BASE}: the tests need it") from exc
+    client.flushdb()
+    return client
+
+
+@pytest.fixture
+def connection(engine: Engine) -> Iterator[Connection]:
+    """One outer transaction per test, rolled back at the end: tests never see each other."""
+    conn = engine.connect()
+    outer = conn.begin()
+    yield conn
+    outer.rollback()
+    conn.close()
+
+
+@pytest.fixture
+def session_factory(connection: Connection) -> sessionmaker[Session]:
+    return sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+
+
+@pytest.fixture
+def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    with session_factory() as s:
+        yield s
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(
+        database_url=database_url,
+        broker_url=API_BROKER_URL,
+        redis_url=REDIS_BASE,
+        secret_key="test-secret-key-not-for-production",
+        media_dir=tmp_path / "media",
+        public_base_url="http://localhost",
+        port=3000,
+        agents=AgentSettings(gemini_api_key=None),
+    )
+
+
+@pytest.fixture
+def app(
+    settings: Settings, session_factory: sessionmaker[Session], redis_client: redis.Redis
+) -> Flask:
+    from api import create_app
+
+    flask_app = create_app(settings, session_factory=session_factory)
+    flask_app.testing = True
+    return flask_app
+
+
+@pytest.fixture
+def client(app: Flask) -> FlaskClient:
+    return app.test_client()
+
+
+def register(client: FlaskClient, email: str | None = None,
+             password: str = "correct horse battery") -> dict[str, str]:
+    """Register a user; returns the Authorization header for it."""
+    email = email or f"user-{uuid.uuid4().hex[:8]}@example.com"
+    response = client.post("/api/v1/auth/register", json={"email": email, "password": password})
+    assert response.status_code == 201, response.get_json()
+    return {"Authorization": f"Bearer {response.get_json()['accessToken']}"}
+
+
+@pytest.fixture
+def auth(client: FlaskClient) -> dict[str, str]:
+    return register(client)
+
+
+@pytest.fixture
+def other_auth(client: FlaskClient) -> dict[str, str]:
+    return register(client)
+
+
+def make_space(client: FlaskClient, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
+    response = client.post("/api/v1/spaces", json={"title": "Lisbon trip", **fields},
+                           headers=headers)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()  # type: ignore[no-any-return]
+
+
+def make_note(client: FlaskClient, headers: dict[str, str], space_id: str,
+              **fields: Any) -> dict[str, Any]:
+    response = client.post(f"/api/v1/spaces/{space_id}/notes",
+                           json={"textContent": "We walked to the river.", **fields},
+                           headers=headers)
+    assert response.status_code == 201, response.get_json()
+    return response.get_json()  # type: ignore[no-any-return]

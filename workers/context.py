@@ -1,0 +1,69 @@
+"""What a worker process needs to run jobs, built lazily once per process (after fork)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+
+from agents.gemini import reset_clients
+from agents.provider import Provider, build_provider
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from agents.media.storage import MediaStorage, build_storage
+from config import Settings
+from models.db import make_engine, make_session_factory
+from workers.dispatch import install_enqueue_after_commit
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    provider: Provider
+    storage: MediaStorage
+
+
+_lock = threading.Lock()
+_context: WorkerContext | None = None
+
+
+def build_context(settings: Settings, *, pool_size: int = 20) -> WorkerContext:
+    engine = make_engine(settings.database_url, pool_size=pool_size)
+    factory = make_session_factory(engine)
+    install_enqueue_after_commit(factory)
+    return WorkerContext(
+        settings=settings,
+        engine=engine,
+        session_factory=factory,
+        provider=build_provider(settings.agents),
+        storage=build_storage(
+            settings.cloudinary_url, settings.media_dir, f"{settings.public_base_url}/media"
+        ),
+    )
+
+
+def get_context() -> WorkerContext:
+    global _context
+    if _context is None:
+        with _lock:
+            if _context is None:
+                from celeryconfig import worker_concurrency
+
+                _context = build_context(Settings.from_env(), pool_size=worker_concurrency + 2)
+    return _context
+
+
+def set_context(context: WorkerContext | None) -> None:
+    """Install a ready context (tests run a worker thread against their own database)."""
+    global _context
+    _context = context
+
+
+def reset_context() -> None:
+    global _context
+    if _context is not None:
+        _context.engine.dispose(close=False)
+    _context = None
+    reset_clients()

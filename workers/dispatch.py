@@ -1,0 +1,100 @@
+"""Creating jobs and sending their Celery messages only after the creating transaction commits.
+
+This is the only part of ``workers`` the API imports.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import Job
+from models.base import utcnow
+
+log = logging.getLogger(__name__)
+
+# kind -> (Celery task name, queue)
+TASKS: dict[str, tuple[str, str]] = {
+    "transcription": ("lifetales.transcribe_audio", "transcription"),
+    "illustration": ("lifetales.generate_illustration", "illustration"),
+    "story": ("lifetales.build_story", "story"),
+}
+
+_PENDING = "lifetales.pending_jobs"
+
+
+def create_job(
+    session: Session,
+    *,
+    owner_id: uuid.UUID,
+    kind: str,
+    input: dict[str, Any],
+    parent_id: uuid.UUID | None = None,
+    idempotency_key: str | None = None,
+    request_hash: str | None = None,
+    max_attempts: int = 4,
+    queue: str | None = None,
+) -> Job:
+    """Add a queued job to the session; its message is sent once the session commits."""
+    job = Job(
+        id=uuid.uuid4(),
+        owner_id=owner_id,
+        kind=kind,
+        queue=queue or TASKS[kind][1],
+        status="queued",
+        attempts=0,
+        max_attempts=max_attempts,
+        input=input,
+        parent_id=parent_id,
+        idempotency_key=idempotency_key,
+        request_hash=request_hash,
+        progress=None,
+        created_at=utcnow(),
+    )
+    session.add(job)
+    enqueue_after_commit(session, job)
+    return job
+
+
+def enqueue_after_commit(session: Session, job: Job, *, countdown: float | None = None) -> None:
+    """Queue the job's message for sending when (and only if) the transaction commits."""
+    session.info.setdefault(_PENDING, []).append((job.id, job.kind, job.queue, countdown))
+
+
+def install_enqueue_after_commit(factory: sessionmaker[Session]) -> None:
+    event.listen(factory, "after_commit", _send_pending)
+    event.listen(factory, "after_rollback", _drop_pending)
+
+
+def _drop_pending(session: Session) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def _send_pending(session: Session) -> None:
+    pending = session.info.pop(_PENDING, [])
+    for job_id, kind, queue, countdown in pending:
+        send_job_message(job_id, kind, queue, countdown=countdown)
+
+
+def send_job_message(
+    job_id: uuid.UUID, kind: str, queue: str, *, countdown: float | None = None
+) -> bool:
+    """Publish one job's message; on broker trouble log and return False (the reaper re-sends)."""
+    from workers.app import celery_app
+
+    task_name = TASKS[kind][0]
+    try:
+        celery_app.send_task(
+            task_name, args=[str(job_id)], queue=queue, countdown=countdown, ignore_result=True
+        )
+    except Exception as exc:
+        log.warning(
+            "job message not sent; the reaper will re-send it",
+            extra={"job_id": str(job_id), "error": type(exc).__name__},
+        )
+        return False
+    return True

@@ -1,0 +1,93 @@
+"""Beat-driven recovery: re-send jobs whose message was lost, recover jobs whose worker died."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import exists, func, select, update
+from sqlalchemy.orm import Session, aliased
+
+from models import TERMINAL_STATUSES, Job
+from models.base import utcnow
+from workers.dispatch import send_job_message
+from workers.fanout import child_counts, complete_story
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+
+
+@dataclass
+class ReapReport:
+    resent: int = 0
+    requeued: int = 0
+    failed: int = 0
+    completed_parents: int = 0
+
+
+def reap_stale_jobs(
+    session: Session, *, resend_after_s: int, heartbeat_timeout_s: int
+) -> ReapReport:
+    report = ReapReport()
+    now = utcnow()
+
+    # 1. Queued too long: the message was never sent (broker down) or got lost. Re-send it.
+    due = now - timedelta(seconds=resend_after_s)
+    queued = session.execute(
+        select(Job.id, Job.kind, Job.queue)
+        .where(Job.status == "queued", func.coalesce(Job.enqueued_at, Job.created_at) < due)
+        .order_by(Job.created_at)
+        .limit(BATCH)
+    ).all()
+    for job_id, kind, queue in queued:
+        if kind not in ("transcription", "illustration", "story"):
+            continue
+        if send_job_message(job_id, kind, queue):
+            session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
+                            .values(enqueued_at=now))
+            report.resent += 1
+    session.commit()
+
+    # 2. Running with an expired heartbeat and no unfinished children: the worker died.
+    stale = now - timedelta(seconds=heartbeat_timeout_s)
+    child = aliased(Job)
+    unfinished_child = exists().where(
+        child.parent_id == Job.id, child.status.not_in(TERMINAL_STATUSES)
+    )
+    lost = session.scalars(
+        select(Job)
+        .where(Job.status == "running", Job.heartbeat_at < stale, ~unfinished_child)
+        .limit(BATCH)
+    ).all()
+    for job in lost:
+        counts = child_counts(session, job.id)
+        if counts:
+            # Every illustration finished but the completion was lost with its worker.
+            if complete_story(session, job, counts):
+                report.completed_parents += 1
+            continue
+        fence = update(Job).where(
+            Job.id == job.id, Job.status == "running", Job.attempts == job.attempts
+        )
+        error = {"code": "worker_lost", "message": "the worker running this job stopped",
+                 "retryable": True}
+        if job.attempts < job.max_attempts:
+            if session.execute(fence.values(status="queued", error=error, heartbeat_at=None,
+                                            enqueued_at=now, updated_at=now)).rowcount:
+                session.commit()
+                send_job_message(job.id, job.kind, job.queue)
+                report.requeued += 1
+        elif session.execute(fence.values(status="failed", error=error | {"retryable": False},
+                                          finished_at=now, updated_at=now)).rowcount:
+            session.commit()
+            report.failed += 1
+            if job.parent_id is not None:
+                from workers.fanout import on_child_finished
+
+                on_child_finished(session, job.parent_id)
+    session.commit()
+    if report.resent or report.requeued or report.failed or report.completed_parents:
+        log.info("reaper acted", extra={"report": report.__dict__})
+    return report

@@ -1,0 +1,160 @@
+"""Runs one job attempt: claim -> handler (agent call + domain writes) -> fenced transition.
+
+Handlers are plain functions of a ``JobRun`` so they can be tested without a worker.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.orm import Session
+
+from agents.errors import AgentError
+from agents.media.storage import MediaError
+from agents.types import Usage
+from models import Job
+from workers import lifecycle
+from workers.context import WorkerContext, get_context
+from workers.dispatch import enqueue_after_commit
+
+log = logging.getLogger(__name__)
+
+RETRY_BASE_S = 2.0
+RETRY_CAP_S = 120.0  # far below the broker visibility timeout (1 h)
+
+
+class JobFailed(Exception):
+    """A handler's domain failure with a client-safe message."""
+
+    def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.retryable = retryable
+
+
+class JobCanceled(Exception):
+    """Raised at a safe point when the job was asked to stop."""
+
+
+@dataclass
+class JobRun:
+    context: WorkerContext
+    session: Session
+    job: Job
+
+    def progress(self, step: str, current: int = 0, total: int = 0) -> None:
+        if not lifecycle.set_progress(self.session, self.job, step, current, total):
+            raise JobCanceled  # the job was taken from us (canceled or reclaimed)
+        self.session.commit()
+
+    def check_cancel(self) -> None:
+        if lifecycle.cancel_requested(self.session, self.job.id):
+            raise JobCanceled
+
+    def succeed(self, result: dict[str, Any], usage: Usage | None = None) -> None:
+        """Finish and commit together with whatever domain writes the session holds."""
+        ok = lifecycle.succeed_job(
+            self.session, self.job, result,
+            usage=usage_dict(usage) if usage else None,
+            progress={"step": "done", "current": 1, "total": 1},
+        )
+        if not ok:
+            self.session.rollback()
+            raise JobCanceled
+        self.session.commit()
+        lifecycle.mirror(self.job, status="succeeded")
+
+
+Handler = Callable[[JobRun], None]
+
+
+def usage_dict(usage: Usage) -> dict[str, Any]:
+    return {
+        "model": usage.model,
+        "inputTokens": usage.input_tokens,
+        "outputTokens": usage.output_tokens,
+        "calls": usage.calls,
+    }
+
+
+def retry_delay(attempt: int, retry_after: float | None = None) -> float:
+    """Exponential backoff with full jitter, never shorter than the server's RetryInfo delay."""
+    delay = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** max(0, attempt - 1))
+    delay = random.uniform(delay / 2, delay)  # noqa: S311 - jitter, not cryptography
+    if retry_after is not None:
+        delay = max(delay, retry_after)
+    return min(delay, RETRY_CAP_S)
+
+
+def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = None) -> None:
+    ctx = context or get_context()
+    try:
+        parsed_id = uuid.UUID(job_id)
+    except ValueError:
+        log.error("task for a malformed job id dropped", extra={"job_id": job_id})
+        return
+    with ctx.session_factory() as session:
+        job = lifecycle.start_job(
+            session, parsed_id, heartbeat_timeout_s=ctx.settings.heartbeat_timeout_s
+        )
+        if job is None:
+            log.info("job not claimable (finished, canceled or running elsewhere)",
+                     extra={"job_id": job_id})
+            return
+        log.info("job started", extra={"job_id": job_id, "kind": job.kind, "attempt": job.attempts})
+        run = JobRun(ctx, session, job)
+        try:
+            handler(run)
+        except JobCanceled:
+            session.rollback()
+            if lifecycle.cancel_running_job(session, job):
+                lifecycle.mirror(job, status="canceled")
+            session.commit()
+            log.info("job canceled", extra={"job_id": job_id})
+        except AgentError as exc:
+            _record_failure(session, job, exc.code, exc.message, exc.retryable, exc.retry_after)
+        except MediaError as exc:
+            _record_failure(session, job, exc.code, exc.message, exc.retryable, None)
+        except JobFailed as exc:
+            _record_failure(session, job, exc.code, exc.message, exc.retryable, None)
+        except SoftTimeLimitExceeded:
+            _record_failure(session, job, "timeout", "the job ran past its time limit", True, None)
+        except Exception:
+            log.exception("job handler crashed", extra={"job_id": job_id})
+            _record_failure(session, job, "internal_error", "an internal error occurred", True, None)
+        finally:
+            if job.parent_id is not None and job.status != "running":
+                from workers.fanout import on_child_finished
+
+                on_child_finished(session, job.parent_id)
+
+
+def _record_failure(
+    session: Session,
+    job: Job,
+    code: str,
+    message: str,
+    retryable: bool,
+    retry_after: float | None,
+) -> None:
+    session.rollback()
+    if retryable and job.attempts < job.max_attempts:
+        delay = retry_delay(job.attempts, retry_after)
+        if lifecycle.requeue_for_retry(session, job, code, message, delay_s=delay):
+            lifecycle.mirror(job, status="queued")
+            enqueue_after_commit(session, job, countdown=delay)
+        session.commit()
+        log.warning("job attempt failed; retrying",
+                    extra={"job_id": str(job.id), "code": code, "delay_s": round(delay, 2)})
+        return
+    if lifecycle.fail_job(session, job, code, message, retryable=retryable):
+        lifecycle.mirror(job, status="failed")
+    session.commit()
+    log.warning("job failed", extra={"job_id": str(job.id), "code": code})

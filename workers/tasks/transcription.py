@@ -1,0 +1,35 @@
+"""Transcribe a stored audio file; the text lands on the media row (and so on its note)."""
+
+from __future__ import annotations
+
+import uuid
+
+from models import Media
+from workers.app import celery_app
+from workers.runner import JobFailed, JobRun, run_job, usage_dict
+
+
+def transcribe_media(run: JobRun) -> None:
+    media_id = uuid.UUID(run.job.input["mediaId"])
+    media = run.session.get(Media, media_id)
+    if media is None or media.owner_id != run.job.owner_id:
+        raise JobFailed("not_found", "the audio file no longer exists")
+    run.progress("transcribing", 0, 1)
+    audio = run.context.storage.read(media.storage_key)
+    result = run.context.provider.transcriber.transcribe(audio, media.mime_type)
+    run.check_cancel()
+    media.transcription = result.text
+    run.succeed(
+        {
+            "transcription": result.text,
+            "mediaId": str(media.id),
+            "noteId": str(media.note_id) if media.note_id else None,
+            "usage": usage_dict(result.usage),
+        },
+        usage=result.usage,
+    )
+
+
+@celery_app.task(name="lifetales.transcribe_audio", acks_late=True, ignore_result=True)
+def transcribe_audio(job_id: str) -> None:
+    run_job(job_id, transcribe_media)
