@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 
-from kombu import Queue
+from kombu import Exchange, Queue
 
 from config import broker_url_from_env, var_dir_from_env
 
@@ -18,19 +18,20 @@ task_ignore_result = True
 result_backend = None
 
 # Queues sized per timeout class; each may get its own worker pool in production.
-task_queues = (
-    Queue("transcription"),
-    Queue("illustration"),
-    Queue("story"),
-    Queue("batch"),
-    Queue("maintenance"),
-)
+QUEUE_NAMES = ("transcription", "illustration", "story", "batch", "maintenance")
+# Explicit exchange + routing key per queue: left implicit, every queue binds to the default
+# queue's key and a message would be copied into all of them.
+task_queues = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name)
+                    for name in QUEUE_NAMES)
 task_default_queue = "story"
 task_routes = {
-    "lifetales.transcribe_audio": {"queue": "transcription"},
-    "lifetales.generate_illustration": {"queue": "illustration"},
-    "lifetales.build_story": {"queue": "story"},
-    "lifetales.reap_stale_jobs": {"queue": "maintenance"},
+    name: {"queue": queue, "routing_key": queue}
+    for name, queue in (
+        ("lifetales.transcribe_audio", "transcription"),
+        ("lifetales.generate_illustration", "illustration"),
+        ("lifetales.build_story", "story"),
+        ("lifetales.reap_stale_jobs", "maintenance"),
+    )
 }
 
 # Soft limit raises inside the task (the job is recorded as timed out); the hard limit kills it.
@@ -62,14 +63,18 @@ worker_concurrency = int(os.environ.get("CELERY_CONCURRENCY", "16"))
 # Connection pools sized to the concurrency: a pool that is too small makes acks fail.
 broker_pool_limit = worker_concurrency + 4
 broker_connection_retry_on_startup = True
-broker_transport_options = {
-    # Above the longest task (90 s) plus the longest retry delay (< 5 min): a slow task is
-    # never redelivered while it still runs.
-    "visibility_timeout": 3600,
-    "max_connections": worker_concurrency * 2 + 8,
-    "socket_connect_timeout": 5,
-    "socket_timeout": 30,
-}
+if broker_url.startswith(("redis://", "rediss://")):
+    broker_transport_options = {
+        # Above the longest task (90 s) plus the longest retry delay (120 s): a slow task is
+        # never redelivered while it still runs.
+        "visibility_timeout": 3600,
+        "max_connections": worker_concurrency * 2 + 8,
+        "socket_connect_timeout": 5,
+        "socket_timeout": 30,
+    }
+else:
+    # kombu's SQLAlchemy transport hands these to create_engine (the embedded default).
+    broker_transport_options = {"connect_args": {"timeout": 30, "check_same_thread": False}}
 # A submit must not hang when the broker is down: fail fast, the reaper re-sends later.
 task_publish_retry = True
 task_publish_retry_policy = {

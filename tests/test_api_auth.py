@@ -1,0 +1,78 @@
+"""Accounts and bearer tokens."""
+
+from __future__ import annotations
+
+import time
+
+import jwt
+from flask.testing import FlaskClient
+
+from tests.conftest import register
+
+
+def test_register_login_and_me(client: FlaskClient) -> None:
+    created = client.post("/api/v1/auth/register",
+                          json={"email": "Ana@Example.com", "password": "s3cret-passphrase"})
+    assert created.status_code == 201
+    body = created.get_json()
+    assert body["tokenType"] == "Bearer" and body["expiresIn"] > 0
+    assert body["user"]["email"] == "ana@example.com"
+    assert "password" not in str(body).lower().replace("passphrase", "")
+
+    token = client.post("/api/v1/auth/token",
+                        json={"email": "ana@example.com", "password": "s3cret-passphrase"})
+    assert token.status_code == 200
+    headers = {"Authorization": f"Bearer {token.get_json()['accessToken']}"}
+    me = client.get("/api/v1/me", headers=headers)
+    assert me.status_code == 200
+    assert me.get_json()["email"] == "ana@example.com"
+
+
+def test_duplicate_email_conflicts(client: FlaskClient) -> None:
+    register(client, "dup@example.com")
+    again = client.post("/api/v1/auth/register",
+                        json={"email": "DUP@example.com", "password": "another-password"})
+    assert again.status_code == 409
+    assert "already exists" in again.get_json()["message"]
+
+
+def test_wrong_password_and_unknown_email_look_the_same(client: FlaskClient) -> None:
+    register(client, "known@example.com", "right-password")
+    wrong = client.post("/api/v1/auth/token",
+                        json={"email": "known@example.com", "password": "wrong-password"})
+    unknown = client.post("/api/v1/auth/token",
+                          json={"email": "nobody@example.com", "password": "wrong-password"})
+    assert wrong.status_code == unknown.status_code == 401
+    assert wrong.get_json()["message"] == unknown.get_json()["message"]
+
+
+def test_requests_without_valid_token_are_401(client: FlaskClient) -> None:
+    for headers in ({}, {"Authorization": "Bearer nonsense"}, {"Authorization": "Basic abc"}):
+        response = client.get("/api/v1/spaces", headers=headers)
+        assert response.status_code == 401
+        assert response.get_json()["message"]
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+
+
+def test_expired_and_forged_tokens_are_rejected(client: FlaskClient, app) -> None:  # type: ignore[no-untyped-def]
+    headers = register(client)
+    claims = jwt.decode(headers["Authorization"].split()[1], options={"verify_signature": False})
+    secret = app.extensions["lifetales"].settings.secret_key
+    expired = jwt.encode({**claims, "exp": int(time.time()) - 10}, secret, algorithm="HS256")
+    forged = jwt.encode(claims, "another-secret", algorithm="HS256")
+    for token in (expired, forged):
+        response = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 401
+
+
+def test_register_validation(client: FlaskClient) -> None:
+    short = client.post("/api/v1/auth/register", json={"email": "a@example.com", "password": "x"})
+    assert short.status_code == 422
+    assert "password" in short.get_json()["errors"]["json"]
+    bad_email = client.post("/api/v1/auth/register",
+                            json={"email": "not-an-email", "password": "long-enough-pw"})
+    assert bad_email.status_code == 422
+    extra = client.post("/api/v1/auth/register",
+                        json={"email": "b@example.com", "password": "long-enough-pw", "x": 1})
+    assert extra.status_code == 422
+    assert "x" in extra.get_json()["errors"]["json"]
