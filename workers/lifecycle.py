@@ -4,7 +4,7 @@ redelivered or duplicated message can never move a job twice or resurrect a fini
 from __future__ import annotations
 
 import uuid
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import or_, select, update
@@ -175,12 +175,3 @@ def request_cancel(session: Session, job: Job) -> Job:
 
 def is_terminal(status: str) -> bool:
     return status in TERMINAL_STATUSES
-
-
-def utc(dt: datetime | None) -> datetime | None:
-    """SQLite hands back naive datetimes; every timestamp we store is UTC."""
-    if dt is not None and dt.tzinfo is None:
-        from datetime import UTC
-
-        return dt.replace(tzinfo=UTC)
-    return dt
