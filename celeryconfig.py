@@ -53,7 +53,6 @@ task_annotations = {
 # Tasks are idempotent (fenced job transitions), so a redelivery is harmless.
 task_acks_late = True
 task_reject_on_worker_lost = True
-task_acks_on_failure_or_timeout = True
 worker_prefetch_multiplier = 1
 
 # I/O-bound work (HTTP to Gemini/Cloudinary): threads, many in flight per process.

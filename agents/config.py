@@ -60,8 +60,3 @@ class AgentSettings:
     @property
     def has_api_key(self) -> bool:
         return bool(self.gemini_api_key)
-
-    @property
-    def provider_name(self) -> str:
-        """``gemini`` with a key, ``offline`` without: what /ready and logs report."""
-        return "gemini" if self.has_api_key else "offline"

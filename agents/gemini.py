@@ -71,9 +71,8 @@ def get_client(settings: AgentSettings) -> genai.Client:
         client = _clients.get(key)
         if client is None:
             api_key, _, timeout_ms = key
-            http_options = types.HttpOptions(timeout=timeout_ms)
-            if settings.base_url:
-                http_options.base_url = settings.base_url
+            # No retry_options: the SDK then makes exactly one attempt per call.
+            http_options = types.HttpOptions(timeout=timeout_ms, base_url=settings.base_url)
             client = genai.Client(vertexai=False, api_key=api_key, http_options=http_options)
             _clients[key] = client
         return client

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -19,20 +20,48 @@ def error_body(code: int, message: str, errors: Any = None) -> dict[str, Any]:
     return body
 
 
+def _field_names(errors: Any) -> list[str]:
+    """The invalid fields of a webargs error dict ``{location: {field: [...]}}``."""
+    if not isinstance(errors, Mapping):
+        return []
+    names: list[str] = []
+    for fields in errors.values():
+        if isinstance(fields, Mapping):
+            names.extend(str(name) for name in fields)
+    return names
+
+
+def http_error_response(exc: HTTPException) -> Response:
+    """Every HTTP error, raised by abort(), webargs or werkzeug itself, in the one shape.
+
+    flask-smorest's own handler leaves ``message`` out of validation errors and of werkzeug's
+    errors (404 routing, 405, 413); the frontend's ApiClient reads ``message``, so it is always set.
+    """
+    code = exc.code or 500
+    data = getattr(exc, "data", None) or {}
+    errors = data.get("errors") or data.get("messages")
+    message = data.get("message")
+    if not message and errors:
+        fields = _field_names(errors)
+        message = "invalid request" + (f": check {', '.join(fields)}" if fields else "")
+    if not message:
+        message = exc.description or HTTPStatus(code).phrase
+    response = jsonify(error_body(code, str(message), errors))
+    response.status_code = code
+    for key, value in exc.get_headers():
+        if key.lower() != "content-type":
+            response.headers[key] = value
+    for key, value in (data.get("headers") or {}).items():
+        response.headers[key] = value
+    return response
+
+
 def register_error_handlers(app: Flask) -> None:
+    """Call after ``Api(app)``: this replaces flask-smorest's HTTPException handler."""
+    app.register_error_handler(HTTPException, http_error_response)
+
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
-        if isinstance(exc, HTTPException):
-            # flask-smorest formats HTTP errors raised through abort(); werkzeug's own
-            # (404 routing, 405, 413) come here and get the same shape.
-            code = exc.code or 500
-            message = getattr(exc, "data", {}).get("message") or exc.description or ""
-            response = jsonify(error_body(code, str(message)))
-            response.status_code = code
-            for key, value in exc.get_headers():
-                if key.lower() != "content-type":
-                    response.headers[key] = value
-            return response
         # Never a stack trace in a response: it is in the log, keyed by the request.
         log.exception("unhandled error")
         response = jsonify(error_body(500, "an internal error occurred"))

@@ -244,8 +244,11 @@ class FakeGemini:
         require_api_key: bool = True,
         host: str = "127.0.0.1",
         port: int = 0,
+        max_recorded: int | None = None,
     ) -> None:
+        """``max_recorded`` bounds ``.requests`` (oldest dropped) for long benchmark runs."""
         self.latency = latency
+        self._initial_latency = latency
         self.latencies: dict[str, float] = {}
         self.transcription_text = transcription_text
         self.text_reply = text_reply
@@ -254,13 +257,13 @@ class FakeGemini:
         self._host = host
         self._port = port
         self._lock = threading.Lock()
-        self._requests: list[RecordedRequest] = []
+        self._requests: deque[RecordedRequest] = deque(maxlen=max_recorded)
         self._script = _Script()
         self._images: dict[tuple[int, int], str] = {}
         self._stopping = threading.Event()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
-        self._counter = 0
+        self._counter = 0  # every request ever received, recorded or not
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -309,16 +312,23 @@ class FakeGemini:
         with self._lock:
             return list(self._requests)
 
+    @property
+    def request_count(self) -> int:
+        """How many requests arrived since start or the last ``reset``."""
+        with self._lock:
+            return self._counter
+
     def requests_of(self, kind: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.kind == kind]
 
     def reset(self) -> None:
-        """Forget recorded requests, scripted faults and latencies."""
+        """Forget recorded requests and scripted faults; latencies go back to the initial one."""
         with self._lock:
             self._requests.clear()
+            self._counter = 0
             self._script = _Script()
             self.latencies.clear()
-            self.latency = 0.0
+            self.latency = self._initial_latency
 
     # --- behaviour ---------------------------------------------------------------------
 
@@ -388,11 +398,11 @@ class FakeGemini:
 
     # --- used by the handler -----------------------------------------------------------
 
-    def _record(self, request: RecordedRequest) -> _Fault | None:
+    def _record(self, request: RecordedRequest) -> tuple[_Fault | None, int]:
         with self._lock:
             self._requests.append(request)
             self._counter += 1
-            return self._script.pop(request.kind)
+            return self._script.pop(request.kind), self._counter
 
     def _delay_for(self, kind: str) -> float:
         with self._lock:
@@ -447,7 +457,9 @@ class FakeGemini:
             return [{"text": self.transcription_text}]
         return [{"text": self.text_reply}]
 
-    def _response(self, request: RecordedRequest, fault: _Fault | None) -> dict[str, Any]:
+    def _response(
+        self, request: RecordedRequest, fault: _Fault | None, number: int
+    ) -> dict[str, Any]:
         prompt_tokens = max(1, len(request.prompt_text) // 4) + 32 * len(request.inline_data)
         if fault is not None and fault.action == "block":
             usage = {"promptTokenCount": prompt_tokens, "totalTokenCount": prompt_tokens}
@@ -479,7 +491,7 @@ class FakeGemini:
             ],
             "usageMetadata": usage,
             "modelVersion": request.model,
-            "responseId": f"fake-{self._counter}",
+            "responseId": f"fake-{number}",
         }
 
 
@@ -526,7 +538,7 @@ class _Handler(BaseHTTPRequestHandler):
             model=route.group("model") if route else None,
             stream=bool(route and route.group("method") == "streamGenerateContent"),
         )
-        fault = fake._record(request)
+        fault, number = fake._record(request)
         if route is None or route.group("method") not in (
             "generateContent", "streamGenerateContent",
         ):
@@ -563,7 +575,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self._send(200, payload, "application/json; charset=UTF-8")
             return
 
-        response = fake._response(request, fault)
+        response = fake._response(request, fault, number)
         request.status = 200
         if request.stream:
             self._send_stream(response)
@@ -621,7 +633,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8089)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
     args = parser.parse_args(argv)
-    with FakeGemini(latency=args.latency, host=args.host, port=args.port) as fake:
+    fake = FakeGemini(latency=args.latency, host=args.host, port=args.port, max_recorded=1000)
+    with fake:
         print(f"FakeGemini listening on {fake.base_url} (GOOGLE_GEMINI_BASE_URL)", flush=True)
         try:
             while True:

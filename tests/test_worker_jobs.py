@@ -1,0 +1,300 @@
+"""Job execution in the worker, without a broker consumer: handlers run through ``run_job``
+against real PostgreSQL (rolled back per test) and the real google-genai SDK talking to a local
+fake Gemini. Covers success, fenced transitions, redelivery, retries, cancel, fan-out, reaper."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from agents.config import AgentSettings
+from agents.gemini import reset_clients
+from agents.media.local import LocalMediaStorage
+from agents.provider import build_provider
+from config import Settings
+from models import Chapter, Job, Media, Note, Space, Story, User
+from models.base import utcnow
+from tests.audio import wav_tone
+from tests.fakes.gemini_server import FakeGemini
+from workers import lifecycle
+from workers.context import WorkerContext
+from workers.dispatch import create_job
+from workers.reaper import reap_stale_jobs
+from workers.runner import run_job
+from workers.tasks.illustration import illustrate
+from workers.tasks.story import build_story
+from workers.tasks.transcription import transcribe_media
+
+
+@pytest.fixture
+def gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
+    with FakeGemini() as fake:
+        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.base_url)
+        reset_clients()
+        yield fake
+    reset_clients()
+
+
+@pytest.fixture
+def ctx(
+    settings: Settings, session_factory: sessionmaker[Session], gemini: FakeGemini,
+    redis_client: redis.Redis, tmp_path: Path,
+) -> WorkerContext:
+    from workers.dispatch import install_enqueue_after_commit
+
+    agent_settings = AgentSettings(gemini_api_key="test-key", transcription_timeout_ms=2000,
+                                   illustration_timeout_ms=2000, story_timeout_ms=2000)
+    install_enqueue_after_commit(session_factory)
+    return WorkerContext(
+        settings=dataclasses.replace(settings, agents=agent_settings),
+        engine=None,  # type: ignore[arg-type]
+        session_factory=session_factory,
+        provider=build_provider(agent_settings),
+        storage=LocalMediaStorage(tmp_path / "media", "http://localhost/media"),
+    )
+
+
+@pytest.fixture
+def user(session: Session) -> User:
+    account = User(email=f"w-{uuid.uuid4().hex[:8]}@example.com", password_hash="x",
+                   token_version=0, role="user")
+    session.add(account)
+    session.commit()
+    return account
+
+
+def audio_job(session: Session, ctx: WorkerContext, user: User, **job_args: Any) -> Job:
+    media_id = uuid.uuid4()
+    stored = ctx.storage.save(f"audio/{media_id}", wav_tone(), "audio/wav")
+    media = Media(id=media_id, owner_id=user.id, kind="audio", storage_key=f"audio/{media_id}",
+                  url=stored.url, mime_type="audio/wav", size=stored.size, sha256="0" * 64)
+    session.add(media)
+    job = create_job(session, owner_id=user.id, kind="transcription",
+                     input={"mediaId": str(media_id)}, **job_args)
+    session.commit()
+    return job
+
+
+def fresh(session: Session, job: Job) -> Job:
+    found = session.get(Job, job.id, populate_existing=True)
+    assert found is not None
+    return found
+
+
+def test_transcription_succeeds_and_records_usage(session: Session, ctx: WorkerContext,
+                                                  user: User, gemini: FakeGemini) -> None:
+    job = audio_job(session, ctx, user)
+    run_job(str(job.id), transcribe_media, context=ctx)
+    done = fresh(session, job)
+    assert done.status == "succeeded" and done.attempts == 1
+    assert done.result is not None and done.result["transcription"] == gemini.transcription_text
+    assert done.usage is not None and done.usage["model"] == "gemini-2.5-flash"
+    assert done.usage["inputTokens"] > 0
+    media = session.get(Media, uuid.UUID(done.input["mediaId"]), populate_existing=True)
+    assert media is not None and media.transcription == gemini.transcription_text
+    assert done.progress == {"step": "done", "current": 1, "total": 1}
+
+
+def test_redelivered_message_for_a_finished_job_does_nothing(
+    session: Session, ctx: WorkerContext, user: User, gemini: FakeGemini
+) -> None:
+    job = audio_job(session, ctx, user)
+    run_job(str(job.id), transcribe_media, context=ctx)
+    run_job(str(job.id), transcribe_media, context=ctx)
+    assert fresh(session, job).attempts == 1
+    assert len(gemini.requests) == 1
+
+
+def test_a_running_job_cannot_be_claimed_twice(session: Session, ctx: WorkerContext,
+                                               user: User) -> None:
+    job = audio_job(session, ctx, user)
+    assert lifecycle.start_job(session, job.id, heartbeat_timeout_s=60) is not None
+    assert lifecycle.start_job(session, job.id, heartbeat_timeout_s=60) is None
+    # Once its heartbeat is older than the timeout, the worker is presumed dead: take over.
+    session.execute(update(Job).where(Job.id == job.id)
+                    .values(heartbeat_at=utcnow() - timedelta(seconds=120)))
+    session.commit()
+    taken = lifecycle.start_job(session, job.id, heartbeat_timeout_s=60)
+    assert taken is not None and taken.attempts == 2
+
+
+def test_stale_attempt_cannot_finish_a_job(session: Session, ctx: WorkerContext,
+                                           user: User) -> None:
+    job = audio_job(session, ctx, user)
+    first = lifecycle.start_job(session, job.id, heartbeat_timeout_s=60)
+    assert first is not None
+    stale_view = Job(id=first.id, attempts=first.attempts)
+    session.execute(update(Job).where(Job.id == job.id)
+                    .values(heartbeat_at=utcnow() - timedelta(seconds=120)))
+    session.commit()
+    assert lifecycle.start_job(session, job.id, heartbeat_timeout_s=60) is not None
+    assert not lifecycle.succeed_job(session, stale_view, {"transcription": "late"})
+    session.commit()
+    assert fresh(session, job).status == "running"
+
+
+def test_rate_limited_attempt_is_requeued_after_the_retry_delay(
+    session: Session, ctx: WorkerContext, user: User, gemini: FakeGemini
+) -> None:
+    job = audio_job(session, ctx, user)
+    gemini.fail_next("transcription", 1, status=429, retry_delay="7s")
+    before = utcnow()
+    run_job(str(job.id), transcribe_media, context=ctx)
+    retrying = fresh(session, job)
+    assert retrying.status == "queued" and retrying.attempts == 1
+    assert retrying.error is not None and retrying.error["code"] == "upstream_rate_limited"
+    assert retrying.error["retryable"] is True
+    assert retrying.enqueued_at is not None
+    assert retrying.enqueued_at >= before + timedelta(seconds=7)
+    run_job(str(job.id), transcribe_media, context=ctx)
+    done = fresh(session, job)
+    assert done.status == "succeeded" and done.attempts == 2 and done.error is None
+
+
+def test_client_error_fails_at_once(session: Session, ctx: WorkerContext, user: User,
+                                    gemini: FakeGemini) -> None:
+    job = audio_job(session, ctx, user)
+    gemini.fail_next("transcription", 1, status=400)
+    run_job(str(job.id), transcribe_media, context=ctx)
+    failed = fresh(session, job)
+    assert failed.status == "failed" and failed.attempts == 1
+    assert failed.error is not None and failed.error["retryable"] is False
+    assert "key" not in failed.error["message"].lower()
+
+
+def test_attempts_are_bounded(session: Session, ctx: WorkerContext, user: User,
+                              gemini: FakeGemini) -> None:
+    job = audio_job(session, ctx, user, max_attempts=2)
+    gemini.fail_next("transcription", 2, status=503)
+    run_job(str(job.id), transcribe_media, context=ctx)
+    assert fresh(session, job).status == "queued"
+    run_job(str(job.id), transcribe_media, context=ctx)
+    failed = fresh(session, job)
+    assert failed.status == "failed" and failed.attempts == 2
+    assert failed.error is not None and failed.error["code"] == "upstream_unavailable"
+
+
+def test_upstream_hang_times_out_and_is_retried(session: Session, ctx: WorkerContext,
+                                                user: User, gemini: FakeGemini) -> None:
+    job = audio_job(session, ctx, user)
+    gemini.hang_next("transcription", 10)
+    run_job(str(job.id), transcribe_media, context=ctx)
+    retrying = fresh(session, job)
+    assert retrying.status == "queued"
+    assert retrying.error is not None and retrying.error["code"] == "upstream_timeout"
+
+
+def test_canceled_queued_job_never_runs(session: Session, ctx: WorkerContext, user: User,
+                                        gemini: FakeGemini) -> None:
+    job = audio_job(session, ctx, user)
+    lifecycle.request_cancel(session, job)
+    run_job(str(job.id), transcribe_media, context=ctx)
+    assert fresh(session, job).status == "canceled"
+    assert gemini.requests == []
+
+
+def make_space_with_notes(session: Session, user: User, *, photo_on_second: bool = False
+                          ) -> tuple[Space, list[Note]]:
+    space = Space(owner_id=user.id, title="Alps")
+    session.add(space)
+    session.flush()
+    notes = [Note(space_id=space.id, timestamp_ms=1_700_000_000_000 + i * 86_400_000,
+                  title=f"Day {i + 1}", text_content=f"Hiking day {i + 1}.", type="MOMENT")
+             for i in range(3)]
+    session.add_all(notes)
+    session.flush()
+    if photo_on_second:
+        session.add(Media(owner_id=user.id, note_id=notes[1].id, kind="image",
+                          storage_key="image/x", url="http://localhost/media/image/x.png",
+                          mime_type="image/png", size=1, sha256="1" * 64))
+    session.commit()
+    return space, notes
+
+
+def test_story_fans_out_illustrations_and_finishes_with_the_last(
+    session: Session, ctx: WorkerContext, user: User
+) -> None:
+    space, notes = make_space_with_notes(session, user, photo_on_second=True)
+    job = create_job(session, owner_id=user.id, kind="story",
+                     input={"spaceId": str(space.id), "settings": {"storyMode": "chapter"}})
+    session.commit()
+    run_job(str(job.id), build_story, context=ctx)
+    running = fresh(session, job)
+    assert running.status == "running"
+    assert running.progress == {"step": "images", "current": 0, "total": 2}
+    story = session.scalar(select(Story).where(Story.job_id == job.id))
+    assert story is not None and story.status == "writing"
+    chapters = session.scalars(select(Chapter).where(Chapter.story_id == story.id)
+                               .order_by(Chapter.position)).all()
+    assert [c.source_note_id for c in chapters] == [n.id for n in notes]
+    assert chapters[1].user_image_ids and chapters[1].generated_image_url is None
+    session.refresh(space)
+    assert space.current_story_version is None  # not published until complete
+
+    children = session.scalars(select(Job).where(Job.parent_id == job.id)).all()
+    assert len(children) == 2 and {c.kind for c in children} == {"illustration"}
+    for child in children:
+        run_job(str(child.id), illustrate, context=ctx)
+    done = fresh(session, job)
+    assert done.status == "succeeded"
+    assert done.result is not None and done.result["illustrations"]["succeeded"] == 2
+    assert done.progress == {"step": "done", "current": 2, "total": 2}
+    session.refresh(space)
+    assert space.current_story_version == 1
+    for chapter in chapters:
+        session.refresh(chapter)
+    assert chapters[0].generated_image_url and chapters[2].generated_image_url
+    assert chapters[1].generated_image_url is None
+
+
+def test_story_rerun_replaces_its_own_version(session: Session, ctx: WorkerContext,
+                                              user: User) -> None:
+    space, _ = make_space_with_notes(session, user)
+    job = create_job(session, owner_id=user.id, kind="story", input={"spaceId": str(space.id)})
+    session.commit()
+    run_job(str(job.id), build_story, context=ctx)
+    # The worker dies; after the heartbeat expires another worker re-runs the job.
+    session.execute(update(Job).where(Job.id == job.id)
+                    .values(heartbeat_at=utcnow() - timedelta(hours=1)))
+    session.commit()
+    run_job(str(job.id), build_story, context=ctx)
+    stories = session.scalars(select(Story).where(Story.space_id == space.id)).all()
+    assert len(stories) == 1
+    chapters = session.scalars(select(Chapter).where(Chapter.story_id == stories[0].id)).all()
+    assert len(chapters) == 3
+    assert len(session.scalars(select(Job).where(Job.parent_id == job.id)).all()) == 3
+
+
+def test_reaper_resends_lost_messages_and_recovers_dead_workers(
+    session: Session, ctx: WorkerContext, user: User
+) -> None:
+    lost_message = audio_job(session, ctx, user)
+    dead_worker = audio_job(session, ctx, user)
+    exhausted = audio_job(session, ctx, user, max_attempts=1)
+    long_ago = utcnow() - timedelta(minutes=10)
+    session.execute(update(Job).where(Job.id == lost_message.id)
+                    .values(created_at=long_ago, enqueued_at=None))
+    for job in (dead_worker, exhausted):
+        session.execute(update(Job).where(Job.id == job.id)
+                        .values(status="running", attempts=1, heartbeat_at=long_ago))
+    session.commit()
+
+    report = reap_stale_jobs(session, resend_after_s=30, heartbeat_timeout_s=60)
+    assert report.resent == 1 and report.requeued == 1 and report.failed == 1
+    assert fresh(session, lost_message).enqueued_at is not None
+    requeued = fresh(session, dead_worker)
+    assert requeued.status == "queued"
+    assert requeued.error is not None and requeued.error["code"] == "worker_lost"
+    assert fresh(session, exhausted).status == "failed"
+    # A second pass right away has nothing to do.
+    again = reap_stale_jobs(session, resend_after_s=30, heartbeat_timeout_s=60)
+    assert (again.resent, again.requeued, again.failed) == (0, 0, 0)
