@@ -6,6 +6,7 @@ Celery loads this module lazily (``config_from_object``) the first time the app 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from kombu import Exchange, Queue
 
@@ -21,8 +22,9 @@ result_backend = None
 QUEUE_NAMES = ("transcription", "illustration", "story", "batch", "maintenance")
 # Explicit exchange + routing key per queue: left implicit, every queue binds to the default
 # queue's key and a message would be copied into all of them.
-task_queues = tuple(Queue(name, Exchange(name, type="direct"), routing_key=name)
-                    for name in QUEUE_NAMES)
+task_queues = tuple(
+    Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUE_NAMES
+)
 task_default_queue = "story"
 task_routes = {
     name: {"queue": queue, "routing_key": queue}
@@ -44,8 +46,10 @@ TIME_LIMITS = {
     "maintenance": (60, 90),
 }
 task_annotations = {
-    name: {"soft_time_limit": TIME_LIMITS[route["queue"]][0],
-           "time_limit": TIME_LIMITS[route["queue"]][1]}
+    name: {
+        "soft_time_limit": TIME_LIMITS[route["queue"]][0],
+        "time_limit": TIME_LIMITS[route["queue"]][1],
+    }
     for name, route in task_routes.items()
 }
 
@@ -63,7 +67,7 @@ worker_concurrency = int(os.environ.get("CELERY_CONCURRENCY", "16"))
 broker_pool_limit = worker_concurrency + 4
 broker_connection_retry_on_startup = True
 if broker_url.startswith(("redis://", "rediss://")):
-    broker_transport_options = {
+    broker_transport_options: dict[str, Any] = {
         # Above the longest task (90 s) plus the longest retry delay (120 s): a slow task is
         # never redelivered while it still runs.
         "visibility_timeout": 3600,

@@ -63,7 +63,9 @@ class Settings:
             redis_url=redis_url,
             secret_key=secret_key,
             media_dir=Path(_get(env, "MEDIA_DIR") or var_dir / "media").resolve(),
-            public_base_url=(_get(env, "PUBLIC_BASE_URL") or f"http://localhost:{port}").rstrip("/"),
+            public_base_url=(_get(env, "PUBLIC_BASE_URL") or f"http://localhost:{port}").rstrip(
+                "/"
+            ),
             port=port,
             cloudinary_url=_get(env, "CLOUDINARY_URL"),
             access_token_ttl_s=int(_get(env, "ACCESS_TOKEN_TTL_SECONDS", "3600") or 3600),

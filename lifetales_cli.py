@@ -31,21 +31,47 @@ def migrate() -> None:
 
 def _platform_commands(port: int, concurrency: int, with_worker: bool) -> list[list[str]]:
     bin_dir = Path(sys.executable).parent
-    commands = [[
-        str(bin_dir / "gunicorn"), "api:create_app()",
-        "--bind", f"0.0.0.0:{port}",
-        # Threads: Prefer: wait=N and polling clients hold a request open without a process each.
-        "--worker-class", "gthread", "--workers", "1", "--threads", "32",
-        "--timeout", "120", "--graceful-timeout", "10",
-        "--access-logfile", "-",
-    ]]
+    commands = [
+        [
+            str(bin_dir / "gunicorn"),
+            "api:create_app()",
+            "--bind",
+            f"0.0.0.0:{port}",
+            # Threads: Prefer: wait=N and polling clients hold a request open, not a process.
+            "--worker-class",
+            "gthread",
+            "--workers",
+            "1",
+            "--threads",
+            "32",
+            "--timeout",
+            "120",
+            "--graceful-timeout",
+            "10",
+            "--access-logfile",
+            "-",
+        ]
+    ]
     if with_worker:
-        commands.append([
-            str(bin_dir / "celery"), "-A", "workers.app", "worker",
-            "--beat", "--queues", QUEUES, "--pool", "threads",
-            "--concurrency", str(concurrency), "--loglevel", "INFO",
-            "--without-mingle", "--without-gossip",
-        ])
+        commands.append(
+            [
+                str(bin_dir / "celery"),
+                "-A",
+                "workers.app",
+                "worker",
+                "--beat",
+                "--queues",
+                QUEUES,
+                "--pool",
+                "threads",
+                "--concurrency",
+                str(concurrency),
+                "--loglevel",
+                "INFO",
+                "--without-mingle",
+                "--without-gossip",
+            ]
+        )
     return commands
 
 
@@ -58,13 +84,18 @@ def run(port: int, concurrency: int, with_worker: bool) -> int:
     var_dir.mkdir(parents=True, exist_ok=True)
     migrate()
     mode = "gemini" if settings.agents.gemini_api_key else "offline (no GEMINI_API_KEY)"
-    print(f"lifetales: database={settings.database_url.split(':', 1)[0]} "
-          f"broker={settings.broker_url.split(':', 1)[0]} provider={mode} "
-          f"media={'cloudinary' if settings.cloudinary_url else settings.media_dir}", flush=True)
+    print(
+        f"lifetales: database={settings.database_url.split(':', 1)[0]} "
+        f"broker={settings.broker_url.split(':', 1)[0]} provider={mode} "
+        f"media={'cloudinary' if settings.cloudinary_url else settings.media_dir}",
+        flush=True,
+    )
     print(f"lifetales: API on http://localhost:{port}/api/v1 (docs: /api/docs)", flush=True)
     env = {**os.environ, "PORT": str(port), "LIFETALES_VAR_DIR": str(var_dir)}
-    children = [subprocess.Popen(cmd, env=env, cwd=ROOT)
-                for cmd in _platform_commands(port, concurrency, with_worker)]
+    children = [
+        subprocess.Popen(cmd, env=env, cwd=ROOT)  # noqa: S603 - our own gunicorn/celery
+        for cmd in _platform_commands(port, concurrency, with_worker)
+    ]
 
     stopping = False
 
@@ -99,8 +130,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="migrate, then run the API, a worker and beat")
     run_p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
-    run_p.add_argument("--concurrency", type=int,
-                       default=int(os.environ.get("CELERY_CONCURRENCY", "8")))
+    run_p.add_argument(
+        "--concurrency", type=int, default=int(os.environ.get("CELERY_CONCURRENCY", "8"))
+    )
     run_p.add_argument("--no-worker", action="store_true", help="run the API only")
     sub.add_parser("migrate", help="alembic upgrade head")
     args = parser.parse_args(argv)

@@ -35,6 +35,8 @@ ONE_SECTION_PER_NOTE_MODES: frozenset[str] = frozenset({"transcription", "chapte
 # indented, so no other line of the context can start with it.
 NOTE_ID_PREFIX = "id: "
 _INDENT = "  "
+# Not strftime's %A: that follows the process locale, and the context must not.
+_WEEKDAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _FENCED = re.compile(r"^\s*```(?:json)?\s*(.*?)\s*```\s*$", re.DOTALL)
 
 
@@ -121,7 +123,7 @@ def build_story_context(notes: Sequence[NoteInput], space_title: str) -> str:
         for day, group in groupby(ordered, key=lambda n: _utc(n.timestamp_ms).date())
     ]
     for day_number, (day, day_notes) in enumerate(days, start=1):
-        lines += ["", f"Day {day_number} - {day:%A %Y-%m-%d}"]
+        lines += ["", f"Day {day_number} - {_WEEKDAYS[day.weekday()]} {day:%Y-%m-%d}"]
         for note in day_notes:
             index += 1
             lines += ["", *_note_block(index, note)]

@@ -8,7 +8,13 @@ import uuid
 from flask_smorest import abort
 from sqlalchemy import func, select
 
-from agents.media.sniff import AUDIO_MIME_TYPES, IMAGE_MIME_TYPES, check_declared_matches, sniff_mime
+from agents.media.sniff import (
+    AUDIO_MIME_TYPES,
+    IMAGE_MIME_TYPES,
+    check_declared_matches,
+    normalize_mime,
+    sniff_mime,
+)
 from api.state import db, state
 from models import Job, Media
 from workers.dispatch import create_job
@@ -34,7 +40,13 @@ def classify(data: bytes, declared: str | None, field: str, *, audio_only: bool)
     assert declared is not None
     kind = "image" if declared.startswith("image/") else "audio"
     if audio_only and kind != "audio":
-        abort(422, message=f"{field} must be audio; allowed: {', '.join(sorted(AUDIO_MIME_TYPES))}")
+        abort(422, message=f"{field}: {declared} is not an audio type; "
+                           f"allowed: {', '.join(sorted(AUDIO_MIME_TYPES))}")
+    if not audio_only and kind == "audio" and normalize_mime(declared, "audio") not in AUDIO_MIME_TYPES:
+        # Neither audio nor image: say both are accepted, not just "not a supported audio format".
+        allowed = ", ".join(sorted(AUDIO_MIME_TYPES | IMAGE_MIME_TYPES))
+        abort(422, message=f"{field} type {declared} is not a supported audio or image format; "
+                           f"allowed: {allowed}")
     try:
         mime = check_declared_matches(declared, data, kind)  # type: ignore[arg-type]
     except ValueError as exc:

@@ -1,4 +1,4 @@
-"""Alembic environment: the URL comes from the app settings (DATABASE_URL or the embedded SQLite)."""
+"""Alembic environment: the URL comes from the app settings (DATABASE_URL or embedded SQLite)."""
 
 from __future__ import annotations
 

@@ -18,13 +18,15 @@ def normalize_database_url(url: str) -> str:
 
 
 def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
-    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout for API + worker processes."""
+    """Create an engine; SQLite gets WAL, foreign keys and a busy timeout for concurrent use."""
     url = normalize_database_url(url)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs)
+        engine = create_engine(
+            url, connect_args={"timeout": 30, "check_same_thread": False}, **kwargs
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
     return create_engine(

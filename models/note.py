@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import BigInteger, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, TimestampMixin, utcnow
+
+if TYPE_CHECKING:
+    from models.space import Space
 
 
 class Note(TimestampMixin, Base):
@@ -24,9 +28,11 @@ class Note(TimestampMixin, Base):
     title: Mapped[str | None] = mapped_column(String(200))
     text_content: Mapped[str | None] = mapped_column(Text)
 
-    space: Mapped[Space] = relationship(back_populates="notes")  # noqa: F821
+    space: Mapped[Space] = relationship(back_populates="notes")
     media: Mapped[list[Media]] = relationship(
-        back_populates="note", cascade="all, delete-orphan", passive_deletes=True,
+        back_populates="note",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
         order_by="(Media.position, Media.created_at)",
     )
 

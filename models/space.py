@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, TimestampMixin
+
+if TYPE_CHECKING:
+    from models.note import Note
+    from models.story import Story
 
 
 class Space(TimestampMixin, Base):
@@ -25,10 +30,14 @@ class Space(TimestampMixin, Base):
     # The story version readers see; swapped only when a new version is complete.
     current_story_version: Mapped[int | None] = mapped_column(Integer)
 
-    notes: Mapped[list[Note]] = relationship(  # noqa: F821
-        back_populates="space", cascade="all, delete-orphan", passive_deletes=True,
+    notes: Mapped[list[Note]] = relationship(
+        back_populates="space",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
         order_by="Note.timestamp_ms",
     )
-    stories: Mapped[list[Story]] = relationship(  # noqa: F821
-        back_populates="space", cascade="all, delete-orphan", passive_deletes=True,
+    stories: Mapped[list[Story]] = relationship(
+        back_populates="space",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
     )

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from models.base import Base, utcnow
+
+if TYPE_CHECKING:
+    from models.space import Space
 
 
 class Story(Base):
@@ -27,9 +30,11 @@ class Story(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     generated_at: Mapped[datetime | None]
 
-    space: Mapped[Space] = relationship(back_populates="stories")  # noqa: F821
+    space: Mapped[Space] = relationship(back_populates="stories")
     chapters: Mapped[list[Chapter]] = relationship(
-        back_populates="story", cascade="all, delete-orphan", passive_deletes=True,
+        back_populates="story",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
         order_by="Chapter.position",
     )
 

@@ -15,8 +15,10 @@ def wav_tone(seconds: float = 0.5, frequency: float = 440.0, rate: int = 16000) 
         out.setsampwidth(2)
         out.setframerate(rate)
         frames = int(seconds * rate)
-        out.writeframes(b"".join(
-            struct.pack("<h", int(12000 * math.sin(2 * math.pi * frequency * i / rate)))
-            for i in range(frames)
-        ))
+        out.writeframes(
+            b"".join(
+                struct.pack("<h", int(12000 * math.sin(2 * math.pi * frequency * i / rate)))
+                for i in range(frames)
+            )
+        )
     return buffer.getvalue()

@@ -30,8 +30,14 @@ REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
 API_BROKER_URL = f"{REDIS_BASE}/15"
 
 # Tests never see a developer's real keys or services.
-for _name in ("GEMINI_API_KEY", "CLOUDINARY_URL", "GOOGLE_GEMINI_BASE_URL", "DATABASE_URL",
-              "REDIS_URL", "SECRET_KEY"):
+for _name in (
+    "GEMINI_API_KEY",
+    "CLOUDINARY_URL",
+    "GOOGLE_GEMINI_BASE_URL",
+    "DATABASE_URL",
+    "REDIS_URL",
+    "SECRET_KEY",
+):
     os.environ.pop(_name, None)
 os.environ["CELERY_BROKER_URL"] = API_BROKER_URL
 
@@ -150,8 +156,9 @@ def client(app: Flask) -> FlaskClient:
     return app.test_client()
 
 
-def register(client: FlaskClient, email: str | None = None,
-             password: str = "correct horse battery") -> dict[str, str]:
+def register(
+    client: FlaskClient, email: str | None = None, password: str = "correct horse battery"
+) -> dict[str, str]:
     """Register a user; returns the Authorization header for it."""
     email = email or f"user-{uuid.uuid4().hex[:8]}@example.com"
     response = client.post("/api/v1/auth/register", json={"email": email, "password": password})
@@ -170,16 +177,20 @@ def other_auth(client: FlaskClient) -> dict[str, str]:
 
 
 def make_space(client: FlaskClient, headers: dict[str, str], **fields: Any) -> dict[str, Any]:
-    response = client.post("/api/v1/spaces", json={"title": "Lisbon trip", **fields},
-                           headers=headers)
+    response = client.post(
+        "/api/v1/spaces", json={"title": "Lisbon trip", **fields}, headers=headers
+    )
     assert response.status_code == 201, response.get_json()
     return response.get_json()  # type: ignore[no-any-return]
 
 
-def make_note(client: FlaskClient, headers: dict[str, str], space_id: str,
-              **fields: Any) -> dict[str, Any]:
-    response = client.post(f"/api/v1/spaces/{space_id}/notes",
-                           json={"textContent": "We walked to the river.", **fields},
-                           headers=headers)
+def make_note(
+    client: FlaskClient, headers: dict[str, str], space_id: str, **fields: Any
+) -> dict[str, Any]:
+    response = client.post(
+        f"/api/v1/spaces/{space_id}/notes",
+        json={"textContent": "We walked to the river.", **fields},
+        headers=headers,
+    )
     assert response.status_code == 201, response.get_json()
     return response.get_json()  # type: ignore[no-any-return]

@@ -33,9 +33,20 @@ class Platform:
         self.log_path = var_dir / "platform.log"
         self.base_url = f"http://127.0.0.1:{self.port}"
         var_dir.mkdir(parents=True, exist_ok=True)
-        clean = {k: v for k, v in os.environ.items()
-                 if k not in {"DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "GEMINI_API_KEY",
-                              "GOOGLE_GEMINI_BASE_URL", "CLOUDINARY_URL", "SECRET_KEY"}}
+        clean = {
+            k: v
+            for k, v in os.environ.items()
+            if k
+            not in {
+                "DATABASE_URL",
+                "CELERY_BROKER_URL",
+                "REDIS_URL",
+                "GEMINI_API_KEY",
+                "GOOGLE_GEMINI_BASE_URL",
+                "CLOUDINARY_URL",
+                "SECRET_KEY",
+            }
+        }
         self.env = {
             **clean,
             "LIFETALES_VAR_DIR": str(var_dir),
@@ -49,9 +60,18 @@ class Platform:
     def start(self, timeout: float = 60) -> Platform:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "lifetales"), "run", "--port", str(self.port),
-             "--concurrency", str(self.concurrency)],
-            cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            [
+                str(Path(sys.executable).parent / "lifetales"),
+                "run",
+                "--port",
+                str(self.port),
+                "--concurrency",
+                str(self.concurrency),
+            ],
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
@@ -98,18 +118,24 @@ class Client:
         self.base = base_url
         self.http = requests.Session()
 
-    def call(self, method: str, path: str, expect: int | tuple[int, ...] = (200, 201, 202),
-             **kwargs: Any) -> requests.Response:
+    def call(
+        self, method: str, path: str, expect: int | tuple[int, ...] = (200, 201, 202), **kwargs: Any
+    ) -> requests.Response:
         kwargs.setdefault("timeout", 30)
         response = self.http.request(method, f"{self.base}/api/v1{path}", **kwargs)
         expected = (expect,) if isinstance(expect, int) else expect
-        assert response.status_code in expected, (method, path, response.status_code,
-                                                   response.text[:500])
+        assert response.status_code in expected, (
+            method,
+            path,
+            response.status_code,
+            response.text[:500],
+        )
         return response
 
     def register(self, email: str, password: str = "a long enough password") -> None:
-        body = self.call("POST", "/auth/register", json={"email": email, "password": password},
-                         expect=201).json()
+        body = self.call(
+            "POST", "/auth/register", json={"email": email, "password": password}, expect=201
+        ).json()
         self.http.headers["Authorization"] = f"Bearer {body['accessToken']}"
 
     def wait_job(self, job_id: str, timeout: float = 60) -> dict[str, Any]:

@@ -32,8 +32,12 @@ def run_story_flow(client: Client) -> dict[str, Any]:
     client.register(f"e2e-{uuid.uuid4().hex[:8]}@example.com")
     space = client.call("POST", "/spaces", json={"title": "Porto weekend"}, expect=201).json()
     notes = [
-        client.call("POST", f"/spaces/{space['id']}/notes", expect=201,
-                    json={"title": title, "textContent": text, "timestamp": ts}).json()
+        client.call(
+            "POST",
+            f"/spaces/{space['id']}/notes",
+            expect=201,
+            json={"title": title, "textContent": text, "timestamp": ts},
+        ).json()
         for title, text, ts in (
             ("Arrival", "We landed at dawn and walked along the river.", 1_700_000_000_000),
             ("Market", "Fresh sardines and custard tarts at the market.", 1_700_040_000_000),
@@ -41,12 +45,16 @@ def run_story_flow(client: Client) -> dict[str, Any]:
         )
     ]
     upload = client.call(
-        "POST", f"/spaces/{space['id']}/notes/{notes[2]['id']}/media", expect=201,
+        "POST",
+        f"/spaces/{space['id']}/notes/{notes[2]['id']}/media",
+        expect=201,
         files={"file": ("sunset.wav", wav_tone(), "audio/wav")},
     ).json()
-    assert upload["kind"] == "audio" and upload["transcriptionJob"]["status"] in {"queued",
-                                                                                  "running",
-                                                                                  "succeeded"}
+    assert upload["kind"] == "audio" and upload["transcriptionJob"]["status"] in {
+        "queued",
+        "running",
+        "succeeded",
+    }
     transcription = client.wait_job(upload["transcriptionJob"]["id"])
     assert transcription["status"] == "succeeded", transcription
     text = transcription["result"]["transcription"]
@@ -97,11 +105,16 @@ def pg_platform_env(tmp_path: Path) -> Iterator[dict[str, str]]:
 def test_story_flow_on_postgresql_redis_with_fake_gemini_and_cloudinary(
     pg_platform_env: dict[str, str], tmp_path: Path
 ) -> None:
-    with FakeGemini(transcription_text="The sun sets over the Douro.") as gemini, \
-            FakeCloudinary() as cloudinary:
-        env = {**pg_platform_env, "GEMINI_API_KEY": "fake-key-for-tests",
-               "GOOGLE_GEMINI_BASE_URL": gemini.base_url,
-               "CLOUDINARY_URL": cloudinary.cloudinary_url}
+    with (
+        FakeGemini(transcription_text="The sun sets over the Douro.") as gemini,
+        FakeCloudinary() as cloudinary,
+    ):
+        env = {
+            **pg_platform_env,
+            "GEMINI_API_KEY": "fake-key-for-tests",
+            "GOOGLE_GEMINI_BASE_URL": gemini.base_url,
+            "CLOUDINARY_URL": cloudinary.cloudinary_url,
+        }
         with Platform(env, tmp_path / "var") as platform:
             ready = requests.get(f"{platform.base_url}/ready", timeout=5).json()
             assert ready["provider"] == "gemini" and ready["media"] == "cloudinary"
@@ -109,13 +122,12 @@ def test_story_flow_on_postgresql_redis_with_fake_gemini_and_cloudinary(
         assert outcome["transcription"] == "The sun sets over the Douro."
         paths = [r.path for r in gemini.requests]
         assert any(p.startswith("/v1/models/gemini-2.5-flash:generateContent") for p in paths)
-        assert any(p.startswith("/v1/models/gemini-2.5-flash-image:generateContent")
-                   for p in paths)
-        assert all(r.headers.get("x-goog-api-key") == "fake-key-for-tests"
-                   for r in gemini.requests)
+        assert any(p.startswith("/v1/models/gemini-2.5-flash-image:generateContent") for p in paths)
+        assert all(r.headers.get("x-goog-api-key") == "fake-key-for-tests" for r in gemini.requests)
         # One upload per illustration, named after its job: a retry would overwrite it.
-        illustration_uploads = [u for u in cloudinary.uploads
-                                if u.public_id.startswith("illustrations/")]
+        illustration_uploads = [
+            u for u in cloudinary.uploads if u.public_id.startswith("illustrations/")
+        ]
         assert len(illustration_uploads) == 3
         log = platform.log()
         assert "fake-key-for-tests" not in log

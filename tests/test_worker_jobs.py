@@ -46,13 +46,20 @@ def gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
 
 @pytest.fixture
 def ctx(
-    settings: Settings, session_factory: sessionmaker[Session], gemini: FakeGemini,
-    redis_client: redis.Redis, tmp_path: Path,
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    gemini: FakeGemini,
+    redis_client: redis.Redis,
+    tmp_path: Path,
 ) -> WorkerContext:
     from workers.dispatch import install_enqueue_after_commit
 
-    agent_settings = AgentSettings(gemini_api_key="test-key", transcription_timeout_ms=2000,
-                                   illustration_timeout_ms=2000, story_timeout_ms=2000)
+    agent_settings = AgentSettings(
+        gemini_api_key="test-key",
+        transcription_timeout_ms=2000,
+        illustration_timeout_ms=2000,
+        story_timeout_ms=2000,
+    )
     install_enqueue_after_commit(session_factory)
     return WorkerContext(
         settings=dataclasses.replace(settings, agents=agent_settings),
@@ -65,8 +72,12 @@ def ctx(
 
 @pytest.fixture
 def user(session: Session) -> User:
-    account = User(email=f"w-{uuid.uuid4().hex[:8]}@example.com", password_hash="x",
-                   token_version=0, role="user")
+    account = User(
+        email=f"w-{uuid.uuid4().hex[:8]}@example.com",
+        password_hash="x",
+        token_version=0,
+        role="user",
+    )
     session.add(account)
     session.commit()
     return account
@@ -75,11 +86,24 @@ def user(session: Session) -> User:
 def audio_job(session: Session, ctx: WorkerContext, user: User, **job_args: Any) -> Job:
     media_id = uuid.uuid4()
     stored = ctx.storage.save(f"audio/{media_id}", wav_tone(), "audio/wav")
-    media = Media(id=media_id, owner_id=user.id, kind="audio", storage_key=f"audio/{media_id}",
-                  url=stored.url, mime_type="audio/wav", size=stored.size, sha256="0" * 64)
+    media = Media(
+        id=media_id,
+        owner_id=user.id,
+        kind="audio",
+        storage_key=f"audio/{media_id}",
+        url=stored.url,
+        mime_type="audio/wav",
+        size=stored.size,
+        sha256="0" * 64,
+    )
     session.add(media)
-    job = create_job(session, owner_id=user.id, kind="transcription",
-                     input={"mediaId": str(media_id)}, **job_args)
+    job = create_job(
+        session,
+        owner_id=user.id,
+        kind="transcription",
+        input={"mediaId": str(media_id)},
+        **job_args,
+    )
     session.commit()
     return job
 
@@ -90,8 +114,9 @@ def fresh(session: Session, job: Job) -> Job:
     return found
 
 
-def test_transcription_succeeds_and_records_usage(session: Session, ctx: WorkerContext,
-                                                  user: User, gemini: FakeGemini) -> None:
+def test_transcription_succeeds_and_records_usage(
+    session: Session, ctx: WorkerContext, user: User, gemini: FakeGemini
+) -> None:
     job = audio_job(session, ctx, user)
     run_job(str(job.id), transcribe_media, context=ctx)
     done = fresh(session, job)
@@ -114,27 +139,31 @@ def test_redelivered_message_for_a_finished_job_does_nothing(
     assert len(gemini.requests) == 1
 
 
-def test_a_running_job_cannot_be_claimed_twice(session: Session, ctx: WorkerContext,
-                                               user: User) -> None:
+def test_a_running_job_cannot_be_claimed_twice(
+    session: Session, ctx: WorkerContext, user: User
+) -> None:
     job = audio_job(session, ctx, user)
     assert lifecycle.start_job(session, job.id, heartbeat_timeout_s=60) is not None
     assert lifecycle.start_job(session, job.id, heartbeat_timeout_s=60) is None
     # Once its heartbeat is older than the timeout, the worker is presumed dead: take over.
-    session.execute(update(Job).where(Job.id == job.id)
-                    .values(heartbeat_at=utcnow() - timedelta(seconds=120)))
+    session.execute(
+        update(Job).where(Job.id == job.id).values(heartbeat_at=utcnow() - timedelta(seconds=120))
+    )
     session.commit()
     taken = lifecycle.start_job(session, job.id, heartbeat_timeout_s=60)
     assert taken is not None and taken.attempts == 2
 
 
-def test_stale_attempt_cannot_finish_a_job(session: Session, ctx: WorkerContext,
-                                           user: User) -> None:
+def test_stale_attempt_cannot_finish_a_job(
+    session: Session, ctx: WorkerContext, user: User
+) -> None:
     job = audio_job(session, ctx, user)
     first = lifecycle.start_job(session, job.id, heartbeat_timeout_s=60)
     assert first is not None
     stale_view = Job(id=first.id, attempts=first.attempts)
-    session.execute(update(Job).where(Job.id == job.id)
-                    .values(heartbeat_at=utcnow() - timedelta(seconds=120)))
+    session.execute(
+        update(Job).where(Job.id == job.id).values(heartbeat_at=utcnow() - timedelta(seconds=120))
+    )
     session.commit()
     assert lifecycle.start_job(session, job.id, heartbeat_timeout_s=60) is not None
     assert not lifecycle.succeed_job(session, stale_view, {"transcription": "late"})
@@ -160,8 +189,9 @@ def test_rate_limited_attempt_is_requeued_after_the_retry_delay(
     assert done.status == "succeeded" and done.attempts == 2 and done.error is None
 
 
-def test_client_error_fails_at_once(session: Session, ctx: WorkerContext, user: User,
-                                    gemini: FakeGemini) -> None:
+def test_client_error_fails_at_once(
+    session: Session, ctx: WorkerContext, user: User, gemini: FakeGemini
+) -> None:
     job = audio_job(session, ctx, user)
     gemini.fail_next("transcription", 1, status=400)
     run_job(str(job.id), transcribe_media, context=ctx)
@@ -171,8 +201,9 @@ def test_client_error_fails_at_once(session: Session, ctx: WorkerContext, user: 
     assert "key" not in failed.error["message"].lower()
 
 
-def test_attempts_are_bounded(session: Session, ctx: WorkerContext, user: User,
-                              gemini: FakeGemini) -> None:
+def test_attempts_are_bounded(
+    session: Session, ctx: WorkerContext, user: User, gemini: FakeGemini
+) -> None:
     job = audio_job(session, ctx, user, max_attempts=2)
     gemini.fail_next("transcription", 2, status=503)
     run_job(str(job.id), transcribe_media, context=ctx)
@@ -183,8 +214,9 @@ def test_attempts_are_bounded(session: Session, ctx: WorkerContext, user: User,
     assert failed.error is not None and failed.error["code"] == "upstream_unavailable"
 
 
-def test_upstream_hang_times_out_and_is_retried(session: Session, ctx: WorkerContext,
-                                                user: User, gemini: FakeGemini) -> None:
+def test_upstream_hang_times_out_and_is_retried(
+    session: Session, ctx: WorkerContext, user: User, gemini: FakeGemini
+) -> None:
     job = audio_job(session, ctx, user)
     gemini.hang_next("transcription", 10)
     run_job(str(job.id), transcribe_media, context=ctx)
@@ -193,8 +225,9 @@ def test_upstream_hang_times_out_and_is_retried(session: Session, ctx: WorkerCon
     assert retrying.error is not None and retrying.error["code"] == "upstream_timeout"
 
 
-def test_canceled_queued_job_never_runs(session: Session, ctx: WorkerContext, user: User,
-                                        gemini: FakeGemini) -> None:
+def test_canceled_queued_job_never_runs(
+    session: Session, ctx: WorkerContext, user: User, gemini: FakeGemini
+) -> None:
     job = audio_job(session, ctx, user)
     lifecycle.request_cancel(session, job)
     run_job(str(job.id), transcribe_media, context=ctx)
@@ -202,20 +235,37 @@ def test_canceled_queued_job_never_runs(session: Session, ctx: WorkerContext, us
     assert gemini.requests == []
 
 
-def make_space_with_notes(session: Session, user: User, *, photo_on_second: bool = False
-                          ) -> tuple[Space, list[Note]]:
+def make_space_with_notes(
+    session: Session, user: User, *, photo_on_second: bool = False
+) -> tuple[Space, list[Note]]:
     space = Space(owner_id=user.id, title="Alps")
     session.add(space)
     session.flush()
-    notes = [Note(space_id=space.id, timestamp_ms=1_700_000_000_000 + i * 86_400_000,
-                  title=f"Day {i + 1}", text_content=f"Hiking day {i + 1}.", type="MOMENT")
-             for i in range(3)]
+    notes = [
+        Note(
+            space_id=space.id,
+            timestamp_ms=1_700_000_000_000 + i * 86_400_000,
+            title=f"Day {i + 1}",
+            text_content=f"Hiking day {i + 1}.",
+            type="MOMENT",
+        )
+        for i in range(3)
+    ]
     session.add_all(notes)
     session.flush()
     if photo_on_second:
-        session.add(Media(owner_id=user.id, note_id=notes[1].id, kind="image",
-                          storage_key="image/x", url="http://localhost/media/image/x.png",
-                          mime_type="image/png", size=1, sha256="1" * 64))
+        session.add(
+            Media(
+                owner_id=user.id,
+                note_id=notes[1].id,
+                kind="image",
+                storage_key="image/x",
+                url="http://localhost/media/image/x.png",
+                mime_type="image/png",
+                size=1,
+                sha256="1" * 64,
+            )
+        )
     session.commit()
     return space, notes
 
@@ -224,8 +274,12 @@ def test_story_fans_out_illustrations_and_finishes_with_the_last(
     session: Session, ctx: WorkerContext, user: User
 ) -> None:
     space, notes = make_space_with_notes(session, user, photo_on_second=True)
-    job = create_job(session, owner_id=user.id, kind="story",
-                     input={"spaceId": str(space.id), "settings": {"storyMode": "chapter"}})
+    job = create_job(
+        session,
+        owner_id=user.id,
+        kind="story",
+        input={"spaceId": str(space.id), "settings": {"storyMode": "chapter"}},
+    )
     session.commit()
     run_job(str(job.id), build_story, context=ctx)
     running = fresh(session, job)
@@ -233,8 +287,9 @@ def test_story_fans_out_illustrations_and_finishes_with_the_last(
     assert running.progress == {"step": "images", "current": 0, "total": 2}
     story = session.scalar(select(Story).where(Story.job_id == job.id))
     assert story is not None and story.status == "writing"
-    chapters = session.scalars(select(Chapter).where(Chapter.story_id == story.id)
-                               .order_by(Chapter.position)).all()
+    chapters = session.scalars(
+        select(Chapter).where(Chapter.story_id == story.id).order_by(Chapter.position)
+    ).all()
     assert [c.source_note_id for c in chapters] == [n.id for n in notes]
     assert chapters[1].user_image_ids and chapters[1].generated_image_url is None
     session.refresh(space)
@@ -256,15 +311,17 @@ def test_story_fans_out_illustrations_and_finishes_with_the_last(
     assert chapters[1].generated_image_url is None
 
 
-def test_story_rerun_replaces_its_own_version(session: Session, ctx: WorkerContext,
-                                              user: User) -> None:
+def test_story_rerun_replaces_its_own_version(
+    session: Session, ctx: WorkerContext, user: User
+) -> None:
     space, _ = make_space_with_notes(session, user)
     job = create_job(session, owner_id=user.id, kind="story", input={"spaceId": str(space.id)})
     session.commit()
     run_job(str(job.id), build_story, context=ctx)
     # The worker dies; after the heartbeat expires another worker re-runs the job.
-    session.execute(update(Job).where(Job.id == job.id)
-                    .values(heartbeat_at=utcnow() - timedelta(hours=1)))
+    session.execute(
+        update(Job).where(Job.id == job.id).values(heartbeat_at=utcnow() - timedelta(hours=1))
+    )
     session.commit()
     run_job(str(job.id), build_story, context=ctx)
     stories = session.scalars(select(Story).where(Story.space_id == space.id)).all()
@@ -281,11 +338,15 @@ def test_reaper_resends_lost_messages_and_recovers_dead_workers(
     dead_worker = audio_job(session, ctx, user)
     exhausted = audio_job(session, ctx, user, max_attempts=1)
     long_ago = utcnow() - timedelta(minutes=10)
-    session.execute(update(Job).where(Job.id == lost_message.id)
-                    .values(created_at=long_ago, enqueued_at=None))
+    session.execute(
+        update(Job).where(Job.id == lost_message.id).values(created_at=long_ago, enqueued_at=None)
+    )
     for job in (dead_worker, exhausted):
-        session.execute(update(Job).where(Job.id == job.id)
-                        .values(status="running", attempts=1, heartbeat_at=long_ago))
+        session.execute(
+            update(Job)
+            .where(Job.id == job.id)
+            .values(status="running", attempts=1, heartbeat_at=long_ago)
+        )
     session.commit()
 
     report = reap_stale_jobs(session, resend_after_s=30, heartbeat_timeout_s=60)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 
-from agents.gemini import reset_clients
-from agents.provider import Provider, build_provider
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from agents.gemini import reset_clients
 from agents.media.storage import MediaStorage, build_storage
+from agents.provider import Provider, build_provider
 from config import Settings
 from models.db import make_engine, make_session_factory
 from workers.dispatch import install_enqueue_after_commit

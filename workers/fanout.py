@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from models import TERMINAL_STATUSES, Job, Space, Story
 from models.base import utcnow
+from workers.lifecycle import affected
 
 
 def child_counts(session: Session, parent_id: uuid.UUID) -> dict[str, int]:
@@ -36,8 +37,11 @@ def on_child_finished(session: Session, parent_id: uuid.UUID) -> None:
         session.execute(
             update(Job)
             .where(Job.id == parent_id, Job.status == "running")
-            .values(progress={"step": "images", "current": finished, "total": total},
-                    heartbeat_at=now, updated_at=now)
+            .values(
+                progress={"step": "images", "current": finished, "total": total},
+                heartbeat_at=now,
+                updated_at=now,
+            )
         )
         session.commit()
         return
@@ -57,17 +61,27 @@ def complete_story(session: Session, parent: Job, counts: dict[str, int]) -> boo
         "storyId": str(story.id),
         "version": story.version,
         "chapterCount": len(story.chapters),
-        "illustrations": {"total": total, "succeeded": succeeded,
-                          "failed": counts.get("failed", 0),
-                          "canceled": counts.get("canceled", 0)},
+        "illustrations": {
+            "total": total,
+            "succeeded": succeeded,
+            "failed": counts.get("failed", 0),
+            "canceled": counts.get("canceled", 0),
+        },
     }
-    done = session.execute(
+    done = affected(
+        session,
         update(Job)
         .where(Job.id == parent.id, Job.status == "running", Job.attempts == parent.attempts)
-        .values(status="succeeded", result=result, error=None, finished_at=now,
-                heartbeat_at=now, updated_at=now,
-                progress={"step": "done", "current": total, "total": total})
-    ).rowcount
+        .values(
+            status="succeeded",
+            result=result,
+            error=None,
+            finished_at=now,
+            heartbeat_at=now,
+            updated_at=now,
+            progress={"step": "done", "current": total, "total": total},
+        ),
+    )
     if not done:
         session.rollback()
         return False
@@ -77,8 +91,9 @@ def complete_story(session: Session, parent: Job, counts: dict[str, int]) -> boo
     session.execute(
         update(Space)
         .where(Space.id == story.space_id)
-        .where((Space.current_story_version.is_(None))
-               | (Space.current_story_version < story.version))
+        .where(
+            (Space.current_story_version.is_(None)) | (Space.current_story_version < story.version)
+        )
         .values(current_story_version=story.version)
     )
     session.commit()

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import CursorResult, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -19,7 +19,8 @@ def start_job(session: Session, job_id: uuid.UUID, *, heartbeat_timeout_s: int) 
     """Claim a queued job (or a running one whose worker stopped beating). None: not ours to run."""
     now = utcnow()
     stale = now - timedelta(seconds=heartbeat_timeout_s)
-    claimed = session.execute(
+    claimed = affected(
+        session,
         update(Job)
         .where(
             Job.id == job_id,
@@ -33,19 +34,25 @@ def start_job(session: Session, job_id: uuid.UUID, *, heartbeat_timeout_s: int) 
             heartbeat_at=now,
             updated_at=now,
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount
+        .execution_options(synchronize_session=False),
+    )
     if not claimed:
         # A job canceled while queued ends here, before any work starts.
-        session.execute(
+        affected(
+            session,
             update(Job)
             .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(True))
-            .values(status="canceled", finished_at=now, updated_at=now)
+            .values(status="canceled", finished_at=now, updated_at=now),
         )
         session.commit()
         return None
     session.commit()
     return session.get(Job, job_id, populate_existing=True)
+
+
+def affected(session: Session, statement: Any) -> int:
+    """Rows changed by an UPDATE/DELETE: how a fenced transition knows whether it won."""
+    return cast(CursorResult[Any], session.execute(statement)).rowcount
 
 
 def mirror(job: Job, **values: Any) -> None:
@@ -60,15 +67,13 @@ def _fenced(job: Job) -> Any:
     )
 
 
-def set_progress(
-    session: Session, job: Job, step: str, current: int = 0, total: int = 0
-) -> bool:
+def set_progress(session: Session, job: Job, step: str, current: int = 0, total: int = 0) -> bool:
     """Record progress and beat the heart; False when the job is no longer ours (stop working)."""
     now = utcnow()
     progress = {"step": step, "current": current, "total": total}
-    done = session.execute(
-        _fenced(job).values(progress=progress, heartbeat_at=now, updated_at=now)
-    ).rowcount
+    done = affected(
+        session, _fenced(job).values(progress=progress, heartbeat_at=now, updated_at=now)
+    )
     if done:
         mirror(job, progress=progress)
     return bool(done)
@@ -76,7 +81,7 @@ def set_progress(
 
 def heartbeat(session: Session, job: Job) -> bool:
     now = utcnow()
-    return bool(session.execute(_fenced(job).values(heartbeat_at=now, updated_at=now)).rowcount)
+    return bool(affected(session, _fenced(job).values(heartbeat_at=now, updated_at=now)))
 
 
 def succeed_job(
@@ -101,7 +106,7 @@ def succeed_job(
         values["usage"] = usage
     if progress is not None:
         values["progress"] = progress
-    return bool(session.execute(_fenced(job).values(**values)).rowcount)
+    return bool(affected(session, _fenced(job).values(**values)))
 
 
 def fail_job(
@@ -110,11 +115,12 @@ def fail_job(
     now = utcnow()
     error = {"code": code, "message": message, "retryable": retryable}
     return bool(
-        session.execute(
+        affected(
+            session,
             _fenced(job).values(
                 status="failed", error=error, finished_at=now, heartbeat_at=now, updated_at=now
-            )
-        ).rowcount
+            ),
+        )
     )
 
 
@@ -122,28 +128,30 @@ def cancel_running_job(session: Session, job: Job, reason: str = "canceled") -> 
     now = utcnow()
     error = {"code": reason, "message": "the job was canceled", "retryable": False}
     return bool(
-        session.execute(
-            _fenced(job).values(status="canceled", error=error, finished_at=now, updated_at=now)
-        ).rowcount
+        affected(
+            session,
+            _fenced(job).values(status="canceled", error=error, finished_at=now, updated_at=now),
+        )
     )
 
 
 def requeue_for_retry(
     session: Session, job: Job, code: str, message: str, *, delay_s: float
 ) -> bool:
-    """Put a running job back in the queue after a retryable failure; the last error stays visible."""
+    """Requeue a running job after a retryable failure; its last error stays visible."""
     now = utcnow()
     error = {"code": code, "message": message, "retryable": True}
     return bool(
-        session.execute(
+        affected(
+            session,
             _fenced(job).values(
                 status="queued",
                 error=error,
                 heartbeat_at=None,
                 enqueued_at=now + timedelta(seconds=delay_s),
                 updated_at=now,
-            )
-        ).rowcount
+            ),
+        )
     )
 
 
@@ -158,8 +166,13 @@ def request_cancel(session: Session, job: Job) -> Job:
     session.execute(
         update(Job)
         .where(Job.id.in_(ids), Job.status == "queued")
-        .values(status="canceled", cancel_requested=True, finished_at=now, updated_at=now,
-                error={"code": "canceled", "message": "the job was canceled", "retryable": False})
+        .values(
+            status="canceled",
+            cancel_requested=True,
+            finished_at=now,
+            updated_at=now,
+            error={"code": "canceled", "message": "the job was canceled", "retryable": False},
+        )
         .execution_options(synchronize_session=False)
     )
     session.execute(

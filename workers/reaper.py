@@ -13,6 +13,7 @@ from models import TERMINAL_STATUSES, Job
 from models.base import utcnow
 from workers.dispatch import send_job_message
 from workers.fanout import child_counts, complete_story
+from workers.lifecycle import affected
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +46,9 @@ def reap_stale_jobs(
         if kind not in ("transcription", "illustration", "story"):
             continue
         if send_job_message(job_id, kind, queue):
-            session.execute(update(Job).where(Job.id == job_id, Job.status == "queued")
-                            .values(enqueued_at=now))
+            session.execute(
+                update(Job).where(Job.id == job_id, Job.status == "queued").values(enqueued_at=now)
+            )
             report.resent += 1
     session.commit()
 
@@ -71,16 +73,27 @@ def reap_stale_jobs(
         fence = update(Job).where(
             Job.id == job.id, Job.status == "running", Job.attempts == job.attempts
         )
-        error = {"code": "worker_lost", "message": "the worker running this job stopped",
-                 "retryable": True}
+        error = {
+            "code": "worker_lost",
+            "message": "the worker running this job stopped",
+            "retryable": True,
+        }
         if job.attempts < job.max_attempts:
-            if session.execute(fence.values(status="queued", error=error, heartbeat_at=None,
-                                            enqueued_at=now, updated_at=now)).rowcount:
+            if affected(
+                session,
+                fence.values(
+                    status="queued", error=error, heartbeat_at=None, enqueued_at=now, updated_at=now
+                ),
+            ):
                 session.commit()
                 send_job_message(job.id, job.kind, job.queue)
                 report.requeued += 1
-        elif session.execute(fence.values(status="failed", error=error | {"retryable": False},
-                                          finished_at=now, updated_at=now)).rowcount:
+        elif affected(
+            session,
+            fence.values(
+                status="failed", error=error | {"retryable": False}, finished_at=now, updated_at=now
+            ),
+        ):
             session.commit()
             report.failed += 1
             if job.parent_id is not None:

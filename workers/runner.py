@@ -61,7 +61,9 @@ class JobRun:
     def succeed(self, result: dict[str, Any], usage: Usage | None = None) -> None:
         """Finish and commit together with whatever domain writes the session holds."""
         ok = lifecycle.succeed_job(
-            self.session, self.job, result,
+            self.session,
+            self.job,
+            result,
             usage=usage_dict(usage) if usage else None,
             progress={"step": "done", "current": 1, "total": 1},
         )
@@ -105,8 +107,10 @@ def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = No
             session, parsed_id, heartbeat_timeout_s=ctx.settings.heartbeat_timeout_s
         )
         if job is None:
-            log.info("job not claimable (finished, canceled or running elsewhere)",
-                     extra={"job_id": job_id})
+            log.info(
+                "job not claimable (finished, canceled or running elsewhere)",
+                extra={"job_id": job_id},
+            )
             return
         log.info("job started", extra={"job_id": job_id, "kind": job.kind, "attempt": job.attempts})
         run = JobRun(ctx, session, job)
@@ -128,7 +132,9 @@ def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = No
             _record_failure(session, job, "timeout", "the job ran past its time limit", True, None)
         except Exception:
             log.exception("job handler crashed", extra={"job_id": job_id})
-            _record_failure(session, job, "internal_error", "an internal error occurred", True, None)
+            _record_failure(
+                session, job, "internal_error", "an internal error occurred", True, None
+            )
         finally:
             if job.parent_id is not None and job.status != "running":
                 from workers.fanout import on_child_finished
@@ -151,8 +157,10 @@ def _record_failure(
             lifecycle.mirror(job, status="queued")
             enqueue_after_commit(session, job, countdown=delay)
         session.commit()
-        log.warning("job attempt failed; retrying",
-                    extra={"job_id": str(job.id), "code": code, "delay_s": round(delay, 2)})
+        log.warning(
+            "job attempt failed; retrying",
+            extra={"job_id": str(job.id), "code": code, "delay_s": round(delay, 2)},
+        )
         return
     if lifecycle.fail_job(session, job, code, message, retryable=retryable):
         lifecycle.mirror(job, status="failed")

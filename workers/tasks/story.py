@@ -27,7 +27,9 @@ SETTINGS_FIELDS = {
 
 
 def story_settings(data: dict[str, Any]) -> StorySettings:
-    return StorySettings(**{attr: data[key] for key, attr in SETTINGS_FIELDS.items() if key in data})
+    return StorySettings(
+        **{attr: data[key] for key, attr in SETTINGS_FIELDS.items() if key in data}
+    )
 
 
 def note_input(note: Note) -> NoteInput:
@@ -51,8 +53,10 @@ def build_story(run: JobRun) -> None:
     settings = story_settings(job.input.get("settings", {}))
     notes = list(
         session.scalars(
-            select(Note).where(Note.space_id == space_id)
-            .options(selectinload(Note.media)).order_by(Note.timestamp_ms)
+            select(Note)
+            .where(Note.space_id == space_id)
+            .options(selectinload(Note.media))
+            .order_by(Note.timestamp_ms)
         )
     )
     if not notes:
@@ -68,23 +72,30 @@ def build_story(run: JobRun) -> None:
     story = session.scalar(select(Story).where(Story.job_id == job.id))
     if story is None:
         latest = session.scalar(select(func.max(Story.version)).where(Story.space_id == space_id))
-        story = Story(space_id=space_id, version=(latest or 0) + 1, job_id=job.id,
-                      settings=job.input.get("settings", {}), status="writing")
+        story = Story(
+            space_id=space_id,
+            version=(latest or 0) + 1,
+            job_id=job.id,
+            settings=job.input.get("settings", {}),
+            status="writing",
+        )
         session.add(story)
     else:
         session.execute(delete(Chapter).where(Chapter.story_id == story.id))
     session.flush()
 
-    images_by_note = {
-        str(n.id): [str(m.id) for m in n.media if m.kind == "image"] for n in notes
-    }
+    images_by_note = {str(n.id): [str(m.id) for m in n.media if m.kind == "image"] for n in notes}
     style = settings.image_style
     children = 0
     for position, draft in enumerate(result.chapters):
         user_images = images_by_note.get(draft.source_note_id or "", [])
         chapter = Chapter(
-            id=uuid.uuid4(), story_id=story.id, position=position, title=draft.title,
-            content=draft.content, illustration_prompt=draft.illustration_prompt,
+            id=uuid.uuid4(),
+            story_id=story.id,
+            position=position,
+            title=draft.title,
+            content=draft.content,
+            illustration_prompt=draft.illustration_prompt,
             source_note_id=uuid.UUID(draft.source_note_id) if draft.source_note_id else None,
             user_image_ids=user_images,
         )
@@ -92,15 +103,23 @@ def build_story(run: JobRun) -> None:
         # Chapters that carry the user's own photos get no generated image (as the frontend does).
         if not user_images and draft.illustration_prompt:
             create_job(
-                session, owner_id=job.owner_id, kind="illustration", parent_id=job.id,
-                input={"prompt": draft.illustration_prompt, "style": style,
-                       "chapterId": str(chapter.id), "storyId": str(story.id)},
+                session,
+                owner_id=job.owner_id,
+                kind="illustration",
+                parent_id=job.id,
+                input={
+                    "prompt": draft.illustration_prompt,
+                    "style": style,
+                    "chapterId": str(chapter.id),
+                    "storyId": str(story.id),
+                },
                 max_attempts=job.max_attempts,
             )
             children += 1
     session.flush()
     session.execute(
-        update(Job).where(Job.id == job.id, Job.attempts == job.attempts)
+        update(Job)
+        .where(Job.id == job.id, Job.attempts == job.attempts)
         .values(usage=usage_dict(result.usage))
     )
     if children:
