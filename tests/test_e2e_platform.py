@@ -8,6 +8,7 @@ servers, once on the embedded default (SQLite, SQLAlchemy broker, offline provid
 
 from __future__ import annotations
 
+import base64
 import io
 import uuid
 from collections.abc import Iterator
@@ -19,7 +20,7 @@ import redis
 import requests
 from PIL import Image
 
-from tests.audio import wav_tone
+from tests.audio import spoken_audio
 from tests.conftest import REDIS_BASE, create_database, drop_database
 from tests.fakes.cloudinary_server import FakeCloudinary
 from tests.fakes.gemini_server import FakeGemini
@@ -28,7 +29,7 @@ from tests.platform import Client, Platform
 pytestmark = pytest.mark.integration
 
 
-def run_story_flow(client: Client) -> dict[str, Any]:
+def run_story_flow(client: Client, voice_note: bytes) -> dict[str, Any]:
     client.register(f"e2e-{uuid.uuid4().hex[:8]}@example.com")
     space = client.call("POST", "/spaces", json={"title": "Porto weekend"}, expect=201).json()
     notes = [
@@ -48,7 +49,7 @@ def run_story_flow(client: Client) -> dict[str, Any]:
         "POST",
         f"/spaces/{space['id']}/notes/{notes[2]['id']}/media",
         expect=201,
-        files={"file": ("sunset.wav", wav_tone(), "audio/wav")},
+        files={"file": ("sunset.webm", voice_note, "audio/webm;codecs=opus")},
     ).json()
     assert upload["kind"] == "audio" and upload["transcriptionJob"]["status"] in {
         "queued",
@@ -84,6 +85,21 @@ def run_story_flow(client: Client) -> dict[str, Any]:
         assert abs(width / height - 4 / 3) < 0.02
     children = client.call("GET", f"/jobs?parentId={story_job['id']}").json()
     assert {c["status"] for c in children} == {"succeeded"} and len(children) == 3
+
+    # The architecture brief's contract: base64 audio, mime parameters as MediaRecorder gives.
+    direct = client.call(
+        "POST",
+        "/transcriptions",
+        expect=(200, 202),
+        headers={"Prefer": "wait=30"},
+        json={
+            "audioData": base64.b64encode(voice_note).decode(),
+            "mimeType": "audio/webm;codecs=opus",
+        },
+    ).json()
+    assert direct["status"] == "succeeded", direct
+    assert direct["input"]["mimeType"] == "audio/webm"
+    assert direct["result"]["transcription"] == text
     return {"space": space, "notes": notes, "story": story, "transcription": text}
 
 
@@ -118,8 +134,13 @@ def test_story_flow_on_postgresql_redis_with_fake_gemini_and_cloudinary(
         with Platform(env, tmp_path / "var") as platform:
             ready = requests.get(f"{platform.base_url}/ready", timeout=5).json()
             assert ready["provider"] == "gemini" and ready["media"] == "cloudinary"
-            outcome = run_story_flow(Client(platform.base_url))
+            voice = spoken_audio("The sun sets over the Douro.", tmp_path)
+            outcome = run_story_flow(Client(platform.base_url), voice)
         assert outcome["transcription"] == "The sun sets over the Douro."
+        audio_parts = [part for r in gemini.requests_of("transcription") for part in r.inline_data]
+        assert audio_parts and all(
+            part.get("mimeType", part.get("mime_type")) == "audio/webm" for part in audio_parts
+        )
         paths = [r.path for r in gemini.requests]
         assert any(p.startswith("/v1/models/gemini-2.5-flash:generateContent") for p in paths)
         assert any(p.startswith("/v1/models/gemini-2.5-flash-image:generateContent") for p in paths)
@@ -138,7 +159,8 @@ def test_story_flow_on_the_embedded_default(tmp_path: Path) -> None:
     with Platform({}, tmp_path / "var") as platform:
         ready = requests.get(f"{platform.base_url}/ready", timeout=5).json()
         assert ready == {**ready, "provider": "offline", "media": "local", "status": "ready"}
-        outcome = run_story_flow(Client(platform.base_url))
-    assert outcome["transcription"].startswith("[offline transcription]")
+        voice = spoken_audio("Hello from the embedded default.", tmp_path)
+        outcome = run_story_flow(Client(platform.base_url), voice)
+    assert outcome["transcription"].startswith("[offline transcription] audio/webm")
     assert (tmp_path / "var" / "lifetales.db").exists()
     assert (tmp_path / "var" / "celery-broker.db").exists()

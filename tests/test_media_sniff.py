@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-import shutil
 import struct
 import subprocess
 import wave
@@ -21,6 +20,7 @@ from agents.media.sniff import (
     normalize_mime,
     sniff_mime,
 )
+from tests.audio import need_tool
 
 
 def make_wav(seconds: float = 0.1, rate: int = 8000) -> bytes:
@@ -192,7 +192,6 @@ def test_unrecognisable_and_empty_content_is_refused() -> None:
         check_declared_matches("audio/mpeg", b"", "audio")
 
 
-@pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="ffmpeg not installed (optional)")
 @pytest.mark.parametrize(
     ("suffix", "expected"),
     [("webm", "audio/webm"), ("ogg", "audio/ogg"), ("mp3", "audio/mpeg"),
@@ -200,9 +199,8 @@ def test_unrecognisable_and_empty_content_is_refused() -> None:
 )
 def test_real_encoder_output(tmp_path: Path, suffix: str, expected: str) -> None:
     out = tmp_path / f"tone.{suffix}"
-    ffmpeg = shutil.which("ffmpeg")
-    assert ffmpeg is not None
-    subprocess.run(  # noqa: S603 - fixed arguments, optional local tool
+    ffmpeg = need_tool("ffmpeg")
+    subprocess.run(
         [ffmpeg, "-loglevel", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=0.2",
          "-vn", str(out)],
         check=True,

@@ -1,0 +1,474 @@
+"""Submissions (story, illustration) and the job resource: polling, ETags, cancel, Prefer: wait,
+Idempotency-Key, listing; plus the saved story settings a story job starts from.
+
+No worker consumes the broker in these tests, so every submitted job stays ``queued``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from http import HTTPStatus
+from typing import Any
+
+import pytest
+from flask import Flask, Response, request_finished
+from flask.testing import FlaskClient
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from models import Chapter, Job, Space, Story
+from models.base import utcnow
+from tests.conftest import make_note, make_space
+
+DEFAULT_SETTINGS = {
+    "narrativeTone": "cinematic", "storyMode": "chapter", "creativity": 1.0,
+    "imageStyle": "illustration", "imagesPerChapter": 1, "voiceStyle": "storyteller",
+    "backgroundMusic": True,
+}
+SAVED_SETTINGS = {
+    "narrativeTone": "poetic", "storyMode": "creative", "creativity": 1.5,
+    "imageStyle": "pastel", "imagesPerChapter": 2, "voiceStyle": "calm",
+    "backgroundMusic": False,
+}
+
+
+@pytest.fixture(autouse=True)
+def no_server_errors(app: Flask) -> Iterator[None]:
+    """Fail any test during which the API answered a 5xx."""
+    seen: list[str] = []
+
+    def record(_sender: Flask, response: Response, **_: Any) -> None:
+        if response.status_code >= 500:
+            seen.append(f"{response.status_code} {response.get_data(as_text=True)[:200]}")
+
+    request_finished.connect(record, app)
+    yield
+    request_finished.disconnect(record, app)
+    assert not seen, seen
+
+
+def assert_error(response: Any, status: int, *fragments: str) -> dict[str, Any]:
+    """The one error shape: ``{code, status, message[, errors]}``; the message says why."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    body: dict[str, Any] = response.get_json()
+    assert body["code"] == status
+    assert body["status"] == HTTPStatus(status).phrase
+    assert isinstance(body["message"], str) and body["message"]
+    for fragment in fragments:
+        assert fragment in body["message"], body
+    return body
+
+
+def illustrate(client: FlaskClient, headers: dict[str, str], prompt: str = "a tram at dusk",
+               style: str = "pastel", **extra_headers: str) -> Any:
+    return client.post("/api/v1/illustrations", json={"prompt": prompt, "style": style},
+                       headers={**headers, **extra_headers})
+
+
+def job_rows(session: Session) -> int:
+    return session.scalar(select(func.count()).select_from(Job)) or 0
+
+
+# --- settings -----------------------------------------------------------------------------
+
+
+def test_settings_default_to_the_frontends(client: FlaskClient, auth: dict[str, str]) -> None:
+    response = client.get("/api/v1/settings", headers=auth)
+    assert response.status_code == 200
+    assert response.get_json() == DEFAULT_SETTINGS
+
+
+def test_put_settings_replaces_them(client: FlaskClient, auth: dict[str, str],
+                                    other_auth: dict[str, str]) -> None:
+    response = client.put("/api/v1/settings", headers=auth, json=SAVED_SETTINGS)
+    assert response.status_code == 200
+    assert response.get_json() == SAVED_SETTINGS
+    assert client.get("/api/v1/settings", headers=auth).get_json() == SAVED_SETTINGS
+    replaced = {**DEFAULT_SETTINGS, "voiceStyle": "warm"}
+    assert client.put("/api/v1/settings", headers=auth, json=replaced).get_json() == replaced
+    assert client.get("/api/v1/settings", headers=auth).get_json() == replaced
+    # Settings are per user.
+    assert client.get("/api/v1/settings", headers=other_auth).get_json() == DEFAULT_SETTINGS
+
+
+@pytest.mark.parametrize(("change", "field"), [
+    ({"creativity": 2.5}, "creativity"),
+    ({"creativity": -0.1}, "creativity"),
+    ({"creativity": "high"}, "creativity"),
+    ({"narrativeTone": "sad"}, "narrativeTone"),
+    ({"storyMode": "epic"}, "storyMode"),
+    ({"imageStyle": "anime"}, "imageStyle"),
+    ({"voiceStyle": "robotic"}, "voiceStyle"),
+    ({"backgroundMusic": "loud"}, "backgroundMusic"),
+    ({"fontSize": 12}, "fontSize"),
+])
+def test_put_settings_validation(client: FlaskClient, auth: dict[str, str],
+                                 change: dict[str, Any], field: str) -> None:
+    body = assert_error(client.put("/api/v1/settings", headers=auth,
+                                   json={**DEFAULT_SETTINGS, **change}), 422, field)
+    assert list(body["errors"]["json"]) == [field]
+    assert client.get("/api/v1/settings", headers=auth).get_json() == DEFAULT_SETTINGS
+
+
+def test_put_settings_needs_every_field(client: FlaskClient, auth: dict[str, str]) -> None:
+    body = assert_error(client.put("/api/v1/settings", headers=auth,
+                                   json={"narrativeTone": "funny"}), 422)
+    assert set(body["errors"]["json"]) == set(DEFAULT_SETTINGS) - {"narrativeTone"}
+
+
+def test_creativity_bounds_are_inclusive(client: FlaskClient, auth: dict[str, str]) -> None:
+    for value in (0, 2):
+        response = client.put("/api/v1/settings", headers=auth,
+                              json={**DEFAULT_SETTINGS, "creativity": value})
+        assert response.status_code == 200 and response.get_json()["creativity"] == value
+
+
+# --- story ----------------------------------------------------------------------------------
+
+
+def test_story_job_merges_saved_settings_with_the_request(
+        client: FlaskClient, auth: dict[str, str], session: Session) -> None:
+    client.put("/api/v1/settings", headers=auth, json=SAVED_SETTINGS)
+    space = make_space(client, auth)
+    make_note(client, auth, space["id"])
+    response = client.post(f"/api/v1/spaces/{space['id']}/story", headers=auth,
+                           json={"settings": {"creativity": 0.5, "narrativeTone": "funny"}})
+    assert response.status_code == 202, response.get_json()
+    job = response.get_json()
+    assert job["kind"] == "story" and job["status"] == "queued"
+    assert response.headers["Location"] == f"/api/v1/jobs/{job['id']}"
+    assert int(response.headers["Retry-After"]) >= 1
+    expected = {**SAVED_SETTINGS, "creativity": 0.5, "narrativeTone": "funny"}
+    assert job["input"] == {"spaceId": space["id"], "settings": expected}
+    row = session.get(Job, uuid.UUID(job["id"]))
+    assert row is not None and row.queue == "story" and row.input["settings"] == expected
+
+
+def test_story_without_body_uses_saved_or_default_settings(
+        client: FlaskClient, auth: dict[str, str]) -> None:
+    space = make_space(client, auth)
+    make_note(client, auth, space["id"])
+    response = client.post(f"/api/v1/spaces/{space['id']}/story", headers=auth)
+    assert response.status_code == 202, response.get_json()
+    assert response.get_json()["input"]["settings"] == DEFAULT_SETTINGS
+    empty = client.post(f"/api/v1/spaces/{space['id']}/story", headers=auth, json={})
+    assert empty.status_code == 202
+    assert empty.get_json()["input"]["settings"] == DEFAULT_SETTINGS
+
+
+def test_story_of_a_space_without_notes_is_422(
+        client: FlaskClient, auth: dict[str, str], session: Session) -> None:
+    space = make_space(client, auth)
+    before = job_rows(session)
+    assert_error(client.post(f"/api/v1/spaces/{space['id']}/story", headers=auth, json={}),
+                 422, "no moments")
+    assert job_rows(session) == before
+
+
+def test_story_settings_are_validated(client: FlaskClient, auth: dict[str, str]) -> None:
+    space = make_space(client, auth)
+    make_note(client, auth, space["id"])
+    url = f"/api/v1/spaces/{space['id']}/story"
+    body = assert_error(client.post(url, headers=auth, json={"settings": {"creativity": 3}}), 422)
+    assert "creativity" in body["errors"]["json"]["settings"]
+    body = assert_error(client.post(url, headers=auth, json={"settings": {"mood": "x"}}), 422)
+    assert "mood" in body["errors"]["json"]["settings"]
+    body = assert_error(client.post(url, headers=auth, json={"style": "x"}), 422)
+    assert "style" in body["errors"]["json"]
+
+
+def test_get_story_before_any_is_404_with_a_message(
+        client: FlaskClient, auth: dict[str, str]) -> None:
+    space = make_space(client, auth)
+    assert_error(client.get(f"/api/v1/spaces/{space['id']}/story", headers=auth),
+                 404, "no story")
+
+
+def test_get_story_returns_the_current_version_with_chapters(
+        client: FlaskClient, auth: dict[str, str], session: Session) -> None:
+    space = make_space(client, auth)
+    note = make_note(client, auth, space["id"])
+    space_id = uuid.UUID(space["id"])
+    story = Story(space_id=space_id, version=1, job_id=uuid.uuid4(), status="ready",
+                  settings=DEFAULT_SETTINGS, generated_at=utcnow(), chapters=[
+                      Chapter(position=1, title="Later", content="Then.", user_image_ids=[],
+                              generated_image_url="http://localhost/media/x.png"),
+                      Chapter(position=0, title="First", content="Once.", user_image_ids=[],
+                              source_note_id=uuid.UUID(note["id"]), illustration_prompt="a tram"),
+                  ])
+    session.add(story)
+    session.execute(update(Space).where(Space.id == space_id).values(current_story_version=1))
+    session.commit()
+
+    response = client.get(f"/api/v1/spaces/{space['id']}/story", headers=auth)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["spaceId"] == space["id"] and body["version"] == 1
+    assert body["settings"] == DEFAULT_SETTINGS
+    assert body["generatedAt"]
+    assert [c["title"] for c in body["chapters"]] == ["First", "Later"]
+    first = body["chapters"][0]
+    assert first["sourceNoteId"] == note["id"]
+    assert first["illustrationPrompt"] == "a tram"
+    assert first["userImageIds"] == []
+    assert body["chapters"][1]["generatedImageUrl"] == "http://localhost/media/x.png"
+    assert client.get(f"/api/v1/spaces/{space['id']}/story?version=1",
+                      headers=auth).status_code == 200
+    assert_error(client.get(f"/api/v1/spaces/{space['id']}/story?version=2", headers=auth),
+                 404, "version 2")
+    assert client.get(f"/api/v1/spaces/{space['id']}", headers=auth).get_json()["storyVersion"] == 1
+
+
+# --- illustrations ----------------------------------------------------------------------------
+
+
+def test_illustration_answers_202(client: FlaskClient, auth: dict[str, str]) -> None:
+    response = illustrate(client, auth)
+    assert response.status_code == 202
+    job = response.get_json()
+    assert job["kind"] == "illustration" and job["status"] == "queued"
+    assert job["input"] == {"prompt": "a tram at dusk", "style": "pastel"}
+    assert response.headers["Location"] == f"/api/v1/jobs/{job['id']}"
+    assert job["links"] == {"self": f"/api/v1/jobs/{job['id']}",
+                            "cancel": f"/api/v1/jobs/{job['id']}/cancel"}
+    default = client.post("/api/v1/illustrations", headers=auth, json={"prompt": "a kite"})
+    assert default.status_code == 202
+    assert default.get_json()["input"]["style"] == "illustration"
+
+
+def test_illustration_validation(client: FlaskClient, auth: dict[str, str],
+                                 session: Session) -> None:
+    before = job_rows(session)
+    body = assert_error(illustrate(client, auth, style="anime"), 422, "style")
+    assert "style" in body["errors"]["json"]
+    body = assert_error(illustrate(client, auth, prompt="x" * 2001), 422, "prompt")
+    assert "prompt" in body["errors"]["json"]
+    body = assert_error(illustrate(client, auth, prompt=""), 422, "prompt")
+    body = assert_error(client.post("/api/v1/illustrations", headers=auth,
+                                    json={"style": "pastel"}), 422, "prompt")
+    assert body["errors"]["json"]["prompt"]
+    assert job_rows(session) == before
+
+
+# --- GET /jobs/{id}: ETag, Retry-After ---------------------------------------------------------
+
+
+def test_job_etag_and_304(client: FlaskClient, auth: dict[str, str], session: Session) -> None:
+    job = illustrate(client, auth).get_json()
+    url = f"/api/v1/jobs/{job['id']}"
+    first = client.get(url, headers=auth)
+    assert first.status_code == 200
+    assert first.get_json()["id"] == job["id"]
+    etag = first.headers["ETag"]
+    assert etag.startswith('"')
+    assert first.headers["Retry-After"] == "1"
+    assert first.headers["Cache-Control"] == "no-cache"
+
+    unchanged = client.get(url, headers={**auth, "If-None-Match": etag})
+    assert unchanged.status_code == 304
+    assert unchanged.get_data() == b""
+    assert unchanged.headers["ETag"] == etag
+
+    # A worker picks it up: the representation changes, so does the ETag.
+    session.execute(update(Job).where(Job.id == uuid.UUID(job["id"])).values(
+        status="running", attempts=1, progress={"step": "drawing", "current": 0, "total": 1}))
+    session.commit()
+    running = client.get(url, headers={**auth, "If-None-Match": etag})
+    assert running.status_code == 200
+    assert running.get_json()["status"] == "running"
+    assert running.get_json()["progress"] == {"step": "drawing", "current": 0, "total": 1}
+    assert running.headers["ETag"] != etag
+    assert int(running.headers["Retry-After"]) >= 1
+
+    session.execute(update(Job).where(Job.id == uuid.UUID(job["id"])).values(
+        status="succeeded", result={"imageUrl": "http://localhost/media/i.png"}))
+    session.commit()
+    done = client.get(url, headers={**auth, "If-None-Match": running.headers["ETag"]})
+    assert done.status_code == 200
+    assert done.get_json()["result"] == {"imageUrl": "http://localhost/media/i.png"}
+    assert "Retry-After" not in done.headers
+
+
+def test_unknown_job_is_404(client: FlaskClient, auth: dict[str, str]) -> None:
+    assert_error(client.get(f"/api/v1/jobs/{uuid.uuid4()}", headers=auth), 404, "job")
+    assert_error(client.post(f"/api/v1/jobs/{uuid.uuid4()}/cancel", headers=auth), 404, "job")
+    assert_error(client.get("/api/v1/jobs/not-a-uuid", headers=auth), 404)
+
+
+# --- cancel ---------------------------------------------------------------------------------
+
+
+def test_cancel_a_queued_job(client: FlaskClient, auth: dict[str, str], session: Session) -> None:
+    job = illustrate(client, auth).get_json()
+    etag = client.get(f"/api/v1/jobs/{job['id']}", headers=auth).headers["ETag"]
+    response = client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=auth)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "canceled" and body["cancelRequested"] is True
+    assert body["error"]["code"] == "canceled"
+    assert body["finishedAt"]
+    row = session.get(Job, uuid.UUID(job["id"]), populate_existing=True)
+    assert row is not None and row.status == "canceled" and row.finished_at is not None
+    polled = client.get(f"/api/v1/jobs/{job['id']}", headers={**auth, "If-None-Match": etag})
+    assert polled.status_code == 200 and polled.get_json()["status"] == "canceled"
+    assert "Retry-After" not in polled.headers
+    # Canceling again is harmless.
+    again = client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=auth)
+    assert again.status_code == 200 and again.get_json()["status"] == "canceled"
+
+
+def test_cancel_a_running_job_asks_it_to_stop(
+        client: FlaskClient, auth: dict[str, str], session: Session) -> None:
+    job = illustrate(client, auth).get_json()
+    session.execute(update(Job).where(Job.id == uuid.UUID(job["id"]))
+                    .values(status="running", attempts=1))
+    session.commit()
+    response = client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=auth)
+    assert response.status_code == 200
+    body = response.get_json()
+    assert body["status"] == "running" and body["cancelRequested"] is True
+
+
+def test_cancel_does_not_touch_a_finished_job(
+        client: FlaskClient, auth: dict[str, str], session: Session) -> None:
+    job = illustrate(client, auth).get_json()
+    session.execute(update(Job).where(Job.id == uuid.UUID(job["id"]))
+                    .values(status="succeeded", result={"imageUrl": "u"}))
+    session.commit()
+    response = client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=auth)
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "succeeded"
+    assert response.get_json()["cancelRequested"] is False
+
+
+# --- Prefer: wait ----------------------------------------------------------------------------
+
+
+def test_prefer_wait_without_a_worker_still_answers_202_after_the_wait(
+        client: FlaskClient, auth: dict[str, str]) -> None:
+    started = time.monotonic()
+    response = illustrate(client, auth, Prefer="wait=1")
+    elapsed = time.monotonic() - started
+    assert response.status_code == 202
+    assert 0.9 <= elapsed < 3, elapsed
+    assert response.get_json()["status"] == "queued"
+    assert response.headers["Location"].startswith("/api/v1/jobs/")
+    assert "Preference-Applied" not in response.headers
+
+
+def test_prefer_wait_returns_200_once_the_job_is_finished(
+        client: FlaskClient, auth: dict[str, str]) -> None:
+    # A replayed submit of a job that has already finished answers with the final job at once.
+    key = {"Idempotency-Key": f"k-{uuid.uuid4()}"}
+    job = illustrate(client, auth, **key).get_json()
+    client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=auth)
+    started = time.monotonic()
+    response = illustrate(client, auth, Prefer="wait=5", **key)
+    assert time.monotonic() - started < 1
+    assert response.status_code == 200
+    assert response.get_json()["status"] == "canceled"
+    assert response.headers["Content-Location"] == f"/api/v1/jobs/{job['id']}"
+    assert response.headers["Preference-Applied"] == "wait=5"
+
+
+# --- Idempotency-Key --------------------------------------------------------------------------
+
+
+def test_idempotency_key_replays_the_same_job(
+        client: FlaskClient, auth: dict[str, str], other_auth: dict[str, str],
+        session: Session) -> None:
+    key = {"Idempotency-Key": "retry-me-1"}
+    first = illustrate(client, auth, **key)
+    before = job_rows(session)
+    second = illustrate(client, auth, **key)
+    assert first.status_code == second.status_code == 202
+    assert second.get_json()["id"] == first.get_json()["id"]
+    assert second.headers["Location"] == first.headers["Location"]
+    assert job_rows(session) == before
+    # Keys are per user: another user's submit with the same key is its own job.
+    other = illustrate(client, other_auth, **key)
+    assert other.status_code == 202 and other.get_json()["id"] != first.get_json()["id"]
+
+
+def test_idempotency_key_with_a_different_body_is_422(
+        client: FlaskClient, auth: dict[str, str], session: Session) -> None:
+    key = {"Idempotency-Key": "retry-me-2"}
+    assert illustrate(client, auth, prompt="a tram", **key).status_code == 202
+    before = job_rows(session)
+    assert_error(illustrate(client, auth, prompt="a boat", **key), 422, "Idempotency-Key")
+    assert job_rows(session) == before
+
+
+def test_idempotency_key_on_story_and_transcription(
+        client: FlaskClient, auth: dict[str, str]) -> None:
+    import base64
+
+    from tests.audio import wav_tone
+
+    space = make_space(client, auth)
+    make_note(client, auth, space["id"])
+    url = f"/api/v1/spaces/{space['id']}/story"
+    key = {**auth, "Idempotency-Key": "story-1"}
+    first = client.post(url, headers=key, json={"settings": {"creativity": 0.2}})
+    again = client.post(url, headers=key, json={"settings": {"creativity": 0.2}})
+    assert first.get_json()["id"] == again.get_json()["id"]
+    assert_error(client.post(url, headers=key, json={"settings": {"creativity": 0.3}}), 422)
+
+    audio = {"audioData": base64.b64encode(wav_tone(0.1)).decode(), "mimeType": "audio/wav"}
+    key = {**auth, "Idempotency-Key": "transcribe-1"}
+    first = client.post("/api/v1/transcriptions", headers=key, json=audio)
+    again = client.post("/api/v1/transcriptions", headers=key, json=audio)
+    assert first.status_code == again.status_code == 202
+    assert first.get_json()["id"] == again.get_json()["id"]
+
+
+def test_idempotency_key_too_long_is_422(client: FlaskClient, auth: dict[str, str]) -> None:
+    assert_error(illustrate(client, auth, **{"Idempotency-Key": "k" * 256}), 422,
+                 "Idempotency-Key")
+
+
+# --- GET /jobs ----------------------------------------------------------------------------------
+
+
+def test_list_jobs_filters_and_paginates(
+        client: FlaskClient, auth: dict[str, str], other_auth: dict[str, str]) -> None:
+    space = make_space(client, auth)
+    make_note(client, auth, space["id"])
+    illustrations = [illustrate(client, auth, prompt=f"scene {i}").get_json()["id"]
+                     for i in range(5)]
+    story = client.post(f"/api/v1/spaces/{space['id']}/story", headers=auth).get_json()["id"]
+    client.post(f"/api/v1/jobs/{illustrations[0]}/cancel", headers=auth)
+    illustrate(client, other_auth)
+
+    everything = client.get("/api/v1/jobs", headers=auth)
+    assert everything.status_code == 200
+    ids = [j["id"] for j in everything.get_json()]
+    assert ids == [story, *reversed(illustrations)]  # the user's own, newest first
+    assert json.loads(everything.headers["X-Pagination"])["total"] == 6
+
+    by_kind = client.get("/api/v1/jobs?kind=story", headers=auth).get_json()
+    assert [j["id"] for j in by_kind] == [story]
+    canceled = client.get("/api/v1/jobs?status=canceled", headers=auth).get_json()
+    assert [j["id"] for j in canceled] == [illustrations[0]]
+    queued = client.get("/api/v1/jobs?kind=illustration&status=queued", headers=auth)
+    assert [j["id"] for j in queued.get_json()] == list(reversed(illustrations[1:]))
+
+    page = client.get("/api/v1/jobs?page=2&page_size=2", headers=auth)
+    assert page.status_code == 200
+    assert [j["id"] for j in page.get_json()] == ids[2:4]
+    pagination = json.loads(page.headers["X-Pagination"])
+    assert pagination["total"] == 6 and pagination["total_pages"] == 3
+    assert pagination["page"] == 2
+    assert pagination["previous_page"] == 1 and pagination["next_page"] == 3
+    last = client.get("/api/v1/jobs?page=3&page_size=2", headers=auth).get_json()
+    assert [j["id"] for j in last] == ids[4:]
+
+
+def test_list_jobs_rejects_bad_filters(client: FlaskClient, auth: dict[str, str]) -> None:
+    for query, field in (("kind=painting", "kind"), ("status=done", "status"),
+                         ("page=0", "page"), ("page_size=abc", "page_size")):
+        body = assert_error(client.get(f"/api/v1/jobs?{query}", headers=auth), 422)
+        assert field in body["errors"]["query"], (query, body)
