@@ -14,7 +14,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     LIFETALES_VAR_DIR=/app/var
 
 RUN groupadd --system --gid 10001 lifetales \
-    && useradd --system --uid 10001 --gid lifetales --home-dir /app --shell /usr/sbin/nologin lifetales
+    && useradd --system --uid 10001 --gid lifetales --create-home --home-dir /home/lifetales \
+       --shell /usr/sbin/nologin lifetales
 
 WORKDIR /app
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-from config import broker_url_from_env, var_dir_from_env
+from config import DEFAULT_CONCURRENCY, broker_url_from_env, env_int, var_dir_from_env
 
 broker_url = broker_url_from_env(os.environ)
 imports = ("workers.tasks",)
@@ -61,7 +61,7 @@ worker_prefetch_multiplier = 1
 
 # I/O-bound work (HTTP to Gemini/Cloudinary): threads, many in flight per process.
 worker_pool = "threads"
-worker_concurrency = int(os.environ.get("CELERY_CONCURRENCY", "16"))
+worker_concurrency = env_int(os.environ, "CELERY_CONCURRENCY", DEFAULT_CONCURRENCY)
 
 # Connection pools sized to the concurrency: a pool that is too small makes acks fail.
 broker_pool_limit = worker_concurrency + 4
@@ -97,7 +97,7 @@ enable_utc = True
 beat_schedule = {
     "reap-stale-jobs": {
         "task": "lifetales.reap_stale_jobs",
-        "schedule": float(os.environ.get("REAPER_INTERVAL_SECONDS", "10")),
+        "schedule": float(env_int(os.environ, "REAPER_INTERVAL_SECONDS", 10)),
         "options": {"queue": "maintenance", "expires": 30},
     },
 }

@@ -12,6 +12,8 @@ from agents.config import AgentSettings
 from models.db import normalize_database_url
 
 DEFAULT_VAR_DIR = Path("var")
+# Threads per worker process; I/O-bound jobs spend their time waiting on Gemini.
+DEFAULT_CONCURRENCY = 16
 
 
 def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -51,7 +53,7 @@ class Settings:
         database_url = normalize_database_url(database_url)
         redis_url = _get(env, "REDIS_URL")
         broker_url = broker_url_from_env(env)
-        port = int(_get(env, "PORT", "3000") or 3000)
+        port = env_int(env, "PORT", 3000)
         secret_key = _get(env, "SECRET_KEY") or _get(env, "JWT_SECRET")
         if not secret_key:
             if not database_url.startswith("sqlite"):
@@ -68,12 +70,23 @@ class Settings:
             ),
             port=port,
             cloudinary_url=_get(env, "CLOUDINARY_URL"),
-            access_token_ttl_s=int(_get(env, "ACCESS_TOKEN_TTL_SECONDS", "3600") or 3600),
-            queued_resend_after_s=int(_get(env, "JOB_QUEUED_RESEND_AFTER_SECONDS", "30") or 30),
-            heartbeat_timeout_s=int(_get(env, "JOB_HEARTBEAT_TIMEOUT_SECONDS", "120") or 120),
-            max_attempts=int(_get(env, "JOB_MAX_ATTEMPTS", "4") or 4),
+            access_token_ttl_s=env_int(env, "ACCESS_TOKEN_TTL_SECONDS", 3600),
+            queued_resend_after_s=env_int(env, "JOB_QUEUED_RESEND_AFTER_SECONDS", 30),
+            heartbeat_timeout_s=env_int(env, "JOB_HEARTBEAT_TIMEOUT_SECONDS", 120),
+            max_attempts=env_int(env, "JOB_MAX_ATTEMPTS", 4),
             agents=AgentSettings.from_env(env),
         )
+
+
+def env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    """An integer setting; empty or unset means the default, anything else must be a number."""
+    value = _get(env, name)
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise RuntimeError(f"{name} must be a whole number, not {value!r}") from None
 
 
 def var_dir_from_env(env: Mapping[str, str]) -> Path:

@@ -11,22 +11,19 @@ import sys
 import time
 from pathlib import Path
 
+from config import DEFAULT_CONCURRENCY, env_int, var_dir_from_env
+
 QUEUES = "transcription,illustration,story,batch,maintenance"
-ROOT = Path(__file__).resolve().parent
 
 
 def migrate() -> None:
     """Bring the database schema to the latest revision (the only way it is created)."""
     from alembic import command
-    from alembic.config import Config
 
     from config import Settings
+    from migrations import alembic_config
 
-    cfg = Config(str(ROOT / "alembic.ini"))
-    cfg.set_main_option("script_location", str(ROOT / "migrations"))
-    cfg.set_main_option("sqlalchemy.url", Settings.from_env().database_url)
-    cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, "head")
+    command.upgrade(alembic_config(Settings.from_env().database_url), "head")
 
 
 def _platform_commands(port: int, concurrency: int, with_worker: bool) -> list[list[str]]:
@@ -80,7 +77,7 @@ def run(port: int, concurrency: int, with_worker: bool) -> int:
     from config import Settings
 
     settings = Settings.from_env()
-    var_dir = Path(os.environ.get("LIFETALES_VAR_DIR", "var"))
+    var_dir = var_dir_from_env(os.environ)
     var_dir.mkdir(parents=True, exist_ok=True)
     migrate()
     mode = "gemini" if settings.agents.gemini_api_key else "offline (no GEMINI_API_KEY)"
@@ -93,7 +90,7 @@ def run(port: int, concurrency: int, with_worker: bool) -> int:
     print(f"lifetales: API on http://localhost:{port}/api/v1 (docs: /api/docs)", flush=True)
     env = {**os.environ, "PORT": str(port), "LIFETALES_VAR_DIR": str(var_dir)}
     children = [
-        subprocess.Popen(cmd, env=env, cwd=ROOT)  # noqa: S603 - our own gunicorn/celery
+        subprocess.Popen(cmd, env=env)  # noqa: S603 - our own gunicorn/celery
         for cmd in _platform_commands(port, concurrency, with_worker)
     ]
 
@@ -129,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="lifetales", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="migrate, then run the API, a worker and beat")
-    run_p.add_argument("--port", type=int, default=int(os.environ.get("PORT", "3000")))
+    run_p.add_argument("--port", type=int, default=env_int(os.environ, "PORT", 3000))
     run_p.add_argument(
-        "--concurrency", type=int, default=int(os.environ.get("CELERY_CONCURRENCY", "8"))
+        "--concurrency", type=int, default=env_int(os.environ, "CELERY_CONCURRENCY", DEFAULT_CONCURRENCY)
     )
     run_p.add_argument("--no-worker", action="store_true", help="run the API only")
     sub.add_parser("migrate", help="alembic upgrade head")

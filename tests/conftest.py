@@ -68,13 +68,10 @@ def drop_database(url: str) -> None:
 
 def alembic_upgrade(url: str) -> None:
     from alembic import command
-    from alembic.config import Config
 
-    root = Path(__file__).resolve().parent.parent
-    cfg = Config(str(root / "alembic.ini"))
-    cfg.set_main_option("sqlalchemy.url", url)
-    cfg.attributes["configure_logger"] = False
-    command.upgrade(cfg, "head")
+    from migrations import alembic_config
+
+    command.upgrade(alembic_config(url), "head")
 
 
 @pytest.fixture(scope="session")

@@ -359,3 +359,23 @@ def test_reaper_resends_lost_messages_and_recovers_dead_workers(
     # A second pass right away has nothing to do.
     again = reap_stale_jobs(session, resend_after_s=30, heartbeat_timeout_s=60)
     assert (again.resent, again.requeued, again.failed) == (0, 0, 0)
+
+
+def test_worker_pools_follow_the_command_line_concurrency() -> None:
+    from types import SimpleNamespace
+
+    from celery import Celery
+
+    from workers import context
+    from workers.app import _size_pools_to_concurrency
+
+    app = Celery("pool-sizing", broker="redis://127.0.0.1:6379/13")
+    app.conf.broker_transport_options = {"max_connections": 10, "visibility_timeout": 3600}
+    try:
+        _size_pools_to_concurrency(SimpleNamespace(app=app, concurrency=32))
+        assert app.conf.broker_pool_limit == 36
+        assert app.conf.broker_transport_options["max_connections"] == 72
+        assert app.conf.broker_transport_options["visibility_timeout"] == 3600
+        assert context._pool_size == 34
+    finally:
+        context.set_pool_size(None)

@@ -27,6 +27,13 @@ class WorkerContext:
 
 _lock = threading.Lock()
 _context: WorkerContext | None = None
+_pool_size: int | None = None
+
+
+def set_pool_size(size: int | None) -> None:
+    """The database pool size for this process's context (the worker's thread count + spare)."""
+    global _pool_size
+    _pool_size = size
 
 
 def build_context(settings: Settings, *, pool_size: int = 20) -> WorkerContext:
@@ -51,7 +58,8 @@ def get_context() -> WorkerContext:
             if _context is None:
                 from celeryconfig import worker_concurrency
 
-                _context = build_context(Settings.from_env(), pool_size=worker_concurrency + 2)
+                size = _pool_size or worker_concurrency + 2
+                _context = build_context(Settings.from_env(), pool_size=size)
     return _context
 
 
