@@ -2,8 +2,7 @@
 # flower, release). docker-compose.yml picks the process with `command:`; the default is `web`.
 FROM python:3.11-slim
 
-# PYTHONPATH=/app: the copied source (with alembic.ini and migrations/, which the wheel does not
-# carry) is what gets imported, so `lifetales migrate` finds its migrations from any directory.
+# PYTHONPATH=/app: the copied source is what gets imported (the same code the wheel carries).
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \

@@ -20,15 +20,19 @@ def error_body(code: int, message: str, errors: Any = None) -> dict[str, Any]:
     return body
 
 
-def _field_names(errors: Any) -> list[str]:
-    """The invalid fields of a webargs error dict ``{location: {field: [...]}}``."""
+def _summary(errors: Any) -> str:
+    """What a webargs error dict ``{location: {field: [...]} | [...]}`` is about, in a line."""
     if not isinstance(errors, Mapping):
-        return []
-    names: list[str] = []
-    for fields in errors.values():
-        if isinstance(fields, Mapping):
-            names.extend(str(name) for name in fields)
-    return names
+        return ""
+    fields: list[str] = []
+    notes: list[str] = []
+    for detail in errors.values():
+        if isinstance(detail, Mapping):
+            fields.extend(str(name) for name in detail)
+        elif isinstance(detail, list):
+            notes.extend(str(item) for item in detail)
+    parts = ([f"check {', '.join(fields)}"] if fields else []) + notes
+    return "; ".join(parts)
 
 
 def http_error_response(exc: HTTPException) -> Response:
@@ -42,8 +46,8 @@ def http_error_response(exc: HTTPException) -> Response:
     errors = data.get("errors") or data.get("messages")
     message = data.get("message")
     if not message and errors:
-        fields = _field_names(errors)
-        message = "invalid request" + (f": check {', '.join(fields)}" if fields else "")
+        summary = _summary(errors)
+        message = "invalid request" + (f": {summary}" if summary else "")
     if not message:
         message = exc.description or HTTPStatus(code).phrase
     response = jsonify(error_body(code, str(message), errors))

@@ -45,8 +45,8 @@ def idempotency_key() -> str | None:
     if key is None:
         return None
     key = key.strip()
-    if not key or len(key) > 255:
-        abort(422, message="Idempotency-Key must be 1 to 255 characters")
+    if not key or len(key) > 255 or not key.isprintable():
+        abort(422, message="Idempotency-Key must be 1 to 255 printable characters")
     return key
 
 

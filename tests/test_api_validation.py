@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import uuid
 from collections.abc import Iterator
 from http import HTTPStatus
@@ -161,16 +162,16 @@ def test_nul_characters_are_422_not_500(client: FlaskClient, auth: dict[str, str
     ("post", "/api/v1/auth/register"),
     ("post", "/api/v1/auth/token"),
 ])
-@pytest.mark.parametrize("raw", ['{"title": ', "[1, 2]", '"just a string"', "null", "\xff\xfe"])
 def test_malformed_json_is_4xx_not_500(
         client: FlaskClient, auth: dict[str, str], space: dict[str, Any],
-        method: str, template: str, raw: str) -> None:
+        method: str, template: str) -> None:
     url = template.format(space=space["id"])
-    response = client.open(url, method=method.upper(), headers=auth,
-                           data=raw.encode("latin-1"), content_type="application/json")
-    assert 400 <= response.status_code < 500, response.get_data(as_text=True)
-    body = response.get_json()
-    assert body["code"] == response.status_code and body["message"]
+    for raw in ('{"title": ', "[1, 2]", '"just a string"', "null", "\xff\xfe", "{}" * 3):
+        response = client.open(url, method=method.upper(), headers=auth,
+                               data=raw.encode("latin-1"), content_type="application/json")
+        assert 400 <= response.status_code < 500, (raw, response.get_data(as_text=True))
+        body = response.get_json()
+        assert body["code"] == response.status_code and body["message"], raw
 
 
 def test_invalid_json_message_says_so(client: FlaskClient, auth: dict[str, str]) -> None:
@@ -210,7 +211,7 @@ def test_unknown_ids_are_404(client: FlaskClient, auth: dict[str, str], space: d
                              method: str, template: str, word: str) -> None:
     url = template.format(space=space["id"], rand=uuid.uuid4())
     body: dict[str, Any] = {"title": "x"} if method == "patch" else {}
-    kwargs: dict[str, Any] = ({"data": {"file": (b"RIFF", "a.wav")}} if url.endswith("/media")
+    kwargs: dict[str, Any] = ({"data": {"file": (io.BytesIO(b"RIFF"), "a.wav")}} if url.endswith("/media")
                               else {"json": body})
     assert_error(client.open(url, method=method.upper(), headers=auth, **kwargs), 404, word)
 

@@ -29,7 +29,7 @@ def _load(schema: Any, data: Any) -> dict[str, Any]:
         return schema.load(data)  # type: ignore[no-any-return]
     except ValidationError as exc:
         location = "json" if request.is_json else "form"
-        abort(422, message="invalid request", errors={location: exc.messages})
+        abort(422, errors={location: exc.messages})  # the error handler words the message
     raise AssertionError("unreachable")
 
 

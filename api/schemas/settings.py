@@ -13,7 +13,7 @@ class StorySettingsSchema(CamelSchema):
     story_mode = fields.String(validate=validate.OneOf(STORY_MODES))
     creativity = fields.Float(validate=validate.Range(min=0, max=2))
     image_style = fields.String(validate=validate.OneOf(IMAGE_STYLES))
-    images_per_chapter = fields.Integer(validate=validate.Range(min=0, max=4))
+    images_per_chapter = fields.Integer(strict=True, validate=validate.Range(min=0, max=4))
     voice_style = fields.String(validate=validate.OneOf(VOICE_STYLES))
     background_music = fields.Boolean()
 

@@ -34,13 +34,13 @@ class MediaSchema(CamelSchema):
 
 class NoteCreateSchema(CamelSchema):
     type = fields.String(load_default="MOMENT", validate=validate.OneOf(["MOMENT"]))
-    timestamp = fields.Integer(validate=validate.Range(min=0, max=10**14))
+    timestamp = fields.Integer(strict=True, validate=validate.Range(min=0, max=10**14))
     title = fields.String(allow_none=True, validate=validate.Length(max=200))
     text_content = fields.String(allow_none=True, validate=validate.Length(max=MAX_TEXT))
 
 
 class NoteUpdateSchema(CamelSchema):
-    timestamp = fields.Integer(validate=validate.Range(min=0, max=10**14))
+    timestamp = fields.Integer(strict=True, validate=validate.Range(min=0, max=10**14))
     title = fields.String(allow_none=True, validate=validate.Length(max=200))
     text_content = fields.String(allow_none=True, validate=validate.Length(max=MAX_TEXT))
 
