@@ -127,9 +127,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="migrate, then run the API, a worker and beat")
     run_p.add_argument("--port", type=int, default=env_int(os.environ, "PORT", 3000))
-    run_p.add_argument(
-        "--concurrency", type=int, default=env_int(os.environ, "CELERY_CONCURRENCY", DEFAULT_CONCURRENCY)
-    )
+    concurrency = env_int(os.environ, "CELERY_CONCURRENCY", DEFAULT_CONCURRENCY)
+    run_p.add_argument("--concurrency", type=int, default=concurrency)
     run_p.add_argument("--no-worker", action="store_true", help="run the API only")
     sub.add_parser("migrate", help="alembic upgrade head")
     args = parser.parse_args(argv)

@@ -48,7 +48,8 @@ def issue_token(user: User) -> dict[str, Any]:
         "exp": now + timedelta(seconds=settings.access_token_ttl_s),
     }
     token = jwt.encode(claims, settings.secret_key, algorithm=ALGORITHM)
-    return {"access_token": token, "token_type": "Bearer", "expires_in": settings.access_token_ttl_s}
+    return {"access_token": token, "token_type": "Bearer",
+            "expires_in": settings.access_token_ttl_s}
 
 
 def _user_from_token(token: str) -> User | None:

@@ -42,11 +42,12 @@ def classify(data: bytes, declared: str | None, field: str, *, audio_only: bool)
     if audio_only and kind != "audio":
         abort(422, message=f"{field}: {declared} is not an audio type; "
                            f"allowed: {', '.join(sorted(AUDIO_MIME_TYPES))}")
-    if not audio_only and kind == "audio" and normalize_mime(declared, "audio") not in AUDIO_MIME_TYPES:
-        # Neither audio nor image: say both are accepted, not just "not a supported audio format".
-        allowed = ", ".join(sorted(AUDIO_MIME_TYPES | IMAGE_MIME_TYPES))
+    neither = kind == "audio" and normalize_mime(declared, "audio") not in AUDIO_MIME_TYPES
+    if neither and not audio_only:
+        # Say both kinds are accepted, not just "not a supported audio format".
+        accepted = ", ".join(sorted(AUDIO_MIME_TYPES | IMAGE_MIME_TYPES))
         abort(422, message=f"{field} type {declared} is not a supported audio or image format; "
-                           f"allowed: {allowed}")
+                           f"allowed: {accepted}")
     try:
         mime = check_declared_matches(declared, data, kind)  # type: ignore[arg-type]
     except ValueError as exc:

@@ -24,14 +24,14 @@ class AppState:
 
 
 def state() -> AppState:
-    return current_app.extensions[EXTENSION]  # type: ignore[no-any-return]
+    return current_app.extensions[EXTENSION]
 
 
 def db() -> Session:
     """The request's session, opened on first use and closed at teardown."""
     if "db_session" not in g:
         g.db_session = state().session_factory()
-    return g.db_session  # type: ignore[no-any-return]
+    return g.db_session
 
 
 def close_db(_exc: BaseException | None = None) -> None:

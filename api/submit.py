@@ -63,7 +63,8 @@ def find_replay(owner_id: uuid.UUID, key: str | None, fingerprint: str) -> Job |
 def submit(
     owner_id: uuid.UUID, fingerprint_payload: Any, create: Callable[[str | None, str], Job]
 ) -> Response:
-    """Run ``create(key, fingerprint)`` (domain writes + job) once per Idempotency-Key, commit, answer."""
+    """Run ``create(key, fingerprint)`` (domain writes + job) once per Idempotency-Key, commit,
+    and answer."""
     key = idempotency_key()
     fingerprint = request_fingerprint(fingerprint_payload)
     job = find_replay(owner_id, key, fingerprint)

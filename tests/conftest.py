@@ -7,18 +7,21 @@ they are not, rather than skipping.
 
 from __future__ import annotations
 
+import importlib
 import os
 import uuid
 from collections.abc import Iterator
+from http import HTTPStatus
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from flask import Flask
+from flask import Flask, Response, request_finished
 from flask.testing import FlaskClient
 from sqlalchemy import Connection, Engine, create_engine, text
 from sqlalchemy.orm import Session, sessionmaker
+from werkzeug.test import TestResponse
 
 from agents.config import AgentSettings
 from config import Settings
@@ -149,8 +152,42 @@ def app(
 
 
 @pytest.fixture
-def client(app: Flask) -> FlaskClient:
-    return app.test_client()
+def client(app: Flask) -> Iterator[FlaskClient]:
+    """The test client; any test during which the API answered a 5xx fails."""
+    server_errors: list[str] = []
+
+    def record(_sender: Flask, response: Response, **_: Any) -> None:
+        if response.status_code >= 500:
+            server_errors.append(f"{response.status_code} {response.get_data(as_text=True)[:200]}")
+
+    request_finished.connect(record, app)
+    yield app.test_client()
+    request_finished.disconnect(record, app)
+    assert not server_errors, server_errors
+
+
+@pytest.fixture(autouse=True, scope="session")
+def fast_password_hashing() -> Iterator[None]:
+    """Argon2 at its cheapest: tests register many users; the production cost is not under test."""
+    from argon2 import PasswordHasher
+
+    auth_module = importlib.import_module("api.auth")  # "api.auth" the attribute is a blueprint
+    production = auth_module._hasher
+    auth_module._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield
+    auth_module._hasher = production
+
+
+def assert_error(response: TestResponse, status: int, *fragments: str) -> dict[str, Any]:
+    """The one error shape: ``{code, status, message[, errors]}``; the message says why."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    body: dict[str, Any] = response.get_json()
+    assert body["code"] == status
+    assert body["status"] == HTTPStatus(status).phrase
+    assert isinstance(body["message"], str) and body["message"]
+    for fragment in fragments:
+        assert fragment in body["message"], body
+    return body
 
 
 def register(

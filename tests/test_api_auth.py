@@ -59,7 +59,7 @@ def test_expired_and_forged_tokens_are_rejected(client: FlaskClient, app) -> Non
     claims = jwt.decode(headers["Authorization"].split()[1], options={"verify_signature": False})
     secret = app.extensions["lifetales"].settings.secret_key
     expired = jwt.encode({**claims, "exp": int(time.time()) - 10}, secret, algorithm="HS256")
-    forged = jwt.encode(claims, "another-secret", algorithm="HS256")
+    forged = jwt.encode(claims, "another-secret-of-at-least-32-bytes!", algorithm="HS256")
     for token in (expired, forged):
         response = client.get("/api/v1/me", headers={"Authorization": f"Bearer {token}"})
         assert response.status_code == 401

@@ -6,22 +6,21 @@ No worker consumes the broker in these tests, so every submitted job stays ``que
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 import uuid
-from collections.abc import Iterator
-from http import HTTPStatus
 from typing import Any
 
 import pytest
-from flask import Flask, Response, request_finished
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from models import Chapter, Job, Space, Story
 from models.base import utcnow
-from tests.conftest import make_note, make_space
+from tests.audio import wav_tone
+from tests.conftest import assert_error, make_note, make_space
 
 DEFAULT_SETTINGS = {
     "narrativeTone": "cinematic", "storyMode": "chapter", "creativity": 1.0,
@@ -33,33 +32,6 @@ SAVED_SETTINGS = {
     "imageStyle": "pastel", "imagesPerChapter": 2, "voiceStyle": "calm",
     "backgroundMusic": False,
 }
-
-
-@pytest.fixture(autouse=True)
-def no_server_errors(app: Flask) -> Iterator[None]:
-    """Fail any test during which the API answered a 5xx."""
-    seen: list[str] = []
-
-    def record(_sender: Flask, response: Response, **_: Any) -> None:
-        if response.status_code >= 500:
-            seen.append(f"{response.status_code} {response.get_data(as_text=True)[:200]}")
-
-    request_finished.connect(record, app)
-    yield
-    request_finished.disconnect(record, app)
-    assert not seen, seen
-
-
-def assert_error(response: Any, status: int, *fragments: str) -> dict[str, Any]:
-    """The one error shape: ``{code, status, message[, errors]}``; the message says why."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    body: dict[str, Any] = response.get_json()
-    assert body["code"] == status
-    assert body["status"] == HTTPStatus(status).phrase
-    assert isinstance(body["message"], str) and body["message"]
-    for fragment in fragments:
-        assert fragment in body["message"], body
-    return body
 
 
 def illustrate(client: FlaskClient, headers: dict[str, str], prompt: str = "a tram at dusk",
@@ -404,10 +376,6 @@ def test_idempotency_key_with_a_different_body_is_422(
 
 def test_idempotency_key_on_story_and_transcription(
         client: FlaskClient, auth: dict[str, str]) -> None:
-    import base64
-
-    from tests.audio import wav_tone
-
     space = make_space(client, auth)
     make_note(client, auth, space["id"])
     url = f"/api/v1/spaces/{space['id']}/story"

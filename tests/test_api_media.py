@@ -5,12 +5,10 @@ from __future__ import annotations
 import base64
 import io
 import uuid
-from collections.abc import Iterator
-from http import HTTPStatus
 from typing import Any
 
 import pytest
-from flask import Flask, Response, request_finished
+from flask import Flask
 from flask.testing import FlaskClient
 from PIL import Image
 from sqlalchemy import func, select
@@ -19,37 +17,10 @@ from sqlalchemy.orm import Session
 from api.media_intake import MAX_MEDIA_BYTES
 from models import Job, Media
 from tests.audio import wav_tone
-from tests.conftest import make_note, make_space
+from tests.conftest import assert_error, make_note, make_space
 
 # An EBML header is what makes bytes a WebM/Matroska file to the sniffer.
 WEBM_BYTES = bytes.fromhex("1A45DFA3") + b"\x9f\x42\x86\x81\x01" + b"\x00" * 64
-
-
-@pytest.fixture(autouse=True)
-def no_server_errors(app: Flask) -> Iterator[None]:
-    """Fail any test during which the API answered a 5xx."""
-    seen: list[str] = []
-
-    def record(_sender: Flask, response: Response, **_: Any) -> None:
-        if response.status_code >= 500:
-            seen.append(f"{response.status_code} {response.get_data(as_text=True)[:200]}")
-
-    request_finished.connect(record, app)
-    yield
-    request_finished.disconnect(record, app)
-    assert not seen, seen
-
-
-def assert_error(response: Any, status: int, *fragments: str) -> dict[str, Any]:
-    """The one error shape: ``{code, status, message[, errors]}``; the message says why."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    body: dict[str, Any] = response.get_json()
-    assert body["code"] == status
-    assert body["status"] == HTTPStatus(status).phrase
-    assert isinstance(body["message"], str) and body["message"]
-    for fragment in fragments:
-        assert fragment in body["message"], body
-    return body
 
 
 def png_bytes() -> bytes:
@@ -241,14 +212,25 @@ def test_data_url_from_file_reader_is_accepted(
     assert response.status_code == 202, response.get_json()
 
 
+def test_data_url_prefix_does_not_count_towards_the_size_limit(
+        client: FlaskClient, auth: dict[str, str]) -> None:
+    # Exactly 20 MB of audio is allowed, however the client wraps its base64.
+    audio = wav_tone(0.01)
+    audio += b"\x00" * (MAX_MEDIA_BYTES - len(audio))
+    data_url = "data:audio/wav;base64," + base64.b64encode(audio).decode()
+    response = client.post("/api/v1/transcriptions", headers=auth,
+                           json={"audioData": data_url, "mimeType": "audio/wav"})
+    assert response.status_code == 202, response.get_json()
+
+
 def test_multipart_transcription(client: FlaskClient, auth: dict[str, str]) -> None:
     response = client.post("/api/v1/transcriptions", headers=auth,
                            data={"file": (io.BytesIO(wav_tone(0.1)), "memo.wav", "audio/wav")})
     assert response.status_code == 202, response.get_json()
     assert response.get_json()["kind"] == "transcription"
     assert response.headers["Location"].startswith("/api/v1/jobs/")
-    missing = client.post("/api/v1/transcriptions", headers=auth, data={"noteId": str(uuid.uuid4())},
-                          content_type="multipart/form-data")
+    missing = client.post("/api/v1/transcriptions", headers=auth,
+                          data={"noteId": str(uuid.uuid4())}, content_type="multipart/form-data")
     assert_error(missing, 422, "file")
 
 

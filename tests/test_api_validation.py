@@ -4,46 +4,16 @@ from __future__ import annotations
 
 import io
 import uuid
-from collections.abc import Iterator
-from http import HTTPStatus
 from typing import Any
 
 import pytest
-from flask import Flask, Response, request_finished
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models import Job, Note, Space
-from tests.conftest import make_note, make_space
-
-
-@pytest.fixture(autouse=True)
-def no_server_errors(app: Flask) -> Iterator[None]:
-    """Fail any test during which the API answered a 5xx."""
-    seen: list[str] = []
-
-    def record(_sender: Flask, response: Response, **_: Any) -> None:
-        if response.status_code >= 500:
-            seen.append(f"{response.status_code} {response.get_data(as_text=True)[:200]}")
-
-    request_finished.connect(record, app)
-    yield
-    request_finished.disconnect(record, app)
-    assert not seen, seen
-
-
-def assert_error(response: Any, status: int, *fragments: str) -> dict[str, Any]:
-    """The one error shape: ``{code, status, message[, errors]}``; the message says why."""
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.mimetype == "application/json"
-    body: dict[str, Any] = response.get_json()
-    assert body["code"] == status
-    assert body["status"] == HTTPStatus(status).phrase
-    assert isinstance(body["message"], str) and body["message"]
-    for fragment in fragments:
-        assert fragment in body["message"], body
-    return body
+from tests.audio import wav_tone
+from tests.conftest import assert_error, make_note, make_space
 
 
 def rows(session: Session, model: type) -> int:
@@ -148,7 +118,7 @@ def test_nul_characters_are_422_not_500(client: FlaskClient, auth: dict[str, str
     assert login.status_code in (401, 422)
 
 
-# --- malformed and non-JSON bodies -----------------------------------------------------------------
+# --- malformed and non-JSON bodies ----------------------------------------------------------
 
 
 @pytest.mark.parametrize(("method", "template"), [
@@ -189,7 +159,7 @@ def test_form_body_on_a_json_endpoint_is_rejected(
     assert rows(session, Space) == before
 
 
-# --- unknown ids, routes and methods -----------------------------------------------------------------
+# --- unknown ids, routes and methods --------------------------------------------------------
 
 
 @pytest.mark.parametrize(("method", "template", "word"), [
@@ -210,9 +180,9 @@ def test_form_body_on_a_json_endpoint_is_rejected(
 def test_unknown_ids_are_404(client: FlaskClient, auth: dict[str, str], space: dict[str, Any],
                              method: str, template: str, word: str) -> None:
     url = template.format(space=space["id"], rand=uuid.uuid4())
-    body: dict[str, Any] = {"title": "x"} if method == "patch" else {}
-    kwargs: dict[str, Any] = ({"data": {"file": (io.BytesIO(b"RIFF"), "a.wav")}} if url.endswith("/media")
-                              else {"json": body})
+    kwargs: dict[str, Any] = {"json": {"title": "x"} if method == "patch" else {}}
+    if url.endswith("/media"):
+        kwargs = {"data": {"file": (io.BytesIO(wav_tone(0.1)), "a.wav", "audio/wav")}}
     assert_error(client.open(url, method=method.upper(), headers=auth, **kwargs), 404, word)
 
 

@@ -21,7 +21,7 @@ from models import TERMINAL_STATUSES, Job
 from workers.lifecycle import request_cancel
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Jobs")
-SECURITY = [{"bearerAuth": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 @blp.route("/jobs")
@@ -54,10 +54,7 @@ class JobById(MethodView):
         body = job_schema.dump(job)
         payload = json.dumps(body, sort_keys=True, default=str).encode()
         etag = hashlib.sha256(payload).hexdigest()[:32]
-        if etag in request.if_none_match:
-            response = Response(status=304)
-        else:
-            response = jsonify(body)
+        response = Response(status=304) if etag in request.if_none_match else jsonify(body)
         response.set_etag(etag)
         response.headers["Cache-Control"] = "no-cache"
         if job.status not in TERMINAL_STATUSES:

@@ -28,7 +28,7 @@ from api.state import db
 from models import Media, Note
 
 blp = Blueprint("notes", __name__, url_prefix="/api/v1", description="Moments and their media")
-SECURITY = [{"bearerAuth": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 class MediaCreatedSchema(MediaSchema):

@@ -17,7 +17,7 @@ from api.state import db
 from models import Note, Space
 
 blp = Blueprint("spaces", __name__, url_prefix="/api/v1", description="Spaces")
-SECURITY = [{"bearerAuth": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 @blp.route("/spaces")

@@ -26,7 +26,7 @@ from models import Job, Note, Story, UserSettings
 from workers.dispatch import create_job
 
 blp = Blueprint("stories", __name__, url_prefix="/api/v1", description="Stories and illustrations")
-SECURITY = [{"bearerAuth": []}]
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 MAX_NOTES_PER_STORY = 200
 
 

@@ -7,12 +7,14 @@ from api.schemas.base import CamelSchema
 
 class CredentialsSchema(CamelSchema):
     email = fields.Email(required=True, validate=validate.Length(max=255))
-    password = fields.String(required=True, load_only=True, validate=validate.Length(min=8, max=256))
+    password = fields.String(required=True, load_only=True,
+                             validate=validate.Length(min=8, max=256))
 
 
 class LoginSchema(CamelSchema):
     email = fields.String(required=True, validate=validate.Length(min=1, max=255))
-    password = fields.String(required=True, load_only=True, validate=validate.Length(min=1, max=256))
+    password = fields.String(required=True, load_only=True,
+                             validate=validate.Length(min=1, max=256))
 
 
 class TokenSchema(CamelSchema):

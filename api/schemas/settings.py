@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import fields, validate
 
 from agents.types import IMAGE_STYLES, NARRATIVE_TONES, STORY_MODES, VOICE_STYLES
@@ -24,6 +26,6 @@ class FullStorySettingsSchema(StorySettingsSchema):
     class Meta:
         ordered = True
 
-    def on_bind_field(self, field_name: str, field_obj: fields.Field) -> None:  # type: ignore[type-arg]
+    def on_bind_field(self, field_name: str, field_obj: fields.Field[Any]) -> None:
         super().on_bind_field(field_name, field_obj)
         field_obj.required = True

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC
+
 from flask_smorest.fields import Upload
 from marshmallow import fields, validate
 
@@ -12,7 +14,8 @@ class SpaceCreateSchema(CamelSchema):
     title = fields.String(required=True, validate=validate.Length(min=1, max=200))
     description = fields.String(allow_none=True, validate=validate.Length(max=5000))
     cover_image = fields.String(allow_none=True, validate=validate.Length(max=1000))
-    start_date = fields.DateTime(allow_none=True)
+    # Naive times are taken as UTC, as the database stores them (timestamptz).
+    start_date = fields.AwareDateTime(default_timezone=UTC, allow_none=True)
 
 
 class SpaceUpdateSchema(SpaceCreateSchema):

@@ -83,7 +83,7 @@ class FakeCloudinary:
         self,
         cloud_name: str = "fake-cloud",
         api_key: str = "111122223333",
-        api_secret: str = "fake-secret-do-not-leak",  # noqa: S107 - a fake's test secret
+        api_secret: str = "fake-secret-do-not-leak",
         latency: float = 0.0,
     ) -> None:
         self.cloud_name = cloud_name
