@@ -9,9 +9,8 @@ from flask_smorest import Api
 from sqlalchemy.orm import Session, sessionmaker
 
 from agents.media.storage import build_storage
+from api import resources
 from api.errors import register_error_handlers
-from api.resources import auth, health, jobs, notes, spaces, stories, transcriptions
-from api.resources import settings as settings_resource
 from api.state import EXTENSION, AppState, close_db
 from config import Settings
 from models.db import make_engine, make_session_factory
@@ -61,7 +60,7 @@ def create_app(
     app.teardown_appcontext(close_db)
 
     api = Api(app)
-    for module in (health, auth, settings_resource, spaces, notes, transcriptions, stories, jobs):
+    for module in resources.ALL:
         api.register_blueprint(module.blp)
     register_error_handlers(app)
     log.info("api ready", extra={"provider": app.extensions[EXTENSION].provider_mode,

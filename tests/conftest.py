@@ -7,7 +7,6 @@ they are not, rather than skipping.
 
 from __future__ import annotations
 
-import importlib
 import os
 import uuid
 from collections.abc import Iterator
@@ -171,11 +170,12 @@ def fast_password_hashing() -> Iterator[None]:
     """Argon2 at its cheapest: tests register many users; the production cost is not under test."""
     from argon2 import PasswordHasher
 
-    auth_module = importlib.import_module("api.auth")  # "api.auth" the attribute is a blueprint
-    production = auth_module._hasher
-    auth_module._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    from api import auth
+
+    production = auth._hasher
+    auth._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
     yield
-    auth_module._hasher = production
+    auth._hasher = production
 
 
 def assert_error(response: TestResponse, status: int, *fragments: str) -> dict[str, Any]:
@@ -215,7 +215,7 @@ def make_space(client: FlaskClient, headers: dict[str, str], **fields: Any) -> d
         "/api/v1/spaces", json={"title": "Lisbon trip", **fields}, headers=headers
     )
     assert response.status_code == 201, response.get_json()
-    return response.get_json()  # type: ignore[no-any-return]
+    return response.get_json()
 
 
 def make_note(
@@ -227,4 +227,4 @@ def make_note(
         headers=headers,
     )
     assert response.status_code == 201, response.get_json()
-    return response.get_json()  # type: ignore[no-any-return]
+    return response.get_json()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import jwt
+from flask import Flask
 from flask.testing import FlaskClient
 
 from tests.conftest import register
@@ -54,7 +55,7 @@ def test_requests_without_valid_token_are_401(client: FlaskClient) -> None:
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
 
 
-def test_expired_and_forged_tokens_are_rejected(client: FlaskClient, app) -> None:  # type: ignore[no-untyped-def]
+def test_expired_and_forged_tokens_are_rejected(client: FlaskClient, app: Flask) -> None:
     headers = register(client)
     claims = jwt.decode(headers["Authorization"].split()[1], options={"verify_signature": False})
     secret = app.extensions["lifetales"].settings.secret_key
