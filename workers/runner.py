@@ -16,7 +16,6 @@ from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
 from agents.errors import AgentError
-from agents.media.storage import MediaError
 from agents.types import Usage
 from models import Job
 from workers import lifecycle
@@ -122,10 +121,8 @@ def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = No
                 lifecycle.mirror(job, status="canceled")
             session.commit()
             log.info("job canceled", extra={"job_id": job_id})
-        except AgentError as exc:
+        except AgentError as exc:  # the model's or the media CDN's
             _record_failure(session, job, exc.code, exc.message, exc.retryable, exc.retry_after)
-        except MediaError as exc:
-            _record_failure(session, job, exc.code, exc.message, exc.retryable, None)
         except JobFailed as exc:
             _record_failure(session, job, exc.code, exc.message, exc.retryable, None)
         except SoftTimeLimitExceeded:

@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from agents.errors import AgentError
 from agents.types import StoredMedia
 
 # First segment plain, later ones may hold dots but never start with one: no `..`, no dotfiles
@@ -14,20 +15,27 @@ _KEY_RE = re.compile(r"[A-Za-z0-9_-]+(?:/[A-Za-z0-9_-][A-Za-z0-9_.-]*)*")
 MAX_KEY_LENGTH = 200  # Cloudinary caps public ids at 255; leave room for folders and extensions
 
 
-class MediaError(Exception):
-    """A media storage failure; `retryable` says whether trying again later may succeed."""
+class MediaError(AgentError):
+    """A media storage failure; `retryable` says whether trying again later may succeed.
+
+    An ``AgentError``: workers treat a failing CDN like a failing model.
+    """
 
     def __init__(self, code: str, message: str, *, retryable: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.retryable = retryable
+        super().__init__(code, message, retryable=retryable)
 
     def __repr__(self) -> str:
         return (
             f"MediaError(code={self.code!r}, message={self.message!r}, "
             f"retryable={self.retryable})"
         )
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (_rebuild_media_error, (self.code, self.message, self.retryable))
+
+
+def _rebuild_media_error(code: str, message: str, retryable: bool) -> MediaError:
+    return MediaError(code, message, retryable=retryable)
 
 
 @runtime_checkable

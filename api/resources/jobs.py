@@ -10,7 +10,7 @@ from typing import Any
 from flask import Response, jsonify, request
 from flask.views import MethodView
 from flask_smorest import Blueprint, Page
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from api.auth import current_user, login_required
 from api.ownership import owned_job
@@ -24,13 +24,27 @@ blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Jobs")
 SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
+class SelectPage(Page):
+    """Pages a SQLAlchemy select in the database (count + offset/limit), not in Python."""
+
+    @property
+    def items(self) -> list[Any]:
+        params = self.page_params
+        return list(db().scalars(self.collection.offset(params.first_item).limit(params.page_size)))
+
+    @property
+    def item_count(self) -> int:
+        counted = select(func.count()).select_from(self.collection.order_by(None).subquery())
+        return db().scalar(counted) or 0
+
+
 @blp.route("/jobs")
 class Jobs(MethodView):
     decorators = [login_required]
 
     @blp.arguments(JobQuerySchema, location="query")
     @blp.response(200, JobSchema(many=True))
-    @blp.paginate(Page)
+    @blp.paginate(SelectPage)
     @blp.doc(security=SECURITY)
     def get(self, query: dict[str, Any]) -> Any:
         """The user's jobs, newest first; filter by ``kind``, ``status``, ``parentId``."""
@@ -39,7 +53,7 @@ class Jobs(MethodView):
                              ("parent_id", Job.parent_id)):
             if name in query:
                 stmt = stmt.where(column == query[name])
-        return db().scalars(stmt.order_by(Job.created_at.desc())).all()
+        return stmt.order_by(Job.created_at.desc(), Job.id)
 
 
 @blp.route("/jobs/<uuid:job_id>")
