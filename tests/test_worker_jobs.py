@@ -311,24 +311,24 @@ def test_story_fans_out_illustrations_and_finishes_with_the_last(
     assert chapters[1].generated_image_url is None
 
 
-def test_story_rerun_replaces_its_own_version(
+def test_reaper_completes_a_story_whose_completion_was_lost(
     session: Session, ctx: WorkerContext, user: User
 ) -> None:
     space, _ = make_space_with_notes(session, user)
     job = create_job(session, owner_id=user.id, kind="story", input={"spaceId": str(space.id)})
     session.commit()
     run_job(str(job.id), build_story, context=ctx)
-    # The worker dies; after the heartbeat expires another worker re-runs the job.
-    session.execute(
-        update(Job).where(Job.id == job.id).values(heartbeat_at=utcnow() - timedelta(hours=1))
-    )
+    # Every illustration finished, but the worker of the last one died before settling the story.
+    long_ago = utcnow() - timedelta(hours=1)
+    session.execute(update(Job).where(Job.parent_id == job.id).values(status="succeeded"))
+    session.execute(update(Job).where(Job.id == job.id).values(heartbeat_at=long_ago))
     session.commit()
-    run_job(str(job.id), build_story, context=ctx)
-    stories = session.scalars(select(Story).where(Story.space_id == space.id)).all()
-    assert len(stories) == 1
-    chapters = session.scalars(select(Chapter).where(Chapter.story_id == stories[0].id)).all()
-    assert len(chapters) == 3
-    assert len(session.scalars(select(Job).where(Job.parent_id == job.id)).all()) == 3
+    report = reap_stale_jobs(session, resend_after_s=30, heartbeat_timeout_s=60)
+    assert report.completed_parents == 1
+    assert fresh(session, job).status == "succeeded"
+    session.refresh(space)
+    assert space.current_story_version == 1
+    assert len(session.scalars(select(Story).where(Story.space_id == space.id)).all()) == 1
 
 
 def test_reaper_resends_lost_messages_and_recovers_dead_workers(
@@ -379,3 +379,45 @@ def test_worker_pools_follow_the_command_line_concurrency() -> None:
         assert context._pool_size == 34
     finally:
         context.set_pool_size(None)
+
+
+def test_canceling_a_story_waiting_on_illustrations_cancels_it_and_its_children(
+    session: Session, ctx: WorkerContext, user: User
+) -> None:
+    space, _ = make_space_with_notes(session, user)
+    job = create_job(session, owner_id=user.id, kind="story", input={"spaceId": str(space.id)})
+    session.commit()
+    run_job(str(job.id), build_story, context=ctx)
+    children = session.scalars(select(Job).where(Job.parent_id == job.id)).all()
+    # One illustration is already being drawn when the user cancels.
+    assert lifecycle.start_job(session, children[0].id, heartbeat_timeout_s=60) is not None
+
+    lifecycle.request_cancel(session, fresh(session, job))
+    assert fresh(session, job).status == "running"  # waits for the drawing one to stop
+    assert {fresh(session, c).status for c in children[1:]} == {"canceled"}
+
+    run_job(str(children[0].id), illustrate, context=ctx)  # a duplicate message: not claimable
+    from workers.fanout import on_child_finished
+
+    session.execute(update(Job).where(Job.id == children[0].id).values(status="canceled"))
+    session.commit()
+    on_child_finished(session, job.id)
+    assert fresh(session, job).status == "canceled"
+    story = session.scalar(select(Story).where(Story.job_id == job.id))
+    assert story is not None and story.status == "canceled"
+    session.refresh(space)
+    assert space.current_story_version is None
+
+
+def test_a_story_waiting_on_children_is_never_taken_over(
+    session: Session, ctx: WorkerContext, user: User
+) -> None:
+    space, _ = make_space_with_notes(session, user)
+    job = create_job(session, owner_id=user.id, kind="story", input={"spaceId": str(space.id)})
+    session.commit()
+    run_job(str(job.id), build_story, context=ctx)
+    session.execute(update(Job).where(Job.id == job.id)
+                    .values(heartbeat_at=utcnow() - timedelta(hours=1)))
+    session.commit()
+    assert lifecycle.start_job(session, job.id, heartbeat_timeout_s=60) is None
+    assert fresh(session, job).attempts == 1

@@ -54,6 +54,19 @@ def complete_story(session: Session, parent: Job, counts: dict[str, int]) -> boo
     if story is None:
         return False
     now = utcnow()
+    if parent.cancel_requested:
+        # Canceled while its illustrations ran: the version is dropped, never published.
+        if not affected(session, update(Job)
+                        .where(Job.id == parent.id, Job.status == "running",
+                               Job.attempts == parent.attempts)
+                        .values(status="canceled", finished_at=now, updated_at=now,
+                                error={"code": "canceled", "message": "the job was canceled",
+                                       "retryable": False})):
+            session.rollback()
+            return False
+        story.status = "canceled"
+        session.commit()
+        return True
     succeeded = counts.get("succeeded", 0)
     total = sum(counts.values())
     result: dict[str, Any] = {

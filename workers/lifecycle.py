@@ -7,12 +7,17 @@ import uuid
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import CursorResult, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
 from sqlalchemy.orm.attributes import set_committed_value
 
 from models import TERMINAL_STATUSES, Job
 from models.base import utcnow
+
+
+def _has_children() -> Any:
+    child = aliased(Job)
+    return exists().where(child.parent_id == Job.id)
 
 
 def start_job(session: Session, job_id: uuid.UUID, *, heartbeat_timeout_s: int) -> Job | None:
@@ -25,7 +30,11 @@ def start_job(session: Session, job_id: uuid.UUID, *, heartbeat_timeout_s: int) 
         .where(
             Job.id == job_id,
             Job.cancel_requested.is_(False),
-            or_(Job.status == "queued", (Job.status == "running") & (Job.heartbeat_at < stale)),
+            or_(
+                Job.status == "queued",
+                # Take over a job whose worker died, but never a story waiting on its children.
+                (Job.status == "running") & (Job.heartbeat_at < stale) & ~_has_children(),
+            ),
         )
         .values(
             status="running",
@@ -182,6 +191,11 @@ def request_cancel(session: Session, job: Job) -> Job:
         .execution_options(synchronize_session=False)
     )
     session.commit()
+    if job.kind == "story":
+        # A story waiting on illustrations has no worker to notice the request: settle it here.
+        from workers.fanout import on_child_finished
+
+        on_child_finished(session, job.id)
     session.refresh(job)
     return job
 

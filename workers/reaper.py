@@ -62,6 +62,7 @@ def reap_stale_jobs(
         select(Job)
         .where(Job.status == "running", Job.heartbeat_at < stale, ~unfinished_child)
         .limit(BATCH)
+        .execution_options(populate_existing=True)  # fences compare the row's real attempts
     ).all()
     for job in lost:
         counts = child_counts(session, job.id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.orm import selectinload
 
 from agents.types import NoteInput, StorySettings
@@ -67,21 +67,18 @@ def build_story(run: JobRun) -> None:
     result = run.context.provider.story_builder.build(inputs, space.title, settings)
     run.check_cancel()
 
-    # A re-run of this job replaces what an earlier attempt wrote: one version per job.
-    session.execute(delete(Job).where(Job.parent_id == job.id))
-    story = session.scalar(select(Story).where(Story.job_id == job.id))
-    if story is None:
-        latest = session.scalar(select(func.max(Story.version)).where(Story.space_id == space_id))
-        story = Story(
-            space_id=space_id,
-            version=(latest or 0) + 1,
-            job_id=job.id,
-            settings=job.input.get("settings", {}),
-            status="writing",
-        )
-        session.add(story)
-    else:
-        session.execute(delete(Chapter).where(Chapter.story_id == story.id))
+    # Chapters, children and the version commit together below (run.progress or
+    # complete_story), so no later attempt ever finds a half-written version of this job;
+    # stories.job_id is unique besides.
+    latest = session.scalar(select(func.max(Story.version)).where(Story.space_id == space_id))
+    story = Story(
+        space_id=space_id,
+        version=(latest or 0) + 1,
+        job_id=job.id,
+        settings=job.input.get("settings", {}),
+        status="writing",
+    )
+    session.add(story)
     session.flush()
 
     images_by_note = {str(n.id): [str(m.id) for m in n.media if m.kind == "image"] for n in notes}
