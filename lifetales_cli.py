@@ -123,6 +123,7 @@ def run(port: int, concurrency: int, with_worker: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # start-up noise
     parser = argparse.ArgumentParser(prog="lifetales", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     run_p = sub.add_parser("run", help="migrate, then run the API, a worker and beat")

@@ -6,7 +6,7 @@ import uuid
 
 from models import Media
 from workers.app import celery_app
-from workers.runner import JobFailed, JobRun, run_job, usage_dict
+from workers.runner import JobFailed, JobRun, run_job
 
 
 def transcribe_media(run: JobRun) -> None:
@@ -24,7 +24,6 @@ def transcribe_media(run: JobRun) -> None:
             "transcription": result.text,
             "mediaId": str(media.id),
             "noteId": str(media.note_id) if media.note_id else None,
-            "usage": usage_dict(result.usage),
         },
         usage=result.usage,
     )
