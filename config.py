@@ -35,9 +35,14 @@ class Settings:
     cloudinary_url: str | None = field(repr=False, default=None)
     access_token_ttl_s: int = 3600
     queued_resend_after_s: int = 30
-    heartbeat_timeout_s: int = 120
+    heartbeat_timeout_s: int = 30
     max_attempts: int = 4
+    max_attempts_by_kind: dict[str, int] = field(default_factory=dict)
     agents: AgentSettings = field(default_factory=lambda: AgentSettings(gemini_api_key=None))
+
+    def attempts_for(self, kind: str) -> int:
+        """Attempts a job of this kind gets (first try + retries); configurable per kind."""
+        return self.max_attempts_by_kind.get(kind, self.max_attempts)
 
     @property
     def embedded(self) -> bool:
@@ -72,8 +77,9 @@ class Settings:
             cloudinary_url=_get(env, "CLOUDINARY_URL"),
             access_token_ttl_s=env_int(env, "ACCESS_TOKEN_TTL_SECONDS", 3600),
             queued_resend_after_s=env_int(env, "JOB_QUEUED_RESEND_AFTER_SECONDS", 30),
-            heartbeat_timeout_s=env_int(env, "JOB_HEARTBEAT_TIMEOUT_SECONDS", 120),
+            heartbeat_timeout_s=env_int(env, "JOB_HEARTBEAT_TIMEOUT_SECONDS", 30),
             max_attempts=env_int(env, "JOB_MAX_ATTEMPTS", 4),
+            max_attempts_by_kind=_attempts_by_kind(env),
             agents=AgentSettings.from_env(env),
         )
 
@@ -87,6 +93,16 @@ def env_int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(value)
     except ValueError:
         raise RuntimeError(f"{name} must be a whole number, not {value!r}") from None
+
+
+def _attempts_by_kind(env: Mapping[str, str]) -> dict[str, int]:
+    """JOB_MAX_ATTEMPTS_<KIND> overrides, e.g. fewer retries for interactive transcriptions."""
+    overrides = {}
+    for kind in ("transcription", "story", "illustration"):
+        attempts = env_int(env, f"JOB_MAX_ATTEMPTS_{kind.upper()}", 0)
+        if attempts > 0:
+            overrides[kind] = attempts
+    return overrides
 
 
 def var_dir_from_env(env: Mapping[str, str]) -> Path:

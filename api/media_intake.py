@@ -87,7 +87,7 @@ def start_transcription(
         input={"mediaId": str(media.id), "noteId": str(media.note_id) if media.note_id else None,
                "mimeType": media.mime_type, "size": media.size, "sha256": media.sha256},
         idempotency_key=idempotency_key, request_hash=request_hash,
-        max_attempts=state().settings.max_attempts,
+        max_attempts=state().settings.attempts_for("transcription"),
     )
     media.transcription_job_id = job.id
     return job

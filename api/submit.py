@@ -9,18 +9,21 @@ import re
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any
 
 from flask import Response, jsonify, request
 from flask_smorest import abort
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from api.schemas.jobs import JobSchema
 from api.state import db, state
 from models import TERMINAL_STATUSES, Job
+from models.base import utcnow
 
 MAX_WAIT_S = 60
+IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
 POLL_INTERVAL_S = 0.05
 _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
@@ -55,6 +58,10 @@ def find_replay(owner_id: uuid.UUID, key: str | None, fingerprint: str) -> Job |
     if key is None:
         return None
     job = db().scalar(select(Job).where(Job.owner_id == owner_id, Job.idempotency_key == key))
+    if job is not None and job.created_at < utcnow() - IDEMPOTENCY_KEY_TTL:
+        # Expired: the key is free again. Released in the transaction that reuses it.
+        db().execute(update(Job).where(Job.id == job.id).values(idempotency_key=None))
+        return None
     if job is not None and job.request_hash != fingerprint:
         abort(422, message="Idempotency-Key was already used with a different request body")
     return job

@@ -147,3 +147,115 @@ class Client:
             if time.monotonic() > deadline:
                 raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
             time.sleep(0.2)
+
+
+class RedisServer:
+    """A private redis-server on a free port, which a test may stop and start again."""
+
+    def __init__(self, work_dir: Path) -> None:
+        self.port = free_port()
+        self.work_dir = work_dir
+        self.process: subprocess.Popen[bytes] | None = None
+        work_dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> RedisServer:
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.work_dir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return self
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("redis-server did not start")
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+
+class Services:
+    """The platform's processes started one by one (API, workers, beat), so a test can kill
+    and replace any of them."""
+
+    def __init__(self, env: Mapping[str, str], var_dir: Path) -> None:
+        self.platform = Platform(env, var_dir)
+        self.base_url = self.platform.base_url
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self._bin = Path(sys.executable).parent
+
+    def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
+        log = (self.platform.var_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(command, cwd=ROOT, env=self.platform.env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self.processes[name] = process
+        return process
+
+    def migrate(self) -> None:
+        subprocess.run([str(self._bin / "lifetales"), "migrate"], cwd=ROOT,
+                       env=self.platform.env, check=True, timeout=120,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def start_api(self) -> None:
+        self._spawn("api", [str(self._bin / "gunicorn"), "api:create_app()", "--bind",
+                            f"127.0.0.1:{self.platform.port}", "--worker-class", "gthread",
+                            "--threads", "16", "--workers", "1"])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                if requests.get(f"{self.base_url}/health", timeout=1).status_code == 200:
+                    return
+            except requests.RequestException:
+                time.sleep(0.1)
+        raise RuntimeError(f"API did not start:\n{self.log('api')}")
+
+    def start_worker(self, name: str, concurrency: int = 4) -> subprocess.Popen[bytes]:
+        process = self._spawn(name, [
+            str(self._bin / "celery"), "-A", "workers.app", "worker", "--pool", "threads",
+            "--concurrency", str(concurrency), "--queues",
+            "transcription,illustration,story,batch,maintenance", "--hostname", f"{name}@%h",
+            "--without-mingle", "--without-gossip", "--loglevel", "INFO",
+        ])
+        deadline = time.monotonic() + 30
+        while "ready." not in self.log(name):
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"worker {name} did not start:\n{self.log(name)}")
+            time.sleep(0.1)
+        return process
+
+    def start_beat(self) -> None:
+        self._spawn("beat", [str(self._bin / "celery"), "-A", "workers.app", "beat",
+                             "--schedule", str(self.platform.var_dir / "beat-schedule"),
+                             "--loglevel", "INFO"])
+
+    def kill(self, name: str) -> None:
+        process = self.processes.pop(name)
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def log(self, name: str) -> str:
+        path = self.platform.var_dir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def stop(self) -> None:
+        for name in list(self.processes):
+            process = self.processes.pop(name)
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=5)

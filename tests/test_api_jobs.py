@@ -10,6 +10,7 @@ import base64
 import json
 import time
 import uuid
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -391,6 +392,22 @@ def test_idempotency_key_on_story_and_transcription(
     again = client.post("/api/v1/transcriptions", headers=key, json=audio)
     assert first.status_code == again.status_code == 202
     assert first.get_json()["id"] == again.get_json()["id"]
+
+
+def test_idempotency_key_expires_after_24_hours(
+        client: FlaskClient, auth: dict[str, str], session: Session) -> None:
+    key = {"Idempotency-Key": "daily-report"}
+    first = illustrate(client, auth, prompt="a tram", **key).get_json()["id"]
+    session.execute(update(Job).where(Job.id == uuid.UUID(first))
+                    .values(created_at=utcnow() - timedelta(hours=24, minutes=1)))
+    session.commit()
+    # After 24 h the key is free: a new job, even with another body.
+    second = illustrate(client, auth, prompt="a boat", **key)
+    assert second.status_code == 202 and second.get_json()["id"] != first
+    again = illustrate(client, auth, prompt="a boat", **key)
+    assert again.get_json()["id"] == second.get_json()["id"]
+    old = session.get(Job, uuid.UUID(first), populate_existing=True)
+    assert old is not None and old.idempotency_key is None
 
 
 def test_idempotency_key_too_long_is_422(client: FlaskClient, auth: dict[str, str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 
@@ -14,6 +15,8 @@ from agents.provider import Provider, build_provider
 from config import Settings
 from models.db import make_engine, make_session_factory
 from workers.dispatch import install_enqueue_after_commit
+from workers.heartbeat import HeartbeatPump
+from workers.ratelimit import RateLimiter, build_rate_limiter
 
 
 @dataclass
@@ -23,6 +26,8 @@ class WorkerContext:
     session_factory: sessionmaker[Session]
     provider: Provider
     storage: MediaStorage
+    heartbeat: HeartbeatPump | None = None
+    limiter: RateLimiter | None = None
 
 
 _lock = threading.Lock()
@@ -48,6 +53,8 @@ def build_context(settings: Settings, *, pool_size: int = 20) -> WorkerContext:
         storage=build_storage(
             settings.cloudinary_url, settings.media_dir, f"{settings.public_base_url}/media"
         ),
+        heartbeat=HeartbeatPump(factory, interval_s=max(0.5, settings.heartbeat_timeout_s / 4)),
+        limiter=build_rate_limiter(settings.redis_url, os.environ),
     )
 
 
@@ -72,6 +79,8 @@ def set_context(context: WorkerContext | None) -> None:
 def reset_context() -> None:
     global _context
     if _context is not None:
+        if _context.heartbeat is not None:
+            _context.heartbeat.stop()
         _context.engine.dispose(close=False)
     _context = None
     reset_clients()

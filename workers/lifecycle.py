@@ -164,6 +164,19 @@ def requeue_for_retry(
     )
 
 
+def requeue_throttled(session: Session, job: Job, *, delay_s: float) -> bool:
+    """Re-schedule a job the rate limiter turned away; waiting for quota costs no attempt."""
+    now = utcnow()
+    return bool(affected(session, _fenced(job).values(
+        status="queued",
+        attempts=Job.attempts - 1,
+        progress={"step": "waiting_for_quota", "current": 0, "total": 0},
+        heartbeat_at=None,
+        enqueued_at=now + timedelta(seconds=delay_s),
+        updated_at=now,
+    )))
+
+
 def cancel_requested(session: Session, job_id: uuid.UUID) -> bool:
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import logging
 import random
+import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
@@ -42,6 +43,25 @@ class JobCanceled(Exception):
     """Raised at a safe point when the job was asked to stop."""
 
 
+class Throttled(Exception):
+    """The global upstream rate limit has no room now; re-schedule instead of holding a slot."""
+
+    def __init__(self, wait_s: float) -> None:
+        super().__init__(f"upstream rate limit: retry in {wait_s:.1f}s")
+        self.wait_s = wait_s
+
+
+class HasUsage(Protocol):
+    @property
+    def usage(self) -> Usage: ...
+
+
+R = TypeVar("R", bound=HasUsage)
+
+# Wait this long in the worker for rate-limit room; longer waits re-schedule the job instead.
+MAX_INLINE_WAIT_S = 2.0
+
+
 @dataclass
 class JobRun:
     context: WorkerContext
@@ -52,6 +72,22 @@ class JobRun:
         if not lifecycle.set_progress(self.session, self.job, step, current, total):
             raise JobCanceled  # the job was taken from us (canceled or reclaimed)
         self.session.commit()
+
+    def call_upstream(self, model: str, estimated_tokens: int, call: Callable[[], R]) -> R:
+        """Make one model call within the global rate limit, then charge its real token usage."""
+        limiter = self.context.limiter
+        if limiter is not None:
+            wait = limiter.acquire(model, estimated_tokens)
+            if 0 < wait <= MAX_INLINE_WAIT_S:
+                time.sleep(wait)
+                wait = limiter.acquire(model, estimated_tokens)
+            if wait > 0:
+                raise Throttled(wait)
+        result = call()
+        if limiter is not None:
+            used = result.usage.input_tokens + result.usage.output_tokens
+            limiter.settle(model, estimated_tokens, used)
+        return result
 
     def check_cancel(self) -> None:
         if lifecycle.cancel_requested(self.session, self.job.id):
@@ -113,8 +149,18 @@ def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = No
             return
         log.info("job started", extra={"job_id": job_id, "kind": job.kind, "attempt": job.attempts})
         run = JobRun(ctx, session, job)
+        if ctx.heartbeat is not None:
+            ctx.heartbeat.track(job.id, job.attempts)
         try:
             handler(run)
+        except Throttled as exc:
+            session.rollback()
+            if lifecycle.requeue_throttled(session, job, delay_s=exc.wait_s):
+                lifecycle.mirror(job, status="queued")
+                enqueue_after_commit(session, job, countdown=exc.wait_s)
+            session.commit()
+            log.info("job throttled by the upstream rate limit",
+                     extra={"job_id": job_id, "delay_s": round(exc.wait_s, 2)})
         except JobCanceled:
             session.rollback()
             if lifecycle.cancel_running_job(session, job):
@@ -133,6 +179,8 @@ def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = No
                 session, job, "internal_error", "an internal error occurred", True, None
             )
         finally:
+            if ctx.heartbeat is not None:
+                ctx.heartbeat.untrack(job.id)
             if job.parent_id is not None and job.status != "running":
                 from workers.fanout import on_child_finished
 

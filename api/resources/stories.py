@@ -52,7 +52,7 @@ class SpaceStory(MethodView):
         def create(key: str | None, request_hash: str) -> Job:
             return create_job(db(), owner_id=user.id, kind="story", input=payload,
                               idempotency_key=key, request_hash=request_hash,
-                              max_attempts=state().settings.max_attempts)
+                              max_attempts=state().settings.attempts_for("story"))
 
         return submit(user.id, payload, create)
 
@@ -89,6 +89,6 @@ class Illustrations(MethodView):
         def create(key: str | None, request_hash: str) -> Job:
             return create_job(db(), owner_id=user.id, kind="illustration", input=payload,
                               idempotency_key=key, request_hash=request_hash,
-                              max_attempts=state().settings.max_attempts)
+                              max_attempts=state().settings.attempts_for("illustration"))
 
         return submit(user.id, payload, create)

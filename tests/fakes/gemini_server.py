@@ -16,7 +16,11 @@ the story context has a line that starts at column 0 with ``id: <note id>``; use
 are always indented, so only those lines match ``^id: (\\S+)$``.
 
 Faults are scripted per kind (or for ``"any"`` kind) and consumed in order, one per request.
-Run standalone for benchmarks: ``python -m tests.fakes.gemini_server --port 8089``.
+Random faults come on top at ``fault_rate`` (chaos runs): each valid request that no scripted
+fault claims draws one of ``RANDOM_FAULT_KINDS`` with probability ``fault_rate``, weighted by
+``fault_mix`` (``DEFAULT_FAULT_MIX``: every kind but ``quota_day``); ``fault_counts`` counts them.
+Run standalone for benchmarks:
+``python -m tests.fakes.gemini_server --port 8089 --latency 0.2 --fault-rate 0.3 --seed 7``.
 """
 
 from __future__ import annotations
@@ -25,8 +29,10 @@ import argparse
 import base64
 import io
 import json
+import random
 import re
 import socket
+import sys
 import threading
 import time
 from collections import deque
@@ -64,6 +70,22 @@ _STATUS_NAMES: Mapping[int, str] = {
 
 FaultAction = Literal["status", "hang", "malformed", "block", "reply", "drop"]
 
+# Random fault kinds and what each looks like on the wire:
+#   rate_limited  429 RESOURCE_EXHAUSTED with RetryInfo.retryDelay (per-minute quota)
+#   unavailable   503 UNAVAILABLE
+#   hang          no answer for ``hang_seconds`` (past the client timeout), then a normal one
+#   drop          the connection closes without any answer
+#   malformed     200 with a body that is not valid JSON
+#   quota_day     429 with a per-day QuotaFailure (not retryable): only when asked for by mix
+RANDOM_FAULT_KINDS: tuple[str, ...] = (
+    "rate_limited", "unavailable", "hang", "drop", "malformed", "quota_day",
+)
+DEFAULT_FAULT_MIX: Mapping[str, float] = {
+    "rate_limited": 1.0, "unavailable": 1.0, "hang": 1.0, "drop": 1.0, "malformed": 1.0,
+}
+DEFAULT_HANG_SECONDS = 65.0  # past the longest default agent timeout (story, 60 s)
+DEFAULT_RATE_LIMIT_DELAY = "1s"
+
 
 @dataclass
 class RecordedRequest:
@@ -80,6 +102,9 @@ class RecordedRequest:
     stream: bool
     status: int | None = None
     usage: dict[str, int] | None = None
+    # The fault served instead of a normal answer: a RANDOM_FAULT_KINDS name for a random one,
+    # ``scripted:<action>`` for a scripted one; None for a normal answer.
+    fault: str | None = None
 
     @property
     def generation_config(self) -> dict[str, Any]:
@@ -105,6 +130,7 @@ class RecordedRequest:
 @dataclass
 class _Fault:
     action: FaultAction
+    name: str = ""
     status: int = 200
     body: Any = None
     seconds: float = 0.0
@@ -224,6 +250,38 @@ def _default_error_body(status: int, retry_delay: str | None) -> dict[str, Any]:
     return google_error(status)
 
 
+def _daily_quota_body(retry_delay: str) -> dict[str, Any]:
+    return google_error(
+        429,
+        "You exceeded your current quota, please check your plan and billing details.",
+        [quota_failure(_DAILY_QUOTA_ID), retry_info(retry_delay)],
+    )
+
+
+def _check_faults(rate: float, mix: Mapping[str, float]) -> dict[str, float]:
+    if not 0.0 <= rate <= 1.0:
+        raise ValueError(f"fault rate must be between 0 and 1, not {rate!r}")
+    unknown = set(mix) - set(RANDOM_FAULT_KINDS)
+    if unknown:
+        raise ValueError(f"unknown fault kinds {sorted(unknown)}; expected {RANDOM_FAULT_KINDS}")
+    if any(weight < 0 for weight in mix.values()):
+        raise ValueError("fault weights must not be negative")
+    weights = {kind: float(weight) for kind, weight in mix.items() if weight > 0}
+    if rate > 0 and not weights:
+        raise ValueError("a positive fault rate needs at least one fault kind with a weight")
+    return weights
+
+
+def parse_fault_mix(text: str) -> dict[str, float]:
+    """``"rate_limited=2,unavailable=1"`` -> weights (a bare kind weighs 1)."""
+    mix: dict[str, float] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kind, _, weight = item.partition("=")
+        mix[kind.strip()] = float(weight) if weight else 1.0
+    _check_faults(0.0, mix)
+    return mix
+
+
 def _aspect(ratio: object) -> tuple[int, int]:
     match = re.fullmatch(r"(\d+):(\d+)", str(ratio or "4:3"))
     if not match or int(match.group(1)) == 0 or int(match.group(2)) == 0:
@@ -245,8 +303,17 @@ class FakeGemini:
         host: str = "127.0.0.1",
         port: int = 0,
         max_recorded: int | None = None,
+        fault_rate: float = 0.0,
+        fault_mix: Mapping[str, float] | None = None,
+        seed: int | None = None,
+        hang_seconds: float = DEFAULT_HANG_SECONDS,
+        rate_limit_delay: str = DEFAULT_RATE_LIMIT_DELAY,
     ) -> None:
-        """``max_recorded`` bounds ``.requests`` (oldest dropped) for long benchmark runs."""
+        """``max_recorded`` bounds ``.requests`` (oldest dropped) for long benchmark runs.
+
+        ``fault_rate`` (0-1) of the requests get a random fault drawn from ``fault_mix``
+        (kind -> weight, ``DEFAULT_FAULT_MIX`` when None) by a ``random.Random(seed)``.
+        """
         self.latency = latency
         self._initial_latency = latency
         self.latencies: dict[str, float] = {}
@@ -264,6 +331,16 @@ class FakeGemini:
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._counter = 0  # every request ever received, recorded or not
+        self.hang_seconds = hang_seconds
+        self.rate_limit_delay = rate_limit_delay
+        self._seed = seed
+        self._random = random.Random(seed)
+        self._fault_rate = 0.0
+        self._fault_weights: dict[str, float] = {}
+        self.set_faults(fault_rate, fault_mix)
+        self._initial_faults = (self._fault_rate, dict(self._fault_weights))
+        self._fault_counts: dict[str, int] = dict.fromkeys(RANDOM_FAULT_KINDS, 0)
+        self._last_fault_at: float | None = None
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -321,14 +398,44 @@ class FakeGemini:
     def requests_of(self, kind: str) -> list[RecordedRequest]:
         return [r for r in self.requests if r.kind == kind]
 
+    @property
+    def fault_counts(self) -> dict[str, int]:
+        """Random faults injected so far, per kind (every kind listed; scripted ones excluded)."""
+        with self._lock:
+            return dict(self._fault_counts)
+
+    @property
+    def fault_rate(self) -> float:
+        with self._lock:
+            return self._fault_rate
+
+    @property
+    def fault_mix(self) -> dict[str, float]:
+        """The kinds random faults are drawn from, with their weights."""
+        with self._lock:
+            return dict(self._fault_weights)
+
+    @property
+    def last_fault_at(self) -> float | None:
+        """``time.time()`` when the last random fault was injected (None: none yet)."""
+        with self._lock:
+            return self._last_fault_at
+
     def reset(self) -> None:
-        """Forget recorded requests and scripted faults; latencies go back to the initial one."""
+        """Forget recorded requests, scripted faults and fault counts; latencies and the random
+        fault rate and mix go back to the initial ones, and the fault draws restart from the seed.
+        """
         with self._lock:
             self._requests.clear()
             self._counter = 0
             self._script = _Script()
             self.latencies.clear()
             self.latency = self._initial_latency
+            self._fault_rate, weights = self._initial_faults
+            self._fault_weights = dict(weights)
+            self._fault_counts = dict.fromkeys(RANDOM_FAULT_KINDS, 0)
+            self._last_fault_at = None
+            self._random = random.Random(self._seed)
 
     # --- behaviour ---------------------------------------------------------------------
 
@@ -339,6 +446,15 @@ class FakeGemini:
                 self.latency = seconds
             else:
                 self.latencies[kind] = seconds
+
+    def set_faults(self, rate: float, mix: Mapping[str, float] | None = None) -> None:
+        """Inject a random fault into ``rate`` (0-1) of the requests, its kind drawn from ``mix``
+        (kind -> weight over ``RANDOM_FAULT_KINDS``; None: ``DEFAULT_FAULT_MIX``). 0 turns it off.
+        """
+        weights = _check_faults(rate, DEFAULT_FAULT_MIX if mix is None else mix)
+        with self._lock:
+            self._fault_rate = rate
+            self._fault_weights = weights
 
     def fail_next(
         self,
@@ -351,24 +467,21 @@ class FakeGemini:
         """The next ``n`` calls of ``kind`` answer ``status`` with a Google-shaped error body
         (a 429 carries ``RetryInfo.retryDelay``); ``body`` (dict or raw str) replaces it."""
         error_body = body if body is not None else _default_error_body(status, retry_delay)
-        self._push(kind, n, _Fault("status", status=status, body=error_body))
+        self._push(kind, n, _Fault("status", name="scripted:status", status=status,
+                                   body=error_body))
 
     def quota_day_next(self, kind: str, n: int = 1, retry_delay: str = "30s") -> None:
         """The next calls fail with a per-day quota 429 (QuotaFailure ``...PerDay...``)."""
-        body = google_error(
-            429,
-            "You exceeded your current quota, please check your plan and billing details.",
-            [quota_failure(_DAILY_QUOTA_ID), retry_info(retry_delay)],
-        )
-        self._push(kind, n, _Fault("status", status=429, body=body))
+        body = _daily_quota_body(retry_delay)
+        self._push(kind, n, _Fault("status", name="scripted:status", status=429, body=body))
 
     def hang_next(self, kind: str, seconds: float, n: int = 1) -> None:
         """The next calls wait ``seconds`` before answering normally."""
-        self._push(kind, n, _Fault("hang", seconds=seconds))
+        self._push(kind, n, _Fault("hang", name="scripted:hang", seconds=seconds))
 
     def malformed_next(self, kind: str, n: int = 1) -> None:
         """The next calls answer 200 with a body that is not valid JSON."""
-        self._push(kind, n, _Fault("malformed"))
+        self._push(kind, n, _Fault("malformed", name="scripted:malformed"))
 
     def block_next(
         self,
@@ -379,15 +492,15 @@ class FakeGemini:
     ) -> None:
         """The next calls are safety-blocked: ``promptFeedback.blockReason`` (``on="prompt"``)
         or a candidate with ``finishReason`` ``reason`` and no content (``on="candidate"``)."""
-        self._push(kind, n, _Fault("block", reason=reason, on=on))
+        self._push(kind, n, _Fault("block", name="scripted:block", reason=reason, on=on))
 
     def reply_next(self, kind: str, text: str, n: int = 1) -> None:
         """The next calls answer with this candidate text instead of the generated one."""
-        self._push(kind, n, _Fault("reply", text=text))
+        self._push(kind, n, _Fault("reply", name="scripted:reply", text=text))
 
     def drop_next(self, kind: str, n: int = 1) -> None:
         """The next calls close the connection without any answer."""
-        self._push(kind, n, _Fault("drop"))
+        self._push(kind, n, _Fault("drop", name="scripted:drop"))
 
     def _push(self, kind: str, n: int, fault: _Fault) -> None:
         if kind not in (*KINDS, ANY_KIND):
@@ -403,6 +516,29 @@ class FakeGemini:
             self._requests.append(request)
             self._counter += 1
             return self._script.pop(request.kind), self._counter
+
+    def _draw_fault(self) -> _Fault | None:
+        """One random draw per valid request the script left alone (under the lock, so a seed
+        gives the same sequence of outcomes however the requests interleave)."""
+        with self._lock:
+            if self._fault_rate <= 0 or self._random.random() >= self._fault_rate:
+                return None
+            kinds = list(self._fault_weights)
+            kind = self._random.choices(kinds, weights=[self._fault_weights[k] for k in kinds])[0]
+            self._fault_counts[kind] += 1
+            self._last_fault_at = time.time()
+            delay, hang = self.rate_limit_delay, self.hang_seconds
+        if kind == "rate_limited":
+            return _Fault("status", name=kind, status=429, body=_default_error_body(429, delay))
+        if kind == "unavailable":
+            return _Fault("status", name=kind, status=503, body=_default_error_body(503, None))
+        if kind == "quota_day":
+            return _Fault("status", name=kind, status=429, body=_daily_quota_body("30s"))
+        if kind == "hang":
+            return _Fault("hang", name=kind, seconds=hang)
+        if kind == "drop":
+            return _Fault("drop", name=kind)
+        return _Fault("malformed", name=kind)
 
     def _delay_for(self, kind: str) -> float:
         with self._lock:
@@ -501,6 +637,12 @@ class _Server(ThreadingHTTPServer):
     request_queue_size = 1024  # listen backlog: benchmarks open many connections at once
     fake: FakeGemini
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client that went away (timed out, or its worker process was killed) is routine here.
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return
+        super().handle_error(request, client_address)
+
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
@@ -552,6 +694,10 @@ class _Handler(BaseHTTPRequestHandler):
                 403, "Method doesn't allow unregistered callers (callers without established "
                 "identity). Please use API Key or other form of API consumer identity."))
             return
+        if fault is None:
+            fault = fake._draw_fault()
+        if fault is not None and fault.action != "reply":
+            request.fault = fault.name
 
         fake._sleep(fake._delay_for(request.kind))
         if fault is not None and fault.action == "hang":
@@ -626,21 +772,46 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Serve a FakeGemini until interrupted (for benchmarks in other processes)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8089)
     parser.add_argument("--latency", type=float, default=0.0, help="seconds per answer")
-    args = parser.parse_args(argv)
-    fake = FakeGemini(latency=args.latency, host=args.host, port=args.port, max_recorded=1000)
+    parser.add_argument("--fault-rate", type=float, default=0.0,
+                        help="share of requests (0-1) that get a random fault")
+    parser.add_argument("--fault-mix", type=parse_fault_mix, default=None,
+                        help="weights, e.g. rate_limited=2,unavailable=1,hang=1 "
+                        f"(kinds: {', '.join(RANDOM_FAULT_KINDS)}; default: all but quota_day)")
+    parser.add_argument("--hang-seconds", type=float, default=DEFAULT_HANG_SECONDS,
+                        help="how long a 'hang' fault keeps the client waiting")
+    parser.add_argument("--seed", type=int, default=None, help="seed of the fault draws")
+    return parser
+
+
+def fake_from_args(args: argparse.Namespace) -> FakeGemini:
+    """The (not yet started) fake the command-line options describe."""
+    return FakeGemini(
+        latency=args.latency, host=args.host, port=args.port, max_recorded=1000,
+        fault_rate=args.fault_rate, fault_mix=args.fault_mix, seed=args.seed,
+        hang_seconds=args.hang_seconds,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Serve a FakeGemini until interrupted (for benchmarks in other processes)."""
+    fake = fake_from_args(build_parser().parse_args(argv))
     with fake:
-        print(f"FakeGemini listening on {fake.base_url} (GOOGLE_GEMINI_BASE_URL)", flush=True)
+        print(f"FakeGemini listening on {fake.base_url} (GOOGLE_GEMINI_BASE_URL); "
+              f"fault rate {fake.fault_rate:.0%}", flush=True)
         try:
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
             pass
+        finally:
+            if fake.fault_rate > 0:
+                print(f"FakeGemini: {fake.request_count} requests, injected faults "
+                      f"{fake.fault_counts}", flush=True)
 
 
 if __name__ == "__main__":

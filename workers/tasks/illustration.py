@@ -12,7 +12,13 @@ from workers.runner import JobRun, run_job
 def illustrate(run: JobRun) -> None:
     spec = run.job.input
     run.progress("drawing", 0, 1)
-    image = run.context.provider.illustrator.illustrate(spec["prompt"], spec["style"])
+    illustrator = run.context.provider.illustrator
+    image = run.call_upstream(
+        illustrator.model,
+        # An image answer costs about 1,300 output tokens; the prompt ~4 characters a token.
+        len(spec["prompt"]) // 4 + 1400,
+        lambda: illustrator.illustrate(spec["prompt"], spec["style"]),
+    )
     run.check_cancel()
     # Keyed by the job: a retried or redelivered job overwrites its image, never duplicates it.
     stored = run.context.storage.save(f"illustrations/{run.job.id}", image.data, image.mime_type)

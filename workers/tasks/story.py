@@ -64,7 +64,14 @@ def build_story(run: JobRun) -> None:
     run.progress("analyzing", 0, len(notes))
     inputs = [note_input(n) for n in notes]
     run.progress("writing", 0, len(notes))
-    result = run.context.provider.story_builder.build(inputs, space.title, settings)
+    builder = run.context.provider.story_builder
+    context_chars = sum(len(n.text_content or "") + sum(map(len, n.transcriptions)) for n in inputs)
+    result = run.call_upstream(
+        builder.model,
+        # ~4 characters a token in, and a story about as long as its notes plus instructions.
+        context_chars // 2 + 2000,
+        lambda: builder.build(inputs, space.title, settings),
+    )
     run.check_cancel()
 
     # Chapters, children and the version commit together below (run.progress or
@@ -110,7 +117,7 @@ def build_story(run: JobRun) -> None:
                     "chapterId": str(chapter.id),
                     "storyId": str(story.id),
                 },
-                max_attempts=job.max_attempts,
+                max_attempts=run.context.settings.attempts_for("illustration"),
             )
             children += 1
     session.flush()

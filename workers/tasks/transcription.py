@@ -9,6 +9,12 @@ from workers.app import celery_app
 from workers.runner import JobFailed, JobRun, run_job
 
 
+def estimated_tokens(audio: bytes) -> int:
+    """Rough Gemini cost of a voice note before the call: ~32 tokens per second of audio at
+    typical voice-note bitrates (~2 KB/s), plus the instruction and the transcript."""
+    return len(audio) // 64 + 300
+
+
 def transcribe_media(run: JobRun) -> None:
     media_id = uuid.UUID(run.job.input["mediaId"])
     media = run.session.get(Media, media_id)
@@ -16,7 +22,12 @@ def transcribe_media(run: JobRun) -> None:
         raise JobFailed("not_found", "the audio file no longer exists")
     run.progress("transcribing", 0, 1)
     audio = run.context.storage.read(media.storage_key)
-    result = run.context.provider.transcriber.transcribe(audio, media.mime_type)
+    transcriber = run.context.provider.transcriber
+    result = run.call_upstream(
+        transcriber.model,
+        estimated_tokens(audio),
+        lambda: transcriber.transcribe(audio, media.mime_type),
+    )
     run.check_cancel()
     media.transcription = result.text
     run.succeed(

@@ -1,0 +1,715 @@
+"""Chaos run: N jobs against real PostgreSQL + Redis and several worker processes, while workers
+are SIGKILLed at random moments and Redis restarts; then what the database says happened.
+
+    .venv/bin/python bench/chaos.py --jobs 1000 --kills 5 --redis-restarts 1
+    .venv/bin/python bench/chaos.py --jobs 1000 --kills 0 --redis-restarts 0 --fault-rate 0.3
+
+Everything runs on 127.0.0.1 and is started here: a throwaway PostgreSQL database, a private
+``redis-server`` (no persistence, so a restart loses every queued message), the fake Gemini in a
+thread, ``lifetales migrate``, the API (gunicorn gthread), W workers and one ``celery beat``.
+Kills and the Redis restart fire when a random share of the jobs is final, so they land mid-run
+whatever the machine's speed. Logs stay under the printed directory; the database is dropped.
+The exit status is 0 when every target line is met, 1 when one is missed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import os
+import random
+import signal
+import socket
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+if __name__ == "__main__" and not __package__:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as bench/chaos.py
+
+import requests
+from sqlalchemy import Engine, func, select
+
+from models import TERMINAL_STATUSES, Chapter, Job, Note, Story
+from models.db import make_engine
+from tests.audio import wav_tone
+from tests.conftest import create_database, drop_database
+from tests.fakes.gemini_server import NOTE_ID_LINE, FakeGemini
+from tests.platform import RedisServer, Services
+
+WORKER_CONCURRENCY = 8
+NOTES_PER_SPACE = 3
+SUBMIT_ATTEMPTS = 6  # a client retries a refused submit with the same Idempotency-Key
+SUBMIT_TIMEOUT_S = 30
+POLL_S = 0.25
+# Chaos fires when this share of the expected jobs is final (drawn uniformly in between).
+CHAOS_WINDOW = (0.05, 0.8)
+ILLUSTRATION_PROMPT = "Chaos illustration #{n:06d}: a lighthouse in a storm"
+
+
+@dataclass(frozen=True)
+class Options:
+    jobs: int
+    workers: int
+    kills: int
+    redis_restarts: int
+    redis_downtime: float
+    fault_rate: float
+    latency: float
+    upstream_timeout: float
+    deadline: float
+    reaper_interval: int
+    heartbeat_timeout: int
+    resend_after: int
+    story_share: float
+    transcription_share: float
+    spaces: int
+    clients: int
+    seed: int | None
+
+    @property
+    def hang_seconds(self) -> float:
+        return self.upstream_timeout + 5  # a hang outlives the client's timeout
+
+    @property
+    def target_recovery_s(self) -> float:
+        return 2.0 * self.reaper_interval
+
+
+@dataclass
+class Fault:
+    """One chaos event; ``ended`` is when the platform had its part back (Redis up again)."""
+
+    what: str
+    started: datetime
+    ended: datetime
+    final_share: float  # share of the jobs already final when it fired
+
+
+@dataclass
+class Submission:
+    kind: str
+    n: int
+    job_id: uuid.UUID | None = None
+    refused: str | None = None  # the last answer of a submit that never got a job
+    audio_sha: str | None = None
+
+
+@dataclass
+class SubmitStats:
+    retries: Counter[str] = field(default_factory=Counter)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def retry(self, reason: str) -> None:
+        with self.lock:
+            self.retries[reason] += 1
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def clock(moment: datetime | None) -> str:
+    return moment.astimezone().strftime("%H:%M:%S.%f")[:-3] if moment else "-"
+
+
+# --- the platform ---------------------------------------------------------------------------
+
+
+@contextmanager
+def throwaway_database() -> Iterator[str]:
+    url = create_database("lt_chaos")
+    try:
+        yield url
+    finally:
+        drop_database(url)
+        print(f"dropped database {url.rsplit('/', 1)[1]}", flush=True)
+
+
+def platform_env(opts: Options, database_url: str, broker: str, gemini_url: str,
+                 var_dir: Path) -> dict[str, str]:
+    timeout_ms = str(int(opts.upstream_timeout * 1000))
+    return {
+        "DATABASE_URL": database_url,
+        "CELERY_BROKER_URL": broker,
+        "REDIS_URL": broker,
+        "SECRET_KEY": "chaos-" + uuid.uuid4().hex,
+        "GEMINI_API_KEY": "chaos-fake-key",
+        "GOOGLE_GEMINI_BASE_URL": gemini_url,
+        "MEDIA_DIR": str(var_dir / "media"),
+        "CELERY_CONCURRENCY": str(WORKER_CONCURRENCY),
+        "REAPER_INTERVAL_SECONDS": str(opts.reaper_interval),
+        "JOB_HEARTBEAT_TIMEOUT_SECONDS": str(opts.heartbeat_timeout),
+        "JOB_QUEUED_RESEND_AFTER_SECONDS": str(opts.resend_after),
+        "GEMINI_TIMEOUT_TRANSCRIPTION_MS": timeout_ms,
+        "GEMINI_TIMEOUT_STORY_MS": timeout_ms,
+        "GEMINI_TIMEOUT_ILLUSTRATION_MS": timeout_ms,
+    }
+
+
+class Fleet:
+    """The worker processes: SIGKILL one at random and start a fresh one in its place."""
+
+    def __init__(self, services: Services, rng: random.Random) -> None:
+        self.services = services
+        self.rng = rng
+        self.started = 0
+        self.lock = threading.Lock()
+
+    def start_one(self) -> str:
+        with self.lock:
+            self.started += 1
+            name = f"worker-{self.started}"
+        self.services.start_worker(name, concurrency=WORKER_CONCURRENCY)
+        return name
+
+    def live(self) -> list[str]:
+        return sorted(n for n in self.services.processes if n.startswith("worker-"))
+
+    def kill_one(self) -> str:
+        name = self.rng.choice(self.live())
+        pid = self.services.processes[name].pid
+        self.services.kill(name)  # SIGKILL: no warm shutdown, no acks, no last heartbeat
+        return f"SIGKILL {name} (pid {pid})"
+
+
+def restart_redis(server: RedisServer, downtime: float) -> None:
+    """SHUTDOWN NOSAVE, stay down ``downtime`` seconds, start again on the same port."""
+    # A raw socket: redis-py reconnects (with backoff) when the server hangs up, as it must here.
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as sock:
+        sock.sendall(b"SHUTDOWN NOSAVE\r\n")
+        with suppress(OSError):
+            sock.recv(64)  # the server closes the connection once it is going down
+    if server.process is not None:
+        server.process.wait(timeout=10)
+    server.stop()
+    time.sleep(downtime)
+    server.start()
+
+
+class ChaosMonkey(threading.Thread):
+    """Fires the planned kills and Redis restarts as the run's progress crosses random points."""
+
+    def __init__(self, opts: Options, fleet: Fleet, redis_server: RedisServer,
+                 progress: Callable[[], float], rng: random.Random) -> None:
+        super().__init__(name="chaos", daemon=True)
+        actions = ["kill"] * opts.kills + ["redis"] * opts.redis_restarts
+        self.plan = sorted((rng.uniform(*CHAOS_WINDOW), action) for action in actions)
+        self.opts = opts
+        self.fleet = fleet
+        self.redis_server = redis_server
+        self.progress = progress
+        self.faults: list[Fault] = []
+        self.errors: list[str] = []
+        self.stopping = threading.Event()
+
+    @property
+    def done(self) -> bool:
+        return not self.plan
+
+    def run(self) -> None:
+        while self.plan and not self.stopping.is_set():
+            try:
+                share = self.progress()
+            except Exception as exc:  # the database is fine; a hiccup should not end the chaos
+                self.errors.append(f"progress query failed: {exc!r}")
+                share = 0.0
+            if self.plan and share >= self.plan[0][0] and not self.stopping.is_set():
+                _, action = self.plan.pop(0)
+                try:
+                    self.fire(action, share)
+                except Exception as exc:
+                    self.errors.append(f"{action} at {share:.0%} final failed: {exc!r}")
+                continue  # the next one waits for its own threshold, measured afresh
+            self.stopping.wait(POLL_S)
+
+    def fire(self, action: str, share: float) -> None:
+        started = utcnow()
+        if action == "kill":
+            what = self.fleet.kill_one()
+            self.faults.append(Fault(what, started, started, share))
+            print(f"  chaos {clock(started)}  {what} ({share:.0%} of the jobs final)", flush=True)
+            replacement = self.fleet.start_one()
+            print(f"  chaos {clock(utcnow())}  {replacement} started in its place", flush=True)
+        else:
+            print(f"  chaos {clock(started)}  Redis SHUTDOWN NOSAVE ({share:.0%} of the jobs "
+                  "final)", flush=True)
+            restart_redis(self.redis_server, self.opts.redis_downtime)
+            ended = utcnow()
+            down = (ended - started).total_seconds()
+            self.faults.append(Fault(f"Redis restart (down {down:.1f} s)", started, ended, share))
+            print(f"  chaos {clock(ended)}  Redis up again", flush=True)
+
+
+# --- the client -----------------------------------------------------------------------------
+
+
+class Submitter:
+    """Submits jobs over HTTP as the frontend would, from several client threads."""
+
+    def __init__(self, base_url: str, token: str, stats: SubmitStats) -> None:
+        self.base = f"{base_url}/api/v1"
+        self.token = token
+        self.stats = stats
+        self.run_id = uuid.uuid4().hex[:8]
+        self.local = threading.local()
+
+    def session(self) -> requests.Session:
+        session: requests.Session | None = getattr(self.local, "session", None)
+        if session is None:
+            session = requests.Session()
+            session.headers["Authorization"] = f"Bearer {self.token}"
+            self.local.session = session
+        return session
+
+    def submit(self, item: Submission, spaces: list[str]) -> Submission:
+        if item.kind == "illustration":
+            path, body = "/illustrations", {"prompt": ILLUSTRATION_PROMPT.format(n=item.n),
+                                            "style": "illustration"}
+        elif item.kind == "transcription":
+            audio = wav_tone(seconds=0.2, frequency=200.0 + item.n)  # distinct audio per job
+            item.audio_sha = hashlib.sha256(audio).hexdigest()
+            path, body = "/transcriptions", {"audioData": base64.b64encode(audio).decode(),
+                                             "mimeType": "audio/wav"}
+        else:
+            path, body = f"/spaces/{spaces[item.n % len(spaces)]}/story", {}
+        headers = {"Idempotency-Key": f"chaos-{self.run_id}-{item.n}"}
+        for attempt in range(SUBMIT_ATTEMPTS):
+            wait = min(8.0, 0.25 * 2**attempt)
+            try:
+                response = self.session().post(self.base + path, json=body, headers=headers,
+                                               timeout=SUBMIT_TIMEOUT_S)
+            except requests.RequestException as exc:
+                item.refused = type(exc).__name__
+                self.stats.retry(item.refused)
+                time.sleep(wait)
+                continue
+            if response.status_code in (200, 202):
+                item.job_id, item.refused = uuid.UUID(response.json()["id"]), None
+                return item
+            item.refused = f"HTTP {response.status_code}: {response.text[:200]}"
+            if response.status_code != 429 and response.status_code < 500:
+                return item  # the request itself is wrong: retrying will not help
+            self.stats.retry(f"HTTP {response.status_code}")
+            retry_after = response.headers.get("Retry-After", "")
+            time.sleep(float(retry_after) if retry_after.isdigit() else wait)
+        return item
+
+
+def setup_user_and_spaces(base_url: str, count: int) -> tuple[str, list[str]]:
+    """Register a user and make ``count`` spaces of ``NOTES_PER_SPACE`` moments each."""
+    http = requests.Session()
+    api = f"{base_url}/api/v1"
+
+    def post(path: str, body: dict[str, Any]) -> dict[str, Any]:
+        response = http.post(api + path, json=body, timeout=SUBMIT_TIMEOUT_S)
+        if response.status_code != 201:
+            raise RuntimeError(f"POST {path}: {response.status_code} {response.text[:300]}")
+        answer: dict[str, Any] = response.json()
+        return answer
+
+    token = post("/auth/register", {"email": f"chaos-{uuid.uuid4().hex[:8]}@example.com",
+                                    "password": "a long chaos password"})["accessToken"]
+    http.headers["Authorization"] = f"Bearer {token}"
+    spaces = []
+    for k in range(count):
+        space = post("/spaces", {"title": f"Chaos space {k}"})
+        for note in range(NOTES_PER_SPACE):
+            post(f"/spaces/{space['id']}/notes", {
+                "title": f"Moment {note}", "textContent": f"Moment {note} of space {k}.",
+                "timestamp": 1_700_000_000_000 + note * 3_600_000,
+            })
+        spaces.append(str(space["id"]))
+    return token, spaces
+
+
+def plan_submissions(opts: Options, rng: random.Random) -> list[Submission]:
+    stories = round(opts.jobs * opts.story_share) if opts.spaces else 0
+    transcriptions = round(opts.jobs * opts.transcription_share)
+    illustrations = max(0, opts.jobs - stories - transcriptions)
+    kinds = ["story"] * stories + ["transcription"] * transcriptions
+    kinds += ["illustration"] * illustrations
+    rng.shuffle(kinds)
+    return [Submission(kind, n) for n, kind in enumerate(kinds[: opts.jobs])]
+
+
+# --- what happened --------------------------------------------------------------------------
+
+
+def job_progress(engine: Engine, expected: int) -> tuple[int, int, Counter[str]]:
+    """(final jobs, jobs in the database, count per status)."""
+    with engine.connect() as conn:
+        rows = conn.execute(select(Job.status, func.count()).group_by(Job.status)).all()
+    by_status = Counter({status: int(count) for status, count in rows})
+    final = sum(n for status, n in by_status.items() if status in TERMINAL_STATUSES)
+    return final, max(expected, sum(by_status.values())), by_status
+
+
+@dataclass
+class Findings:
+    lines: list[tuple[str, str, str]] = field(default_factory=list)  # label, figure, target
+    missed: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+
+    def add(self, label: str, figure: object, target: str = "", ok: bool | None = None) -> None:
+        mark = "" if ok is None else ("  ok" if ok else "  MISSED")
+        self.lines.append((label, str(figure), f"{target}{mark}" if target else mark.strip()))
+        if ok is False:
+            self.missed.append(label)
+
+    def print(self) -> None:
+        width = max(len(label) for label, _, _ in self.lines)
+        for label, figure, target in self.lines:
+            print(f"  {label:<{width}}  {figure:>10}   {target}".rstrip())
+        for line in self.details:
+            print(f"    {line}")
+
+
+def audio_sha(inline: dict[str, Any]) -> str | None:
+    data = inline.get("data")
+    if not isinstance(data, str):
+        return None
+    with suppress(ValueError):
+        return hashlib.sha256(base64.b64decode(data + "==", altchars=b"-_")).hexdigest()
+    return None
+
+
+def analyse(opts: Options, engine: Engine, submissions: list[Submission], gemini: FakeGemini,
+            media_dir: Path, faults: list[Fault], stats: SubmitStats, started: datetime,
+            deadline_hit: bool) -> Findings:
+    found = Findings()
+    with engine.connect() as conn:
+        jobs = {row.id: row for row in conn.execute(select(
+            Job.id, Job.kind, Job.status, Job.attempts, Job.max_attempts, Job.error,
+            Job.parent_id, Job.input, Job.finished_at, Job.updated_at, Job.heartbeat_at,
+        ))}
+        stories = conn.execute(select(Story.id, Story.job_id, Story.space_id)).all()
+        chapters = conn.execute(
+            select(Chapter.story_id, Chapter.id, Chapter.generated_image_url)).all()
+        space_of_note = {str(note_id): space_id for note_id, space_id
+                         in conn.execute(select(Note.id, Note.space_id)).all()}
+    notes = Counter(space_of_note.values())
+
+    accepted = [s for s in submissions if s.job_id is not None]
+    refused = [s for s in submissions if s.job_id is None]
+    children = [j for j in jobs.values() if j.parent_id is not None]
+    found.add("jobs submitted", len(submissions))
+    found.add("  accepted (202/200)", len(accepted))
+    found.add("  refused after retries", len(refused), "0", not refused)
+    for item in refused[:5]:
+        found.details.append(f"refused {item.kind} #{item.n}: {item.refused}")
+    if stats.retries:
+        found.details.append(f"submit retries by reason: {dict(stats.retries)}")
+    found.add("  illustration children of stories", len(children))
+    lost = [s for s in accepted if s.job_id not in jobs]
+    found.add("lost (accepted, not in the database)", len(lost), "0", not lost)
+
+    statuses = Counter(j.status for j in jobs.values())
+    final = [j for j in jobs.values() if j.status in TERMINAL_STATUSES]
+    found.add("succeeded", statuses["succeeded"])
+    failed_by_code = Counter((j.error or {}).get("code", "?") for j in jobs.values()
+                             if j.status == "failed")
+    found.add("failed", statuses["failed"])
+    for code, count in sorted(failed_by_code.items()):
+        found.add(f"  failed: {code}", count)
+    found.add("canceled", statuses["canceled"])
+    stuck = [j for j in jobs.values() if j.status not in TERMINAL_STATUSES]
+    found.add("stuck (not final at the deadline)", len(stuck), "0", not stuck)
+    for status, count in Counter(j.status for j in stuck).items():
+        found.add(f"  stuck: {status}", count)
+    now = utcnow()
+    for job in sorted(stuck, key=lambda j: (j.kind, str(j.id)))[:8]:
+        beat = f"{(now - job.heartbeat_at).total_seconds():.0f}s ago" if job.heartbeat_at else "-"
+        found.details.append(
+            f"stuck {job.kind} {job.id} {job.status} attempts={job.attempts}/{job.max_attempts} "
+            f"heartbeat={beat} error={(job.error or {}).get('code')} parent={job.parent_id}")
+    if opts.fault_rate > 0 and jobs:
+        share = statuses["succeeded"] / len(jobs)
+        found.add("succeeded share", f"{share:.1%}", ">= 99%", share >= 0.99)
+
+    attempts = Counter(j.attempts for j in jobs.values())
+    over = [j for j in jobs.values() if j.attempts > j.max_attempts]
+    found.details.append(f"attempts per job: {dict(sorted(attempts.items()))}")
+    found.add("attempts beyond max_attempts", len(over), "0", not over)
+
+    # Duplicate effects. Stories: one per story job; chapters: one per note.
+    stories_per_job = Counter(s.job_id for s in stories)
+    dup_stories = sum(n - 1 for n in stories_per_job.values() if n > 1)
+    chapters_per_story = Counter(c.story_id for c in chapters)
+    extra_chapters = sum(
+        max(0, chapters_per_story[s.id] - notes[s.space_id]) for s in stories)
+    story_of_job = {s.job_id: s.id for s in stories}
+    children_per_parent = Counter(j.parent_id for j in children)
+    extra_children = sum(
+        max(0, count - chapters_per_story[story_of_job.get(parent, uuid.uuid4())])
+        for parent, count in children_per_parent.items())
+    # Images: one file per illustration job, named after it (a retry overwrites it).
+    files: dict[str, list[Path]] = defaultdict(list)
+    temp_files = 0
+    illustration_dir = media_dir / "illustrations"
+    if illustration_dir.is_dir():
+        for path in illustration_dir.iterdir():
+            if path.name.startswith(".tmp-"):
+                temp_files += 1
+            else:
+                files[path.name.split(".", 1)[0]].append(path)
+    dup_files = sum(len(paths) - 1 for paths in files.values() if len(paths) > 1)
+    illustrations = [j for j in jobs.values() if j.kind == "illustration"]
+    succeeded_ids = {str(j.id) for j in illustrations if j.status == "succeeded"}
+    missing_files = sorted(succeeded_ids - set(files))
+    orphans = sorted(set(files) - succeeded_ids)
+    chapter_by_id = {str(c.id): c for c in chapters}
+    missing_urls = [j for j in illustrations if j.status == "succeeded"
+                    and j.input.get("chapterId") in chapter_by_id
+                    and not chapter_by_id[j.input["chapterId"]].generated_image_url]
+    # Upstream calls: never more than one per claimed attempt.
+    requests_made = gemini.requests
+    image_requests = [r for r in requests_made if r.kind == "illustration"]
+    attempts_by_prompt: Counter[str] = Counter()
+    succeeded_by_prompt: Counter[str] = Counter()
+    for job in illustrations:
+        attempts_by_prompt[job.input["prompt"]] += job.attempts
+        succeeded_by_prompt[job.input["prompt"]] += job.status == "succeeded"
+    calls_by_prompt: Counter[str] = Counter()
+    answered_by_prompt: Counter[str] = Counter()
+    for request in image_requests:
+        text = request.prompt_text
+        for prompt in attempts_by_prompt:
+            if prompt in text:
+                calls_by_prompt[prompt] += 1
+                answered_by_prompt[prompt] += request.status == 200 and request.fault is None
+                break
+    extra_image_calls = sum(max(0, calls_by_prompt[p] - attempts_by_prompt[p])
+                            for p in calls_by_prompt)
+    regenerated = sum(max(0, answered_by_prompt[p] - succeeded_by_prompt[p])
+                      for p in answered_by_prompt)
+    audio_attempts: Counter[str] = Counter()
+    for item in accepted:
+        row = jobs.get(item.job_id)
+        if row is not None and item.audio_sha:
+            audio_attempts[item.audio_sha] += row.attempts
+    audio_calls = Counter(sha for r in requests_made if r.kind == "transcription"
+                          for sha in map(audio_sha, r.inline_data) if sha)
+    extra_audio_calls = sum(max(0, n - audio_attempts[sha]) for sha, n in audio_calls.items())
+    story_attempts: Counter[str] = Counter()
+    for job in jobs.values():
+        if job.kind == "story":
+            story_attempts[job.input["spaceId"]] += job.attempts
+    story_calls: Counter[str] = Counter()
+    for request in requests_made:
+        note_ids = NOTE_ID_LINE.findall(request.prompt_text) if request.kind == "story" else []
+        if note_ids and note_ids[0] in space_of_note:
+            story_calls[str(space_of_note[note_ids[0]])] += 1
+    extra_story_calls = sum(max(0, n - story_attempts[space]) for space, n in story_calls.items())
+    duplicates = (dup_stories + extra_chapters + extra_children + dup_files + extra_image_calls
+                  + extra_audio_calls + extra_story_calls)
+    found.add("duplicate effects", duplicates, "0", duplicates == 0)
+    found.add("  stories beyond one per story job", dup_stories)
+    found.add("  chapters beyond the notes", extra_chapters)
+    found.add("  illustration children beyond chapters", extra_children)
+    found.add("  image files beyond one per job", dup_files)
+    found.add("  image calls beyond attempts", extra_image_calls)
+    found.add("  transcription calls beyond attempts", extra_audio_calls)
+    found.add("  story calls beyond attempts", extra_story_calls)
+    missing = len(missing_files) + len(missing_urls)
+    found.add("missing effects (succeeded, no image)", missing, "0", missing == 0)
+    for job_id in missing_files[:3]:
+        found.details.append(f"succeeded illustration {job_id} has no file")
+    found.add("  images redrawn after a lost attempt", regenerated, "info: overwrites, same key")
+    found.add("  image files of unfinished jobs", len(orphans), "info")
+    found.add("  temp files left by killed workers", temp_files, "info")
+
+    # Recovery: every job final within two reaper intervals of the last fault.
+    last_fault = max((f.ended for f in faults), default=None)
+    finished = [j.finished_at or j.updated_at for j in final]
+    all_final_at = max(finished) if finished and not stuck else None
+    found.add("faults", len(faults))
+    for fault in faults:
+        found.details.append(f"fault {clock(fault.started)}-{clock(fault.ended)}  {fault.what}, "
+                             f"{fault.final_share:.0%} of the jobs final")
+    late = [f for f in faults if f.final_share >= 1.0]
+    if late:
+        found.details.append(f"{len(late)} fault(s) fired after every job was final: they tested "
+                             "nothing (use more --jobs)")
+    upstream_faults = sum(gemini.fault_counts.values())
+    if upstream_faults:
+        last = gemini.last_fault_at
+        found.details.append(f"upstream faults injected: {gemini.fault_counts} "
+                             f"(last {clock(datetime.fromtimestamp(last, UTC) if last else None)})")
+    found.add("last fault ended at", clock(last_fault))
+    found.add("every job final at", clock(all_final_at) if all_final_at else "never")
+    found.add("run time, first submit to all final",
+              f"{(all_final_at - started).total_seconds():.1f} s" if all_final_at else "-")
+    if last_fault is not None:
+        if all_final_at is None:
+            found.add("final after the last fault", "never",
+                      f"<= {opts.target_recovery_s:.0f} s", False)
+        else:
+            recovery = (all_final_at - last_fault).total_seconds()
+            found.add("final after the last fault", f"{max(0.0, recovery):.1f} s",
+                      f"<= {opts.target_recovery_s:.0f} s (2 reaper intervals)",
+                      recovery <= opts.target_recovery_s)
+    found.add("reaper interval", f"{opts.reaper_interval} s",
+              f"heartbeat timeout {opts.heartbeat_timeout} s, resend after "
+              f"{opts.resend_after} s")
+    by_kind = Counter(r.kind for r in requests_made)
+    found.details.append(f"fake Gemini requests: {dict(by_kind)}")
+    return found
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+def wait_until_final(engine: Engine, expected: int, monkey: ChaosMonkey,
+                     deadline: float) -> bool:
+    """Poll until every job is final and the chaos is over; True if the deadline passed."""
+    next_report = 0.0
+    while True:
+        final, total, by_status = job_progress(engine, expected)
+        now = time.monotonic()
+        if final == total and monkey.done:
+            return False
+        if now >= deadline:
+            return True
+        if now >= next_report:
+            pending = {s: n for s, n in by_status.items() if s not in TERMINAL_STATUSES}
+            print(f"  {clock(utcnow())}  final {final}/{total}  {pending}", flush=True)
+            next_report = now + 5
+        time.sleep(0.5)
+
+
+def run(opts: Options) -> int:
+    rng = random.Random(opts.seed)
+    work_dir = Path(tempfile.mkdtemp(prefix="lifetales-chaos-"))
+    var_dir = work_dir / "var"
+    print(f"chaos: {opts.jobs} jobs, {opts.workers} workers x {WORKER_CONCURRENCY} threads, "
+          f"{opts.kills} kills, {opts.redis_restarts} Redis restarts, upstream faults "
+          f"{opts.fault_rate:.0%}, latency {opts.latency} s, upstream timeout "
+          f"{opts.upstream_timeout} s", flush=True)
+    print(f"logs: {var_dir} (api.log, worker-N.log, beat.log)", flush=True)
+    with ExitStack() as stack:
+        database_url = stack.enter_context(throwaway_database())
+        gemini = stack.enter_context(FakeGemini(
+            latency=opts.latency, fault_rate=opts.fault_rate, seed=opts.seed,
+            hang_seconds=opts.hang_seconds))
+        redis_server = RedisServer(work_dir / "redis").start()
+        stack.callback(redis_server.stop)
+        env = platform_env(opts, database_url, redis_server.url, gemini.base_url, var_dir)
+        services = Services(env, var_dir)
+        stack.callback(services.stop)
+        services.migrate()
+        services.start_api()
+        services.start_beat()
+        fleet = Fleet(services, rng)
+        for _ in range(opts.workers):
+            fleet.start_one()
+        ready = requests.get(f"{services.base_url}/ready", timeout=10)
+        if ready.status_code != 200:
+            raise RuntimeError(f"platform not ready: {ready.text[:300]}")
+        engine = make_engine(database_url)
+        stack.callback(engine.dispose)
+
+        token, spaces = setup_user_and_spaces(services.base_url, opts.spaces)
+        submissions = plan_submissions(opts, rng)
+        expected = len(submissions) + NOTES_PER_SPACE * sum(
+            s.kind == "story" for s in submissions)
+        def final_share() -> float:
+            final, total, _ = job_progress(engine, expected)
+            return final / total
+
+        monkey = ChaosMonkey(opts, fleet, redis_server, final_share, rng)
+
+        def stop_monkey() -> None:
+            monkey.stopping.set()
+            monkey.join(timeout=60)
+
+        stack.callback(stop_monkey)
+        stats = SubmitStats()
+        submitter = Submitter(services.base_url, token, stats)
+        started = utcnow()
+        deadline = time.monotonic() + opts.deadline
+        monkey.start()
+        print(f"  {clock(started)}  submitting {len(submissions)} jobs "
+              f"({dict(Counter(s.kind for s in submissions))})", flush=True)
+        pool = ThreadPoolExecutor(max_workers=opts.clients, thread_name_prefix="client")
+        stack.callback(pool.shutdown, wait=False, cancel_futures=True)
+        list(pool.map(lambda s: submitter.submit(s, spaces), submissions))
+        print(f"  {clock(utcnow())}  submitted", flush=True)
+        deadline_hit = wait_until_final(engine, expected, monkey, deadline)
+        if not deadline_hit:
+            time.sleep(opts.reaper_interval)  # let a late duplicate show before counting
+        stop_monkey()
+        findings = analyse(opts, engine, submissions, gemini, Path(env["MEDIA_DIR"]),
+                           monkey.faults, stats, started, deadline_hit)
+        print("\nchaos results (targets: 0 lost, 0 stuck, 0 duplicate effects, every job final "
+              "within 2 reaper intervals after the last fault)")
+        findings.print()
+        for error in monkey.errors:
+            print(f"  chaos error: {error}")
+        print(f"logs: {var_dir}", flush=True)
+        print("stopping the platform...", flush=True)
+    if findings.missed or monkey.errors:
+        print(f"MISSED: {', '.join(findings.missed) or 'chaos errors'}")
+        return 1
+    print("all targets met")
+    return 0
+
+
+def parse_args(argv: list[str] | None = None) -> Options:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    add = parser.add_argument
+    add("--jobs", type=int, default=1000, help="jobs to submit (stories add 3 children each)")
+    add("--workers", type=int, default=3, help=f"worker processes ({WORKER_CONCURRENCY} threads)")
+    add("--kills", type=int, default=5, help="workers SIGKILLed (each replaced)")
+    add("--redis-restarts", type=int, default=1, help="Redis SHUTDOWN NOSAVE + start")
+    add("--redis-downtime", type=float, default=2.0, help="seconds Redis stays down")
+    add("--fault-rate", type=float, default=0.0, help="share of Gemini calls that fail")
+    add("--latency", type=float, default=0.2, help="seconds per fake Gemini answer")
+    add("--upstream-timeout", type=float, default=10.0,
+        help="agents' Gemini timeout in seconds (a hang fault lasts 5 s longer)")
+    add("--deadline", type=float, default=600.0, help="seconds from the first submit")
+    add("--reaper-interval", type=int, default=5, help="REAPER_INTERVAL_SECONDS")
+    add("--heartbeat-timeout", type=int, default=5, help="JOB_HEARTBEAT_TIMEOUT_SECONDS")
+    add("--resend-after", type=int, default=5, help="JOB_QUEUED_RESEND_AFTER_SECONDS")
+    add("--story-share", type=float, default=0.05, help="share of story jobs")
+    add("--transcription-share", type=float, default=0.35, help="share of transcriptions")
+    add("--spaces", type=int, default=5, help=f"spaces of {NOTES_PER_SPACE} notes for stories")
+    add("--clients", type=int, default=8, help="concurrent submitting clients")
+    add("--seed", type=int, default=None, help="seed of the job mix, chaos and faults")
+    args = parser.parse_args(argv)
+    if args.jobs < 1 or args.workers < 1 or args.kills < 0 or args.redis_restarts < 0:
+        parser.error("--jobs and --workers must be positive, --kills and --redis-restarts >= 0")
+    if not 0 <= args.fault_rate <= 1:
+        parser.error("--fault-rate is a share between 0 and 1")
+    return Options(**{name: value for name, value in vars(args).items()})
+
+
+def main(argv: list[str] | None = None) -> int:
+    opts = parse_args(argv)
+
+    def interrupt(signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        return run(opts)
+    except KeyboardInterrupt:
+        print("\ninterrupted: everything started was stopped", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""What survives a bad day, with the platform's real processes on PostgreSQL and a private
+Redis broker: a worker SIGKILLed mid-job, the broker going away, a cancel while running."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from models.db import normalize_database_url
+from tests.audio import wav_tone
+from tests.conftest import create_database, drop_database
+from tests.fakes.gemini_server import FakeGemini
+from tests.platform import Client, RedisServer, Services
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Stack:
+    services: Services
+    redis: RedisServer
+    gemini: FakeGemini
+    database_url: str
+    client: Client
+
+    def query(self, sql: str, **params: Any) -> list[Any]:
+        engine = create_engine(normalize_database_url(self.database_url))
+        try:
+            with engine.connect() as conn:
+                return list(conn.execute(text(sql), params))
+        finally:
+            engine.dispose()
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    database = create_database("lt_rel")
+    redis_server = RedisServer(tmp_path / "redis").start()
+    gemini = FakeGemini().start()
+    env = {
+        "DATABASE_URL": database,
+        "CELERY_BROKER_URL": redis_server.url,
+        "REDIS_URL": redis_server.url,
+        "SECRET_KEY": "reliability-" + uuid.uuid4().hex,
+        "GEMINI_API_KEY": "fake-key",
+        "GOOGLE_GEMINI_BASE_URL": gemini.base_url,
+        "MEDIA_DIR": str(tmp_path / "media"),
+        "REAPER_INTERVAL_SECONDS": "1",
+        "JOB_HEARTBEAT_TIMEOUT_SECONDS": "3",
+        "JOB_QUEUED_RESEND_AFTER_SECONDS": "2",
+    }
+    services = Services(env, tmp_path / "var")
+    try:
+        services.migrate()
+        services.start_api()
+        services.start_beat()
+        client = Client(services.base_url)
+        client.register(f"rel-{uuid.uuid4().hex[:8]}@example.com")
+        yield Stack(services, redis_server, gemini, database, client)
+    finally:
+        services.stop()
+        gemini.stop()
+        redis_server.stop()
+        drop_database(database)
+
+
+def submit_transcription(client: Client) -> dict[str, Any]:
+    body = {"audioData": base64.b64encode(wav_tone(0.2)).decode(), "mimeType": "audio/wav"}
+    response: dict[str, Any] = client.call("POST", "/transcriptions", json=body, expect=202).json()
+    return response
+
+
+def wait_for(predicate: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing(stack: Stack) -> None:
+    stack.gemini.set_latency(5, "transcription")
+    stack.services.start_worker("w1")
+    job = submit_transcription(stack.client)
+    wait_for(lambda: stack.gemini.requests_of("transcription"), 15, "the first Gemini call")
+    stack.services.kill("w1")  # SIGKILL mid-call: no chance to ack, fail or clean up
+    stack.gemini.set_latency(0, "transcription")
+    stack.services.start_worker("w2")
+
+    done = stack.client.wait_job(job["id"], timeout=40)
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 2  # the killed attempt, then the one that finished
+    assert len(stack.gemini.requests_of("transcription")) == 2
+    media = stack.query("SELECT transcription FROM media WHERE id = :id",
+                        id=uuid.UUID(done["result"]["mediaId"]))
+    assert [row.transcription for row in media] == [stack.gemini.transcription_text]
+
+
+def test_submits_answer_while_the_broker_is_down_and_run_when_it_is_back(stack: Stack) -> None:
+    stack.services.start_worker("w1")
+    stack.redis.stop()
+    started = time.monotonic()
+    response = stack.client.call(
+        "POST", "/illustrations", json={"prompt": "a lighthouse", "style": "pastel"}, expect=202
+    )
+    assert time.monotonic() - started < 3, "a submit must not hang on a dead broker"
+    job = response.json()
+    assert job["status"] == "queued"
+    time.sleep(1)
+    stack.redis.start()  # an empty Redis: every message it held is gone
+
+    done = stack.client.wait_job(job["id"], timeout=60)
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 1
+    assert len(stack.gemini.requests_of("illustration")) == 1
+
+
+def test_cancel_stops_a_running_job_at_its_next_safe_point(stack: Stack) -> None:
+    stack.gemini.set_latency(3, "transcription")
+    stack.services.start_worker("w1")
+    job = submit_transcription(stack.client)
+    wait_for(lambda: stack.gemini.requests_of("transcription"), 15, "the Gemini call")
+    canceled = stack.client.call("POST", f"/jobs/{job['id']}/cancel", expect=200).json()
+    assert canceled["status"] == "running" and canceled["cancelRequested"] is True
+    done = stack.client.wait_job(job["id"], timeout=20)
+    assert done["status"] == "canceled", done
+    media = stack.query("SELECT transcription FROM media WHERE id = :id",
+                        id=uuid.UUID(job["input"]["mediaId"]))
+    assert [row.transcription for row in media] == [None]  # the result was not applied

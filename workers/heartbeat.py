@@ -1,0 +1,73 @@
+"""One thread per worker process beats every job that process is running, in a single UPDATE
+per interval, so a job whose worker died is noticed within the heartbeat timeout while a slow
+Gemini call never looks dead."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+
+from sqlalchemy import tuple_, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from models import Job
+from models.base import utcnow
+
+log = logging.getLogger(__name__)
+
+
+class HeartbeatPump:
+    def __init__(self, session_factory: sessionmaker[Session], interval_s: float) -> None:
+        self._session_factory = session_factory
+        self.interval_s = interval_s
+        self._running: dict[uuid.UUID, int] = {}  # job id -> the attempt this process runs
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def track(self, job_id: uuid.UUID, attempt: int) -> None:
+        with self._lock:
+            self._running[job_id] = attempt
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._loop, name="job-heartbeat", daemon=True
+                )
+                self._thread.start()
+
+    def untrack(self, job_id: uuid.UUID) -> None:
+        with self._lock:
+            self._running.pop(job_id, None)
+
+    def running(self) -> dict[uuid.UUID, int]:
+        with self._lock:
+            return dict(self._running)
+
+    def beat(self) -> int:
+        """Beat every tracked job still running at the tracked attempt; returns rows touched."""
+        running = self.running()
+        if not running:
+            return 0
+        now = utcnow()
+        with self._session_factory() as session:
+            touched = session.execute(
+                update(Job)
+                .where(
+                    tuple_(Job.id, Job.attempts).in_(list(running.items())),
+                    Job.status == "running",
+                )
+                .values(heartbeat_at=now)
+                .execution_options(synchronize_session=False)
+            )
+            session.commit()
+            return int(getattr(touched, "rowcount", 0) or 0)
+
+    def _loop(self) -> None:
+        while not self._wake.wait(self.interval_s):
+            try:
+                self.beat()
+            except Exception as exc:
+                log.warning("heartbeat failed", extra={"error": type(exc).__name__})
+
+    def stop(self) -> None:
+        self._wake.set()
