@@ -4,6 +4,7 @@ to it over HTTP like a client would."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -164,9 +165,21 @@ class RedisServer:
 
     def start(self) -> RedisServer:
         self.process = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.work_dir)],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.work_dir),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -198,20 +211,44 @@ class Services:
 
     def _spawn(self, name: str, command: list[str]) -> subprocess.Popen[bytes]:
         log = (self.platform.var_dir / f"{name}.log").open("ab")
-        process = subprocess.Popen(command, cwd=ROOT, env=self.platform.env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env=self.platform.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.processes[name] = process
         return process
 
     def migrate(self) -> None:
-        subprocess.run([str(self._bin / "lifetales"), "migrate"], cwd=ROOT,
-                       env=self.platform.env, check=True, timeout=120,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        subprocess.run(
+            [str(self._bin / "lifetales"), "migrate"],
+            cwd=ROOT,
+            env=self.platform.env,
+            check=True,
+            timeout=120,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
 
     def start_api(self) -> None:
-        self._spawn("api", [str(self._bin / "gunicorn"), "api:create_app()", "--bind",
-                            f"127.0.0.1:{self.platform.port}", "--worker-class", "gthread",
-                            "--threads", "16", "--workers", "1"])
+        self._spawn(
+            "api",
+            [
+                str(self._bin / "gunicorn"),
+                "api:create_app()",
+                "--bind",
+                f"127.0.0.1:{self.platform.port}",
+                "--worker-class",
+                "gthread",
+                "--threads",
+                "16",
+                "--workers",
+                "1",
+            ],
+        )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
@@ -222,12 +259,27 @@ class Services:
         raise RuntimeError(f"API did not start:\n{self.log('api')}")
 
     def start_worker(self, name: str, concurrency: int = 4) -> subprocess.Popen[bytes]:
-        process = self._spawn(name, [
-            str(self._bin / "celery"), "-A", "workers.app", "worker", "--pool", "threads",
-            "--concurrency", str(concurrency), "--queues",
-            "transcription,illustration,story,batch,maintenance", "--hostname", f"{name}@%h",
-            "--without-mingle", "--without-gossip", "--loglevel", "INFO",
-        ])
+        process = self._spawn(
+            name,
+            [
+                str(self._bin / "celery"),
+                "-A",
+                "workers.app",
+                "worker",
+                "--pool",
+                "threads",
+                "--concurrency",
+                str(concurrency),
+                "--queues",
+                "transcription,illustration,story,batch,maintenance",
+                "--hostname",
+                f"{name}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "--loglevel",
+                "INFO",
+            ],
+        )
         deadline = time.monotonic() + 30
         while "ready." not in self.log(name):
             if time.monotonic() > deadline or process.poll() is not None:
@@ -236,9 +288,19 @@ class Services:
         return process
 
     def start_beat(self) -> None:
-        self._spawn("beat", [str(self._bin / "celery"), "-A", "workers.app", "beat",
-                             "--schedule", str(self.platform.var_dir / "beat-schedule"),
-                             "--loglevel", "INFO"])
+        self._spawn(
+            "beat",
+            [
+                str(self._bin / "celery"),
+                "-A",
+                "workers.app",
+                "beat",
+                "--schedule",
+                str(self.platform.var_dir / "beat-schedule"),
+                "--loglevel",
+                "INFO",
+            ],
+        )
 
     def kill(self, name: str) -> None:
         process = self.processes.pop(name)

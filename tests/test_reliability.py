@@ -99,8 +99,9 @@ def test_a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing(stack: Sta
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 2  # the killed attempt, then the one that finished
     assert len(stack.gemini.requests_of("transcription")) == 2
-    media = stack.query("SELECT transcription FROM media WHERE id = :id",
-                        id=uuid.UUID(done["result"]["mediaId"]))
+    media = stack.query(
+        "SELECT transcription FROM media WHERE id = :id", id=uuid.UUID(done["result"]["mediaId"])
+    )
     assert [row.transcription for row in media] == [stack.gemini.transcription_text]
 
 
@@ -132,6 +133,7 @@ def test_cancel_stops_a_running_job_at_its_next_safe_point(stack: Stack) -> None
     assert canceled["status"] == "running" and canceled["cancelRequested"] is True
     done = stack.client.wait_job(job["id"], timeout=20)
     assert done["status"] == "canceled", done
-    media = stack.query("SELECT transcription FROM media WHERE id = :id",
-                        id=uuid.UUID(job["input"]["mediaId"]))
+    media = stack.query(
+        "SELECT transcription FROM media WHERE id = :id", id=uuid.UUID(job["input"]["mediaId"])
+    )
     assert [row.transcription for row in media] == [None]  # the result was not applied
