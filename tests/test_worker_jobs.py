@@ -421,3 +421,49 @@ def test_a_story_waiting_on_children_is_never_taken_over(
     session.commit()
     assert lifecycle.start_job(session, job.id, heartbeat_timeout_s=60) is None
     assert fresh(session, job).attempts == 1
+
+
+def test_heartbeat_pump_beats_only_the_attempts_it_runs(
+    session: Session, session_factory: sessionmaker[Session], ctx: WorkerContext, user: User
+) -> None:
+    from workers.heartbeat import HeartbeatPump
+
+    ours = audio_job(session, ctx, user)
+    reclaimed = audio_job(session, ctx, user)
+    for job in (ours, reclaimed):
+        assert lifecycle.start_job(session, job.id, heartbeat_timeout_s=60) is not None
+    long_ago = utcnow() - timedelta(minutes=5)
+    session.execute(update(Job).values(heartbeat_at=long_ago))
+    session.commit()
+    pump = HeartbeatPump(session_factory, interval_s=3600)  # beat() by hand, no thread timing
+    pump.track(ours.id, 1)
+    pump.track(reclaimed.id, 0)  # another worker has since taken it over as attempt 1
+    try:
+        assert pump.beat() == 1
+    finally:
+        pump.stop()
+    beaten = fresh(session, ours).heartbeat_at
+    assert beaten is not None and beaten > long_ago + timedelta(minutes=4)
+    assert fresh(session, reclaimed).heartbeat_at == long_ago
+
+
+def test_throttled_job_waits_for_quota_without_spending_an_attempt(
+    session: Session, ctx: WorkerContext, user: User, gemini: FakeGemini
+) -> None:
+    from workers.ratelimit import LocalRateLimiter, ModelLimit
+
+    # One request a minute: the first job takes it, the second must come back in ~60 s.
+    limited = dataclasses.replace(
+        ctx, limiter=LocalRateLimiter({"gemini-2.5-flash": ModelLimit(1, None)})
+    )
+    first, second = audio_job(session, ctx, user), audio_job(session, ctx, user)
+    run_job(str(first.id), transcribe_media, context=limited)
+    before = utcnow()
+    run_job(str(second.id), transcribe_media, context=limited)
+    assert fresh(session, first).status == "succeeded"
+    waiting = fresh(session, second)
+    assert waiting.status == "queued" and waiting.attempts == 0 and waiting.error is None
+    assert waiting.progress == {"step": "waiting_for_quota", "current": 0, "total": 0}
+    assert waiting.enqueued_at is not None
+    assert waiting.enqueued_at > before + timedelta(seconds=50)
+    assert len(gemini.requests_of("transcription")) == 1
