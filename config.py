@@ -38,6 +38,7 @@ class Settings:
     heartbeat_timeout_s: int = 30
     max_attempts: int = 4
     max_attempts_by_kind: dict[str, int] = field(default_factory=dict)
+    cache_ttl_s: int = 7 * 24 * 3600
     agents: AgentSettings = field(default_factory=lambda: AgentSettings(gemini_api_key=None))
 
     def attempts_for(self, kind: str) -> int:
@@ -80,6 +81,7 @@ class Settings:
             heartbeat_timeout_s=env_int(env, "JOB_HEARTBEAT_TIMEOUT_SECONDS", 30),
             max_attempts=env_int(env, "JOB_MAX_ATTEMPTS", 4),
             max_attempts_by_kind=_attempts_by_kind(env),
+            cache_ttl_s=env_int(env, "CACHE_TTL_SECONDS", 7 * 24 * 3600),
             agents=AgentSettings.from_env(env),
         )
 

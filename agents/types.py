@@ -91,3 +91,15 @@ class StoredMedia:
     size: int
     mime_type: str
     extra: dict[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StoryRestart:
+    """Discard every ChapterDraft yielded so far: the builder is generating the story again."""
+
+    reason: str
+
+
+# What a story builder's ``stream()`` yields: chapters as they are written, possibly a restart
+# (then chapters again), and last exactly one StoryResult.
+StoryStreamItem = ChapterDraft | StoryRestart | StoryResult

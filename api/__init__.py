@@ -15,6 +15,7 @@ from api.state import EXTENSION, AppState, close_db
 from config import Settings
 from models.db import make_engine, make_session_factory
 from workers.dispatch import install_enqueue_after_commit
+from workers.events import Notifier, install_event_notifier
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +49,8 @@ def create_app(
         engine = make_engine(settings.database_url)
         session_factory = make_session_factory(engine)
     install_enqueue_after_commit(session_factory)
+    notifier = Notifier(settings.redis_url)
+    install_event_notifier(session_factory, notifier)
     app.extensions[EXTENSION] = AppState(
         settings=settings,
         engine=engine,
@@ -56,6 +59,7 @@ def create_app(
             settings.cloudinary_url, settings.media_dir, f"{settings.public_base_url}/media"
         ),
         provider_mode="gemini" if settings.agents.gemini_api_key else "offline",
+        notifier=notifier,
     )
     app.teardown_appcontext(close_db)
 

@@ -25,6 +25,9 @@ _DUMMY_HASH = _hasher.hash("not-a-real-password")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
+# OpenAPI security requirement of every endpoint behind login_required.
+SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
+
 
 def hash_password(password: str) -> str:
     return _hasher.hash(password)

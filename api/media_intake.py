@@ -80,12 +80,14 @@ def store_media(
 
 
 def start_transcription(
-    media: Media, *, idempotency_key: str | None = None, request_hash: str | None = None
+    media: Media, *, idempotency_key: str | None = None, request_hash: str | None = None,
+    force: bool = False,
 ) -> Job:
     job = create_job(
         db(), owner_id=media.owner_id, kind="transcription",
         input={"mediaId": str(media.id), "noteId": str(media.note_id) if media.note_id else None,
-               "mimeType": media.mime_type, "size": media.size, "sha256": media.sha256},
+               "mimeType": media.mime_type, "size": media.size, "sha256": media.sha256,
+               "force": force},
         idempotency_key=idempotency_key, request_hash=request_hash,
         max_attempts=state().settings.attempts_for("transcription"),
     )

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agents.media.storage import MediaStorage
 from config import Settings
+from workers.events import Notifier
 
 EXTENSION = "lifetales"
 
@@ -21,6 +22,7 @@ class AppState:
     session_factory: sessionmaker[Session]
     storage: MediaStorage
     provider_mode: str
+    notifier: Notifier
 
 
 def state() -> AppState:

@@ -46,7 +46,7 @@ from models import TERMINAL_STATUSES, Chapter, Job, Note, Story
 from models.db import make_engine
 from tests.audio import wav_tone
 from tests.conftest import create_database, drop_database
-from tests.fakes.gemini_server import NOTE_ID_LINE, FakeGemini
+from tests.fakes.gemini_server import NOTE_ID_LINE, FakeGemini, RecordedRequest
 from tests.platform import RedisServer, Services
 
 WORKER_CONCURRENCY = 8
@@ -78,6 +78,7 @@ class Options:
     spaces: int
     clients: int
     seed: int | None
+    keep_database: bool
 
     @property
     def hang_seconds(self) -> float:
@@ -129,13 +130,16 @@ def clock(moment: datetime | None) -> str:
 
 
 @contextmanager
-def throwaway_database() -> Iterator[str]:
+def throwaway_database(keep: bool) -> Iterator[str]:
     url = create_database("lt_chaos")
     try:
         yield url
     finally:
-        drop_database(url)
-        print(f"dropped database {url.rsplit('/', 1)[1]}", flush=True)
+        if keep:
+            print(f"kept database {url} (drop it when done)", flush=True)
+        else:
+            drop_database(url)
+            print(f"dropped database {url.rsplit('/', 1)[1]}", flush=True)
 
 
 def platform_env(opts: Options, database_url: str, broker: str, gemini_url: str,
@@ -386,46 +390,72 @@ def audio_sha(inline: dict[str, Any]) -> str | None:
     return None
 
 
-def analyse(opts: Options, engine: Engine, submissions: list[Submission], gemini: FakeGemini,
-            media_dir: Path, faults: list[Fault], stats: SubmitStats, started: datetime,
-            deadline_hit: bool) -> Findings:
-    found = Findings()
-    with engine.connect() as conn:
-        jobs = {row.id: row for row in conn.execute(select(
-            Job.id, Job.kind, Job.status, Job.attempts, Job.max_attempts, Job.error,
-            Job.parent_id, Job.input, Job.finished_at, Job.updated_at, Job.heartbeat_at,
-        ))}
-        stories = conn.execute(select(Story.id, Story.job_id, Story.space_id)).all()
-        chapters = conn.execute(
-            select(Chapter.story_id, Chapter.id, Chapter.generated_image_url)).all()
-        space_of_note = {str(note_id): space_id for note_id, space_id
-                         in conn.execute(select(Note.id, Note.space_id)).all()}
-    notes = Counter(space_of_note.values())
+@dataclass
+class Evidence:
+    """Everything the run left behind: database rows, image files, the fake's requests."""
 
-    accepted = [s for s in submissions if s.job_id is not None]
-    refused = [s for s in submissions if s.job_id is None]
-    children = [j for j in jobs.values() if j.parent_id is not None]
-    found.add("jobs submitted", len(submissions))
+    submissions: list[Submission]
+    jobs: dict[uuid.UUID, Any]
+    stories: list[Any]
+    chapters: list[Any]
+    space_of_note: dict[str, uuid.UUID]
+    image_files: dict[str, list[Path]]
+    temp_files: int
+    requests: list[RecordedRequest]
+
+    @classmethod
+    def gather(cls, engine: Engine, submissions: list[Submission], media_dir: Path,
+               gemini: FakeGemini) -> Evidence:
+        with engine.connect() as conn:
+            jobs = {row.id: row for row in conn.execute(select(
+                Job.id, Job.kind, Job.status, Job.attempts, Job.max_attempts, Job.error,
+                Job.parent_id, Job.input, Job.created_at, Job.finished_at, Job.updated_at,
+                Job.heartbeat_at,
+            ))}
+            stories = list(conn.execute(select(Story.id, Story.job_id, Story.space_id)))
+            chapters = list(conn.execute(
+                select(Chapter.id, Chapter.story_id, Chapter.generated_image_url)))
+            space_of_note = {str(note_id): space_id for note_id, space_id
+                             in conn.execute(select(Note.id, Note.space_id))}
+        files: dict[str, list[Path]] = defaultdict(list)
+        temp_files = 0
+        folder = media_dir / "illustrations"
+        for path in folder.iterdir() if folder.is_dir() else ():
+            if path.name.startswith(".tmp-"):
+                temp_files += 1
+            else:
+                files[path.name.split(".", 1)[0]].append(path)  # illustrations/<job id>.<ext>
+        return cls(submissions, jobs, stories, chapters, space_of_note, files, temp_files,
+                   gemini.requests)
+
+    def of_kind(self, kind: str) -> list[Any]:
+        return [job for job in self.jobs.values() if job.kind == kind]
+
+
+def report_outcomes(found: Findings, ev: Evidence, stats: SubmitStats, opts: Options) -> None:
+    accepted = [s for s in ev.submissions if s.job_id is not None]
+    refused = [s for s in ev.submissions if s.job_id is None]
+    found.add("jobs submitted", len(ev.submissions))
     found.add("  accepted (202/200)", len(accepted))
     found.add("  refused after retries", len(refused), "0", not refused)
     for item in refused[:5]:
         found.details.append(f"refused {item.kind} #{item.n}: {item.refused}")
     if stats.retries:
         found.details.append(f"submit retries by reason: {dict(stats.retries)}")
-    found.add("  illustration children of stories", len(children))
-    lost = [s for s in accepted if s.job_id not in jobs]
+    found.add("  illustration children of stories",
+              sum(j.parent_id is not None for j in ev.jobs.values()))
+    lost = [s for s in accepted if s.job_id not in ev.jobs]
     found.add("lost (accepted, not in the database)", len(lost), "0", not lost)
 
-    statuses = Counter(j.status for j in jobs.values())
-    final = [j for j in jobs.values() if j.status in TERMINAL_STATUSES]
+    statuses = Counter(j.status for j in ev.jobs.values())
     found.add("succeeded", statuses["succeeded"])
-    failed_by_code = Counter((j.error or {}).get("code", "?") for j in jobs.values()
-                             if j.status == "failed")
     found.add("failed", statuses["failed"])
-    for code, count in sorted(failed_by_code.items()):
+    failed = Counter((j.error or {}).get("code", "?") for j in ev.jobs.values()
+                     if j.status == "failed")
+    for code, count in sorted(failed.items()):
         found.add(f"  failed: {code}", count)
     found.add("canceled", statuses["canceled"])
-    stuck = [j for j in jobs.values() if j.status not in TERMINAL_STATUSES]
+    stuck = [j for j in ev.jobs.values() if j.status not in TERMINAL_STATUSES]
     found.add("stuck (not final at the deadline)", len(stuck), "0", not stuck)
     for status, count in Counter(j.status for j in stuck).items():
         found.add(f"  stuck: {status}", count)
@@ -435,116 +465,115 @@ def analyse(opts: Options, engine: Engine, submissions: list[Submission], gemini
         found.details.append(
             f"stuck {job.kind} {job.id} {job.status} attempts={job.attempts}/{job.max_attempts} "
             f"heartbeat={beat} error={(job.error or {}).get('code')} parent={job.parent_id}")
-    if opts.fault_rate > 0 and jobs:
-        share = statuses["succeeded"] / len(jobs)
+    if opts.fault_rate > 0 and ev.jobs:
+        share = statuses["succeeded"] / len(ev.jobs)
         found.add("succeeded share", f"{share:.1%}", ">= 99%", share >= 0.99)
-
-    attempts = Counter(j.attempts for j in jobs.values())
-    over = [j for j in jobs.values() if j.attempts > j.max_attempts]
-    found.details.append(f"attempts per job: {dict(sorted(attempts.items()))}")
+    over = [j for j in ev.jobs.values() if j.attempts > j.max_attempts]
     found.add("attempts beyond max_attempts", len(over), "0", not over)
+    found.details.append(
+        f"attempts per job: {dict(sorted(Counter(j.attempts for j in ev.jobs.values()).items()))}")
 
-    # Duplicate effects. Stories: one per story job; chapters: one per note.
-    stories_per_job = Counter(s.job_id for s in stories)
-    dup_stories = sum(n - 1 for n in stories_per_job.values() if n > 1)
-    chapters_per_story = Counter(c.story_id for c in chapters)
-    extra_chapters = sum(
-        max(0, chapters_per_story[s.id] - notes[s.space_id]) for s in stories)
-    story_of_job = {s.job_id: s.id for s in stories}
-    children_per_parent = Counter(j.parent_id for j in children)
-    extra_children = sum(
-        max(0, count - chapters_per_story[story_of_job.get(parent, uuid.uuid4())])
-        for parent, count in children_per_parent.items())
-    # Images: one file per illustration job, named after it (a retry overwrites it).
-    files: dict[str, list[Path]] = defaultdict(list)
-    temp_files = 0
-    illustration_dir = media_dir / "illustrations"
-    if illustration_dir.is_dir():
-        for path in illustration_dir.iterdir():
-            if path.name.startswith(".tmp-"):
-                temp_files += 1
-            else:
-                files[path.name.split(".", 1)[0]].append(path)
-    dup_files = sum(len(paths) - 1 for paths in files.values() if len(paths) > 1)
-    illustrations = [j for j in jobs.values() if j.kind == "illustration"]
-    succeeded_ids = {str(j.id) for j in illustrations if j.status == "succeeded"}
-    missing_files = sorted(succeeded_ids - set(files))
-    orphans = sorted(set(files) - succeeded_ids)
-    chapter_by_id = {str(c.id): c for c in chapters}
+
+def calls_beyond_attempts(calls: Counter[str], attempts: Counter[str]) -> int:
+    """Upstream calls made for a key beyond the attempts claimed for it (one call each)."""
+    return sum(max(0, n - attempts[key]) for key, n in calls.items())
+
+
+def report_duplicates(found: Findings, ev: Evidence) -> None:
+    # Database effects: one story per story job, one chapter per note, one child per chapter.
+    notes = Counter(ev.space_of_note.values())
+    chapters = Counter(c.story_id for c in ev.chapters)
+    dup_stories = sum(n - 1 for n in Counter(s.job_id for s in ev.stories).values() if n > 1)
+    extra_chapters = sum(max(0, chapters[s.id] - notes[s.space_id]) for s in ev.stories)
+    story_of_job = {s.job_id: s.id for s in ev.stories}
+    children = Counter(j.parent_id for j in ev.jobs.values() if j.parent_id is not None)
+    extra_children = sum(max(0, n - chapters.get(story_of_job.get(parent), 0))
+                         for parent, n in children.items())
+    # Uploads: one file per illustration job, named after it, so a retry overwrites it.
+    dup_files = sum(len(paths) - 1 for paths in ev.image_files.values())
+    illustrations = ev.of_kind("illustration")
+    succeeded = {str(j.id) for j in illustrations if j.status == "succeeded"}
+    missing_files = sorted(succeeded - set(ev.image_files))
+    chapter_url = {str(c.id): c.generated_image_url for c in ev.chapters}
     missing_urls = [j for j in illustrations if j.status == "succeeded"
-                    and j.input.get("chapterId") in chapter_by_id
-                    and not chapter_by_id[j.input["chapterId"]].generated_image_url]
-    # Upstream calls: never more than one per claimed attempt.
-    requests_made = gemini.requests
-    image_requests = [r for r in requests_made if r.kind == "illustration"]
-    attempts_by_prompt: Counter[str] = Counter()
-    succeeded_by_prompt: Counter[str] = Counter()
+                    and j.input.get("chapterId") in chapter_url
+                    and not chapter_url[j.input["chapterId"]]]
+    # Upstream calls: at most one per claimed attempt, matched by prompt, audio or space.
+    image_attempts: Counter[str] = Counter()
+    image_successes: Counter[str] = Counter()
     for job in illustrations:
-        attempts_by_prompt[job.input["prompt"]] += job.attempts
-        succeeded_by_prompt[job.input["prompt"]] += job.status == "succeeded"
-    calls_by_prompt: Counter[str] = Counter()
-    answered_by_prompt: Counter[str] = Counter()
-    for request in image_requests:
-        text = request.prompt_text
-        for prompt in attempts_by_prompt:
-            if prompt in text:
-                calls_by_prompt[prompt] += 1
-                answered_by_prompt[prompt] += request.status == 200 and request.fault is None
-                break
-    extra_image_calls = sum(max(0, calls_by_prompt[p] - attempts_by_prompt[p])
-                            for p in calls_by_prompt)
-    regenerated = sum(max(0, answered_by_prompt[p] - succeeded_by_prompt[p])
-                      for p in answered_by_prompt)
+        image_attempts[job.input["prompt"]] += job.attempts
+        image_successes[job.input["prompt"]] += job.status == "succeeded"
+    image_calls: Counter[str] = Counter()
+    images_drawn: Counter[str] = Counter()
+    for request in ev.requests:
+        if request.kind == "illustration":
+            text = request.prompt_text
+            prompt = next((p for p in image_attempts if p in text), text)
+            image_calls[prompt] += 1
+            images_drawn[prompt] += request.status == 200 and request.fault is None
     audio_attempts: Counter[str] = Counter()
-    for item in accepted:
-        row = jobs.get(item.job_id)
+    for item in ev.submissions:
+        row = ev.jobs.get(item.job_id) if item.job_id else None
         if row is not None and item.audio_sha:
             audio_attempts[item.audio_sha] += row.attempts
-    audio_calls = Counter(sha for r in requests_made if r.kind == "transcription"
+    audio_calls = Counter(sha for r in ev.requests if r.kind == "transcription"
                           for sha in map(audio_sha, r.inline_data) if sha)
-    extra_audio_calls = sum(max(0, n - audio_attempts[sha]) for sha, n in audio_calls.items())
-    story_attempts: Counter[str] = Counter()
-    for job in jobs.values():
-        if job.kind == "story":
-            story_attempts[job.input["spaceId"]] += job.attempts
-    story_calls: Counter[str] = Counter()
-    for request in requests_made:
+    story_attempts = Counter[str]()
+    for job in ev.of_kind("story"):
+        story_attempts[job.input["spaceId"]] += job.attempts
+    story_calls = Counter[str]()
+    for request in ev.requests:
         note_ids = NOTE_ID_LINE.findall(request.prompt_text) if request.kind == "story" else []
-        if note_ids and note_ids[0] in space_of_note:
-            story_calls[str(space_of_note[note_ids[0]])] += 1
-    extra_story_calls = sum(max(0, n - story_attempts[space]) for space, n in story_calls.items())
-    duplicates = (dup_stories + extra_chapters + extra_children + dup_files + extra_image_calls
-                  + extra_audio_calls + extra_story_calls)
-    found.add("duplicate effects", duplicates, "0", duplicates == 0)
-    found.add("  stories beyond one per story job", dup_stories)
-    found.add("  chapters beyond the notes", extra_chapters)
-    found.add("  illustration children beyond chapters", extra_children)
-    found.add("  image files beyond one per job", dup_files)
-    found.add("  image calls beyond attempts", extra_image_calls)
-    found.add("  transcription calls beyond attempts", extra_audio_calls)
-    found.add("  story calls beyond attempts", extra_story_calls)
+        if note_ids:
+            story_calls[str(ev.space_of_note.get(note_ids[0], note_ids[0]))] += 1
+
+    figures = {
+        "  stories beyond one per story job": dup_stories,
+        "  chapters beyond the notes": extra_chapters,
+        "  illustration children beyond chapters": extra_children,
+        "  image files beyond one per job": dup_files,
+        "  image calls beyond attempts": calls_beyond_attempts(image_calls, image_attempts),
+        "  transcription calls beyond attempts": calls_beyond_attempts(audio_calls,
+                                                                       audio_attempts),
+        "  story calls beyond attempts": calls_beyond_attempts(story_calls, story_attempts),
+    }
+    total = sum(figures.values())
+    found.add("duplicate effects", total, "0", total == 0)
+    for label, figure in figures.items():
+        found.add(label, figure)
     missing = len(missing_files) + len(missing_urls)
     found.add("missing effects (succeeded, no image)", missing, "0", missing == 0)
     for job_id in missing_files[:3]:
         found.details.append(f"succeeded illustration {job_id} has no file")
-    found.add("  images redrawn after a lost attempt", regenerated, "info: overwrites, same key")
-    found.add("  image files of unfinished jobs", len(orphans), "info")
-    found.add("  temp files left by killed workers", temp_files, "info")
+    for job in missing_urls[:3]:
+        found.details.append(f"succeeded illustration {job.id}: chapter has no image URL")
+    redrawn = calls_beyond_attempts(images_drawn, image_successes)
+    found.add("  images redrawn after a lost attempt", redrawn, "info: overwrites, same key")
+    found.add("  image files of unfinished jobs", len(set(ev.image_files) - succeeded), "info")
+    found.add("  temp files left by killed workers", ev.temp_files, "info")
 
-    # Recovery: every job final within two reaper intervals of the last fault.
-    last_fault = max((f.ended for f in faults), default=None)
-    finished = [j.finished_at or j.updated_at for j in final]
+
+def report_recovery(found: Findings, ev: Evidence, opts: Options, faults: list[Fault],
+                    gemini: FakeGemini, started: datetime) -> None:
+    """Every job final within two reaper intervals of the end of the last fault."""
+    stuck = any(j.status not in TERMINAL_STATUSES for j in ev.jobs.values())
+    finished = [j.finished_at or j.updated_at for j in ev.jobs.values()]
     all_final_at = max(finished) if finished and not stuck else None
+    last_fault = max((f.ended for f in faults), default=None)
     found.add("faults", len(faults))
     for fault in faults:
+        during = ""
+        if fault.ended > fault.started:
+            accepted = sum(fault.started <= j.created_at <= fault.ended and j.parent_id is None
+                           for j in ev.jobs.values())
+            during = f", {accepted} submits accepted meanwhile"
         found.details.append(f"fault {clock(fault.started)}-{clock(fault.ended)}  {fault.what}, "
-                             f"{fault.final_share:.0%} of the jobs final")
-    late = [f for f in faults if f.final_share >= 1.0]
-    if late:
-        found.details.append(f"{len(late)} fault(s) fired after every job was final: they tested "
-                             "nothing (use more --jobs)")
-    upstream_faults = sum(gemini.fault_counts.values())
-    if upstream_faults:
+                             f"{fault.final_share:.0%} of the jobs final{during}")
+    if any(f.final_share >= 1.0 for f in faults):
+        found.details.append("a fault fired after every job was final: it tested nothing "
+                             "(use more --jobs)")
+    if sum(gemini.fault_counts.values()):
         last = gemini.last_fault_at
         found.details.append(f"upstream faults injected: {gemini.fault_counts} "
                              f"(last {clock(datetime.fromtimestamp(last, UTC) if last else None)})")
@@ -553,20 +582,22 @@ def analyse(opts: Options, engine: Engine, submissions: list[Submission], gemini
     found.add("run time, first submit to all final",
               f"{(all_final_at - started).total_seconds():.1f} s" if all_final_at else "-")
     if last_fault is not None:
+        target = f"<= {opts.target_recovery_s:.0f} s (2 reaper intervals)"
         if all_final_at is None:
-            found.add("final after the last fault", "never",
-                      f"<= {opts.target_recovery_s:.0f} s", False)
-        else:
+            found.add("final after the last fault", "never", target, False)
+        elif opts.fault_rate > 0:
+            # Upstream faults go on after the last kill and keep jobs in their retry backoff.
             recovery = (all_final_at - last_fault).total_seconds()
             found.add("final after the last fault", f"{max(0.0, recovery):.1f} s",
-                      f"<= {opts.target_recovery_s:.0f} s (2 reaper intervals)",
+                      f"info: {target} applies without upstream faults")
+        else:
+            recovery = (all_final_at - last_fault).total_seconds()
+            found.add("final after the last fault", f"{max(0.0, recovery):.1f} s", target,
                       recovery <= opts.target_recovery_s)
     found.add("reaper interval", f"{opts.reaper_interval} s",
               f"heartbeat timeout {opts.heartbeat_timeout} s, resend after "
               f"{opts.resend_after} s")
-    by_kind = Counter(r.kind for r in requests_made)
-    found.details.append(f"fake Gemini requests: {dict(by_kind)}")
-    return found
+    found.details.append(f"fake Gemini requests: {dict(Counter(r.kind for r in ev.requests))}")
 
 
 # --- the run --------------------------------------------------------------------------------
@@ -600,7 +631,7 @@ def run(opts: Options) -> int:
           f"{opts.upstream_timeout} s", flush=True)
     print(f"logs: {var_dir} (api.log, worker-N.log, beat.log)", flush=True)
     with ExitStack() as stack:
-        database_url = stack.enter_context(throwaway_database())
+        database_url = stack.enter_context(throwaway_database(opts.keep_database))
         gemini = stack.enter_context(FakeGemini(
             latency=opts.latency, fault_rate=opts.fault_rate, seed=opts.seed,
             hang_seconds=opts.hang_seconds))
@@ -651,8 +682,11 @@ def run(opts: Options) -> int:
         if not deadline_hit:
             time.sleep(opts.reaper_interval)  # let a late duplicate show before counting
         stop_monkey()
-        findings = analyse(opts, engine, submissions, gemini, Path(env["MEDIA_DIR"]),
-                           monkey.faults, stats, started, deadline_hit)
+        evidence = Evidence.gather(engine, submissions, Path(env["MEDIA_DIR"]), gemini)
+        findings = Findings()
+        report_outcomes(findings, evidence, stats, opts)
+        report_duplicates(findings, evidence)
+        report_recovery(findings, evidence, opts, monkey.faults, gemini, started)
         print("\nchaos results (targets: 0 lost, 0 stuck, 0 duplicate effects, every job final "
               "within 2 reaper intervals after the last fault)")
         findings.print()
@@ -688,6 +722,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
     add("--spaces", type=int, default=5, help=f"spaces of {NOTES_PER_SPACE} notes for stories")
     add("--clients", type=int, default=8, help="concurrent submitting clients")
     add("--seed", type=int, default=None, help="seed of the job mix, chaos and faults")
+    add("--keep-database", action="store_true", help="keep the database to inspect job rows")
     args = parser.parse_args(argv)
     if args.jobs < 1 or args.workers < 1 or args.kills < 0 or args.redis_restarts < 0:
         parser.error("--jobs and --workers must be positive, --kills and --redis-restarts >= 0")

@@ -14,6 +14,7 @@ def alembic_config(database_url: str) -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(HERE))
     cfg.set_main_option("path_separator", "os")
+    cfg.set_main_option("file_template", "%%(year)d%%(month).2d%%(day).2d_%%(rev)s_%%(slug)s")
     cfg.set_main_option("sqlalchemy.url", database_url)
     cfg.attributes["configure_logger"] = False
     return cfg

@@ -1,7 +1,8 @@
 """SQLAlchemy models, one module per aggregate."""
 
 from models.base import Base
-from models.job import JOB_KINDS, JOB_STATUSES, TERMINAL_STATUSES, Job
+from models.cache import CacheEntry
+from models.job import JOB_KINDS, JOB_STATUSES, TERMINAL_STATUSES, Job, JobEvent
 from models.note import Media, Note
 from models.space import Space
 from models.story import Chapter, Story
@@ -12,8 +13,10 @@ __all__ = [
     "JOB_STATUSES",
     "TERMINAL_STATUSES",
     "Base",
+    "CacheEntry",
     "Chapter",
     "Job",
+    "JobEvent",
     "Media",
     "Note",
     "Space",

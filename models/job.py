@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, utcnow
@@ -52,3 +52,23 @@ class Job(Base):
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+class JobEvent(Base):
+    """What happened to a job, in order: the log SSE clients read and resume from.
+
+    Written in the same transaction as the change it describes (an outbox), so a client that
+    resumes with Last-Event-ID misses nothing, whichever process made the change.
+    """
+
+    __tablename__ = "job_events"
+    __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)
+
+    # INTEGER on SQLite so it aliases the rowid and autoincrements; BIGINT elsewhere.
+    id: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer(), "sqlite"), primary_key=True, autoincrement=True
+    )
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(32))
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

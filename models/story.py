@@ -52,5 +52,7 @@ class Chapter(Base):
     source_note_id: Mapped[uuid.UUID | None]
     user_image_ids: Mapped[list[Any]]
     generated_image_url: Mapped[str | None] = mapped_column(String(1000))
+    # All images drawn for the chapter when imagesPerChapter > 1; the first is generatedImageUrl.
+    generated_image_urls: Mapped[list[Any] | None]
 
     story: Mapped[Story] = relationship(back_populates="chapters")

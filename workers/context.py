@@ -15,6 +15,7 @@ from agents.provider import Provider, build_provider
 from config import Settings
 from models.db import make_engine, make_session_factory
 from workers.dispatch import install_enqueue_after_commit
+from workers.events import Notifier, install_event_notifier
 from workers.heartbeat import HeartbeatPump
 from workers.ratelimit import RateLimiter, build_rate_limiter
 
@@ -45,6 +46,7 @@ def build_context(settings: Settings, *, pool_size: int = 20) -> WorkerContext:
     engine = make_engine(settings.database_url, pool_size=pool_size)
     factory = make_session_factory(engine)
     install_enqueue_after_commit(factory)
+    install_event_notifier(factory, Notifier(settings.redis_url))
     return WorkerContext(
         settings=settings,
         engine=engine,

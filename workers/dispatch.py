@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Job
 from models.base import utcnow
+from workers.events import status_event
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ def create_job(
         created_at=utcnow(),
     )
     session.add(job)
+    status_event(session, job.id, "queued")
     enqueue_after_commit(session, job)
     return job
 

@@ -1,5 +1,6 @@
 """Job state transitions. Each one is fenced (``UPDATE ... WHERE status=? AND attempts=?``) so a
-redelivered or duplicated message can never move a job twice or resurrect a finished one."""
+redelivered or duplicated message can never move a job twice or resurrect a finished one, and
+each one appends its event to the job's log in the same transaction."""
 
 from __future__ import annotations
 
@@ -8,16 +9,40 @@ from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, exists, or_, select, update
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from models import TERMINAL_STATUSES, Job
+from models import Job, Story
 from models.base import utcnow
+from workers.events import emit, final_events, status_event
+
+CANCELED = {"code": "canceled", "message": "the job was canceled", "retryable": False}
 
 
-def _has_children() -> Any:
-    child = aliased(Job)
-    return exists().where(child.parent_id == Job.id)
+def affected(session: Session, statement: Any) -> int:
+    """Rows changed by an UPDATE/DELETE: how a fenced transition knows whether it won."""
+    return cast(CursorResult[Any], session.execute(statement)).rowcount
+
+
+def mirror(job: Job, **values: Any) -> None:
+    """Reflect a Core UPDATE on the loaded object without marking it dirty (no unfenced flush)."""
+    for key, value in values.items():
+        set_committed_value(job, key, value)
+
+
+def waiting_on_children() -> Any:
+    """SQL: the job is a story whose text is written and which now waits for its illustrations.
+
+    Such a job has no worker (its children do the work), so it is never taken over or reaped
+    as lost; a story still being written is, like any other job.
+    """
+    return exists().where(Story.job_id == Job.id, Story.status == "illustrating")
+
+
+def _fenced(job: Job) -> Any:
+    return update(Job).where(
+        Job.id == job.id, Job.status == "running", Job.attempts == job.attempts
+    )
 
 
 def start_job(session: Session, job_id: uuid.UUID, *, heartbeat_timeout_s: int) -> Job | None:
@@ -32,8 +57,7 @@ def start_job(session: Session, job_id: uuid.UUID, *, heartbeat_timeout_s: int) 
             Job.cancel_requested.is_(False),
             or_(
                 Job.status == "queued",
-                # Take over a job whose worker died, but never a story waiting on its children.
-                (Job.status == "running") & (Job.heartbeat_at < stale) & ~_has_children(),
+                (Job.status == "running") & (Job.heartbeat_at < stale) & ~waiting_on_children(),
             ),
         )
         .values(
@@ -47,36 +71,25 @@ def start_job(session: Session, job_id: uuid.UUID, *, heartbeat_timeout_s: int) 
     )
     if not claimed:
         # A job canceled while queued ends here, before any work starts.
-        affected(
+        if affected(
             session,
             update(Job)
             .where(Job.id == job_id, Job.status == "queued", Job.cancel_requested.is_(True))
-            .values(status="canceled", finished_at=now, updated_at=now),
-        )
+            .values(status="canceled", error=CANCELED, finished_at=now, updated_at=now),
+        ):
+            final_events(session, job_id, "canceled", error=CANCELED)
         session.commit()
         return None
+    job = session.get(Job, job_id, populate_existing=True)
+    assert job is not None
+    status_event(session, job_id, "running", attempt=job.attempts)
     session.commit()
-    return session.get(Job, job_id, populate_existing=True)
+    return job
 
 
-def affected(session: Session, statement: Any) -> int:
-    """Rows changed by an UPDATE/DELETE: how a fenced transition knows whether it won."""
-    return cast(CursorResult[Any], session.execute(statement)).rowcount
-
-
-def mirror(job: Job, **values: Any) -> None:
-    """Reflect a Core UPDATE on the loaded object without marking it dirty (no unfenced flush)."""
-    for key, value in values.items():
-        set_committed_value(job, key, value)
-
-
-def _fenced(job: Job) -> Any:
-    return update(Job).where(
-        Job.id == job.id, Job.status == "running", Job.attempts == job.attempts
-    )
-
-
-def set_progress(session: Session, job: Job, step: str, current: int = 0, total: int = 0) -> bool:
+def set_progress(
+    session: Session, job: Job, step: str, current: int = 0, total: int = 0
+) -> bool:
     """Record progress and beat the heart; False when the job is no longer ours (stop working)."""
     now = utcnow()
     progress = {"step": step, "current": current, "total": total}
@@ -85,12 +98,8 @@ def set_progress(session: Session, job: Job, step: str, current: int = 0, total:
     )
     if done:
         mirror(job, progress=progress)
+        emit(session, job.id, "progress", progress)
     return bool(done)
-
-
-def heartbeat(session: Session, job: Job) -> bool:
-    now = utcnow()
-    return bool(affected(session, _fenced(job).values(heartbeat_at=now, updated_at=now)))
 
 
 def succeed_job(
@@ -115,7 +124,12 @@ def succeed_job(
         values["usage"] = usage
     if progress is not None:
         values["progress"] = progress
-    return bool(affected(session, _fenced(job).values(**values)))
+    if not affected(session, _fenced(job).values(**values)):
+        return False
+    if progress is not None:
+        emit(session, job.id, "progress", progress)
+    final_events(session, job.id, "succeeded", result=result)
+    return True
 
 
 def fail_job(
@@ -123,25 +137,26 @@ def fail_job(
 ) -> bool:
     now = utcnow()
     error = {"code": code, "message": message, "retryable": retryable}
-    return bool(
-        affected(
-            session,
-            _fenced(job).values(
-                status="failed", error=error, finished_at=now, heartbeat_at=now, updated_at=now
-            ),
-        )
-    )
+    if not affected(
+        session,
+        _fenced(job).values(
+            status="failed", error=error, finished_at=now, heartbeat_at=now, updated_at=now
+        ),
+    ):
+        return False
+    final_events(session, job.id, "failed", error=error)
+    return True
 
 
-def cancel_running_job(session: Session, job: Job, reason: str = "canceled") -> bool:
+def cancel_running_job(session: Session, job: Job) -> bool:
     now = utcnow()
-    error = {"code": reason, "message": "the job was canceled", "retryable": False}
-    return bool(
-        affected(
-            session,
-            _fenced(job).values(status="canceled", error=error, finished_at=now, updated_at=now),
-        )
-    )
+    if not affected(
+        session,
+        _fenced(job).values(status="canceled", error=CANCELED, finished_at=now, updated_at=now),
+    ):
+        return False
+    final_events(session, job.id, "canceled", error=CANCELED)
+    return True
 
 
 def requeue_for_retry(
@@ -150,31 +165,40 @@ def requeue_for_retry(
     """Requeue a running job after a retryable failure; its last error stays visible."""
     now = utcnow()
     error = {"code": code, "message": message, "retryable": True}
-    return bool(
-        affected(
-            session,
-            _fenced(job).values(
-                status="queued",
-                error=error,
-                heartbeat_at=None,
-                enqueued_at=now + timedelta(seconds=delay_s),
-                updated_at=now,
-            ),
-        )
-    )
+    if not affected(
+        session,
+        _fenced(job).values(
+            status="queued",
+            error=error,
+            heartbeat_at=None,
+            enqueued_at=now + timedelta(seconds=delay_s),
+            updated_at=now,
+        ),
+    ):
+        return False
+    status_event(session, job.id, "queued", error=error, retryInSeconds=round(delay_s, 1))
+    return True
 
 
-def requeue_throttled(session: Session, job: Job, *, delay_s: float) -> bool:
-    """Re-schedule a job the rate limiter turned away; waiting for quota costs no attempt."""
+def requeue_waiting(session: Session, job: Job, *, step: str, delay_s: float) -> bool:
+    """Re-schedule a job that must wait (for rate-limit room, for an identical job in flight);
+    waiting costs no attempt and holds no worker thread."""
     now = utcnow()
-    return bool(affected(session, _fenced(job).values(
-        status="queued",
-        attempts=Job.attempts - 1,
-        progress={"step": "waiting_for_quota", "current": 0, "total": 0},
-        heartbeat_at=None,
-        enqueued_at=now + timedelta(seconds=delay_s),
-        updated_at=now,
-    )))
+    progress = {"step": step, "current": 0, "total": 0}
+    if not affected(
+        session,
+        _fenced(job).values(
+            status="queued",
+            attempts=Job.attempts - 1,
+            progress=progress,
+            heartbeat_at=None,
+            enqueued_at=now + timedelta(seconds=delay_s),
+            updated_at=now,
+        ),
+    ):
+        return False
+    status_event(session, job.id, "queued", progress=progress)
+    return True
 
 
 def cancel_requested(session: Session, job_id: uuid.UUID) -> bool:
@@ -185,18 +209,23 @@ def request_cancel(session: Session, job: Job) -> Job:
     """Cancel now if queued; ask a running job to stop at its next safe point; children too."""
     now = utcnow()
     ids = [job.id, *session.scalars(select(Job.id).where(Job.parent_id == job.id))]
-    session.execute(
-        update(Job)
-        .where(Job.id.in_(ids), Job.status == "queued")
-        .values(
-            status="canceled",
-            cancel_requested=True,
-            finished_at=now,
-            updated_at=now,
-            error={"code": "canceled", "message": "the job was canceled", "retryable": False},
+    queued = list(
+        session.scalars(
+            update(Job)
+            .where(Job.id.in_(ids), Job.status == "queued")
+            .values(
+                status="canceled",
+                cancel_requested=True,
+                finished_at=now,
+                updated_at=now,
+                error=CANCELED,
+            )
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
         )
-        .execution_options(synchronize_session=False)
     )
+    for job_id in queued:
+        final_events(session, job_id, "canceled", error=CANCELED)
     session.execute(
         update(Job)
         .where(Job.id.in_(ids), Job.status == "running")
@@ -211,7 +240,3 @@ def request_cancel(session: Session, job: Job) -> Job:
         on_child_finished(session, job.id)
     session.refresh(job)
     return job
-
-
-def is_terminal(status: str) -> bool:
-    return status in TERMINAL_STATUSES

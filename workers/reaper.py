@@ -9,9 +9,10 @@ from datetime import timedelta
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
-from models import TERMINAL_STATUSES, Job
+from models import TERMINAL_STATUSES, Job, Story
 from models.base import utcnow
 from workers.dispatch import send_job_message
+from workers.events import final_events, status_event
 from workers.fanout import child_counts, complete_story
 from workers.lifecycle import affected
 
@@ -52,7 +53,8 @@ def reap_stale_jobs(
             report.resent += 1
     session.commit()
 
-    # 2. Running with an expired heartbeat and no unfinished children: the worker died.
+    # 2. Running with an expired heartbeat: the worker died. A story waiting on illustrations
+    #    has no worker of its own; it is settled once its children are all finished.
     stale = now - timedelta(seconds=heartbeat_timeout_s)
     child = aliased(Job)
     unfinished_child = exists().where(
@@ -65,10 +67,10 @@ def reap_stale_jobs(
         .execution_options(populate_existing=True)  # fences compare the row's real attempts
     ).all()
     for job in lost:
-        counts = child_counts(session, job.id)
-        if counts:
+        story = session.scalar(select(Story).where(Story.job_id == job.id))
+        if story is not None and story.status == "illustrating":
             # Every illustration finished but the completion was lost with its worker.
-            if complete_story(session, job, counts):
+            if complete_story(session, job, story, child_counts(session, job.id)):
                 report.completed_parents += 1
             continue
         fence = update(Job).where(
@@ -86,6 +88,7 @@ def reap_stale_jobs(
                     status="queued", error=error, heartbeat_at=None, enqueued_at=now, updated_at=now
                 ),
             ):
+                status_event(session, job.id, "queued", error=error)
                 session.commit()
                 send_job_message(job.id, job.kind, job.queue)
                 report.requeued += 1
@@ -95,6 +98,7 @@ def reap_stale_jobs(
                 status="failed", error=error | {"retryable": False}, finished_at=now, updated_at=now
             ),
         ):
+            final_events(session, job.id, "failed", error=error | {"retryable": False})
             session.commit()
             report.failed += 1
             if job.parent_id is not None:

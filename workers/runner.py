@@ -43,12 +43,14 @@ class JobCanceled(Exception):
     """Raised at a safe point when the job was asked to stop."""
 
 
-class Throttled(Exception):
-    """The global upstream rate limit has no room now; re-schedule instead of holding a slot."""
+class MustWait(Exception):
+    """The job cannot proceed yet (no rate-limit room, identical work in flight): re-schedule
+    it instead of holding a worker thread; ``step`` says what it waits for."""
 
-    def __init__(self, wait_s: float) -> None:
-        super().__init__(f"upstream rate limit: retry in {wait_s:.1f}s")
+    def __init__(self, wait_s: float, step: str = "waiting_for_quota") -> None:
+        super().__init__(f"{step}: retry in {wait_s:.1f}s")
         self.wait_s = wait_s
+        self.step = step
 
 
 class HasUsage(Protocol):
@@ -73,33 +75,42 @@ class JobRun:
             raise JobCanceled  # the job was taken from us (canceled or reclaimed)
         self.session.commit()
 
+    def acquire_upstream(self, model: str, estimated_tokens: int) -> None:
+        """Take room for one model call in the global rate limit, or re-schedule the job."""
+        limiter = self.context.limiter
+        if limiter is None:
+            return
+        wait = limiter.acquire(model, estimated_tokens)
+        if 0 < wait <= MAX_INLINE_WAIT_S:
+            time.sleep(wait)
+            wait = limiter.acquire(model, estimated_tokens)
+        if wait > 0:
+            raise MustWait(wait)
+
+    def settle_upstream(self, model: str, estimated_tokens: int, usage: Usage) -> None:
+        """Charge the call's real token usage against what was estimated."""
+        if self.context.limiter is not None:
+            used = usage.input_tokens + usage.output_tokens
+            self.context.limiter.settle(model, estimated_tokens, used)
+
     def call_upstream(self, model: str, estimated_tokens: int, call: Callable[[], R]) -> R:
         """Make one model call within the global rate limit, then charge its real token usage."""
-        limiter = self.context.limiter
-        if limiter is not None:
-            wait = limiter.acquire(model, estimated_tokens)
-            if 0 < wait <= MAX_INLINE_WAIT_S:
-                time.sleep(wait)
-                wait = limiter.acquire(model, estimated_tokens)
-            if wait > 0:
-                raise Throttled(wait)
+        self.acquire_upstream(model, estimated_tokens)
         result = call()
-        if limiter is not None:
-            used = result.usage.input_tokens + result.usage.output_tokens
-            limiter.settle(model, estimated_tokens, used)
+        self.settle_upstream(model, estimated_tokens, result.usage)
         return result
 
     def check_cancel(self) -> None:
         if lifecycle.cancel_requested(self.session, self.job.id):
             raise JobCanceled
 
-    def succeed(self, result: dict[str, Any], usage: Usage | None = None) -> None:
+    def succeed(self, result: dict[str, Any], usage: Usage | dict[str, Any] | None = None) -> None:
         """Finish and commit together with whatever domain writes the session holds."""
         ok = lifecycle.succeed_job(
             self.session,
             self.job,
             result,
-            usage=usage_dict(usage) if usage else None,
+            usage=usage_dict(usage) if isinstance(usage, Usage) else usage,
             progress={"step": "done", "current": 1, "total": 1},
         )
         if not ok:
@@ -153,14 +164,14 @@ def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = No
             ctx.heartbeat.track(job.id, job.attempts)
         try:
             handler(run)
-        except Throttled as exc:
+        except MustWait as exc:
             session.rollback()
-            if lifecycle.requeue_throttled(session, job, delay_s=exc.wait_s):
+            if lifecycle.requeue_waiting(session, job, step=exc.step, delay_s=exc.wait_s):
                 lifecycle.mirror(job, status="queued")
                 enqueue_after_commit(session, job, countdown=exc.wait_s)
             session.commit()
-            log.info("job throttled by the upstream rate limit",
-                     extra={"job_id": job_id, "delay_s": round(exc.wait_s, 2)})
+            log.info("job re-scheduled", extra={"job_id": job_id, "step": exc.step,
+                                                "delay_s": round(exc.wait_s, 2)})
         except JobCanceled:
             session.rollback()
             if lifecycle.cancel_running_job(session, job):
@@ -181,10 +192,13 @@ def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = No
         finally:
             if ctx.heartbeat is not None:
                 ctx.heartbeat.untrack(job.id)
-            if job.parent_id is not None and job.status != "running":
-                from workers.fanout import on_child_finished
+            if job.status != "running":
+                from workers.fanout import abandon_story_attempt, on_child_finished
 
-                on_child_finished(session, job.parent_id)
+                if job.parent_id is not None:
+                    on_child_finished(session, job.parent_id)
+                if job.kind == "story":
+                    abandon_story_attempt(session, job.id)
 
 
 def _record_failure(

@@ -2,6 +2,7 @@
 
 from api.resources import (
     auth,
+    events,
     health,
     jobs,
     notes,
@@ -12,4 +13,4 @@ from api.resources import (
 )
 
 # Registration order is the order of the OpenAPI document.
-ALL = (health, auth, settings, spaces, notes, transcriptions, stories, jobs)
+ALL = (health, auth, settings, spaces, notes, transcriptions, stories, jobs, events)

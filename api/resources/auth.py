@@ -9,7 +9,14 @@ from flask_smorest import Blueprint, abort
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
-from api.auth import current_user, hash_password, issue_token, login_required, verify_password
+from api.auth import (
+    SECURITY,
+    current_user,
+    hash_password,
+    issue_token,
+    login_required,
+    verify_password,
+)
 from api.schemas.auth import (
     CredentialsSchema,
     LoginSchema,
@@ -63,7 +70,7 @@ class Me(MethodView):
     decorators = [login_required]
 
     @blp.response(200, UserSchema)
-    @blp.doc(security=[{"bearerAuth": []}])
+    @blp.doc(security=SECURITY)
     def get(self) -> User:
         """The authenticated user."""
         return current_user()

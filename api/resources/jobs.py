@@ -12,7 +12,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, Page
 from sqlalchemy import func, select
 
-from api.auth import current_user, login_required
+from api.auth import SECURITY, current_user, login_required
 from api.ownership import owned_job
 from api.schemas.jobs import JobQuerySchema, JobSchema
 from api.state import db
@@ -21,7 +21,6 @@ from models import TERMINAL_STATUSES, Job
 from workers.lifecycle import request_cancel
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Jobs")
-SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 class SelectPage(Page):

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 from werkzeug.datastructures import FileStorage
 
-from api.auth import current_user, login_required
+from api.auth import SECURITY, current_user, login_required
 from api.media_intake import MAX_MEDIA_BYTES, classify, start_transcription, store_media, too_large
 from api.ownership import owned_note, owned_space
 from api.schemas.jobs import JobSchema
@@ -28,7 +28,6 @@ from api.state import db
 from models import Media, Note
 
 blp = Blueprint("notes", __name__, url_prefix="/api/v1", description="Moments and their media")
-SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 class MediaCreatedSchema(MediaSchema):

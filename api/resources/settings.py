@@ -8,7 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from agents.types import StorySettings
-from api.auth import current_user, login_required
+from api.auth import SECURITY, current_user, login_required
 from api.schemas.base import camelcase
 from api.schemas.settings import FullStorySettingsSchema, StorySettingsSchema
 from api.state import db
@@ -30,7 +30,7 @@ class Settings(MethodView):
     decorators = [login_required]
 
     @blp.response(200, StorySettingsSchema)
-    @blp.doc(security=[{"bearerAuth": []}])
+    @blp.doc(security=SECURITY)
     def get(self) -> dict[str, Any]:
         """Saved settings, or the defaults."""
         saved = db().get(UserSettings, current_user().id)
@@ -38,7 +38,7 @@ class Settings(MethodView):
 
     @blp.arguments(FullStorySettingsSchema)
     @blp.response(200, StorySettingsSchema)
-    @blp.doc(security=[{"bearerAuth": []}])
+    @blp.doc(security=SECURITY)
     def put(self, data: dict[str, Any]) -> dict[str, Any]:
         """Replace the saved settings."""
         session = db()

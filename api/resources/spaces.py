@@ -10,14 +10,13 @@ from flask_smorest import Blueprint
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
-from api.auth import current_user, login_required
+from api.auth import SECURITY, current_user, login_required
 from api.ownership import owned_space
 from api.schemas.spaces import SpaceCreateSchema, SpaceDetailSchema, SpaceSchema, SpaceUpdateSchema
 from api.state import db
 from models import Note, Space
 
 blp = Blueprint("spaces", __name__, url_prefix="/api/v1", description="Spaces")
-SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 
 
 @blp.route("/spaces")

@@ -10,7 +10,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from sqlalchemy import func, select
 
-from api.auth import current_user, login_required
+from api.auth import SECURITY, current_user, login_required
 from api.ownership import owned_space
 from api.resources.settings import settings_dict
 from api.schemas.base import camelcase
@@ -19,6 +19,7 @@ from api.schemas.stories import (
     StoryQuerySchema,
     StoryRequestSchema,
     StorySchema,
+    StoryVersionSchema,
 )
 from api.state import db, state
 from api.submit import submit
@@ -26,7 +27,6 @@ from models import Job, Note, Story, UserSettings
 from workers.dispatch import create_job
 
 blp = Blueprint("stories", __name__, url_prefix="/api/v1", description="Stories and illustrations")
-SECURITY: list[dict[str, list[str]]] = [{"bearerAuth": []}]
 MAX_NOTES_PER_STORY = 200
 
 
@@ -47,7 +47,7 @@ class SpaceStory(MethodView):
             abort(422, message=f"a story takes at most {MAX_NOTES_PER_STORY} moments")
         settings = settings_dict(db().get(UserSettings, user.id))
         settings.update({camelcase(k): v for k, v in (data.get("settings") or {}).items()})
-        payload = {"spaceId": str(space.id), "settings": settings}
+        payload = {"spaceId": str(space.id), "settings": settings, "force": data["force"]}
 
         def create(key: str | None, request_hash: str) -> Job:
             return create_job(db(), owner_id=user.id, kind="story", input=payload,
@@ -75,6 +75,26 @@ class SpaceStory(MethodView):
         return story
 
 
+@blp.route("/spaces/<uuid:space_id>/stories")
+class SpaceStoryVersions(MethodView):
+    decorators = [login_required]
+
+    @blp.response(200, StoryVersionSchema(many=True))
+    @blp.doc(security=SECURITY)
+    def get(self, space_id: uuid.UUID) -> list[dict[str, Any]]:
+        """Every story version of the space, newest first; ``current`` marks the one shown."""
+        space = owned_space(space_id)
+        stories = db().scalars(
+            select(Story).where(Story.space_id == space.id).order_by(Story.version.desc())
+        )
+        return [
+            {"version": s.version, "status": s.status, "job_id": s.job_id,
+             "current": s.version == space.current_story_version,
+             "created_at": s.created_at, "generated_at": s.generated_at}
+            for s in stories
+        ]
+
+
 @blp.route("/illustrations")
 class Illustrations(MethodView):
     decorators = [login_required]
@@ -84,7 +104,7 @@ class Illustrations(MethodView):
     def post(self, data: dict[str, Any]) -> Response:
         """Draw one illustration; the job's result is ``{imageUrl, width, height, mimeType}``."""
         user = current_user()
-        payload = {"prompt": data["prompt"], "style": data["style"]}
+        payload = {"prompt": data["prompt"], "style": data["style"], "force": data["force"]}
 
         def create(key: str | None, request_hash: str) -> Job:
             return create_job(db(), owner_id=user.id, kind="illustration", input=payload,

@@ -12,7 +12,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from marshmallow import ValidationError
 
-from api.auth import current_user, login_required
+from api.auth import SECURITY, current_user, login_required
 from api.media_intake import MAX_MEDIA_BYTES, classify, start_transcription, store_media, too_large
 from api.ownership import owned_note_anywhere
 from api.schemas.stories import TranscriptionFormSchema, TranscriptionJsonSchema
@@ -51,7 +51,7 @@ class Transcriptions(MethodView):
     decorators = [login_required]
 
     @blp.doc(
-        security=[{"bearerAuth": []}],
+        security=SECURITY,
         requestBody={
             "required": True,
             "content": {
@@ -86,12 +86,14 @@ class Transcriptions(MethodView):
         _, mime = classify(data, declared, "audio", audio_only=True)
         note = owned_note_anywhere(form["note_id"]) if form.get("note_id") else None
         user = current_user()
+        force = bool(form.get("force"))
         fingerprint = {"audio": hashlib.sha256(data).hexdigest(), "mimeType": mime,
-                       "noteId": str(note.id) if note else None}
+                       "noteId": str(note.id) if note else None, "force": force}
 
         def create(key: str | None, request_hash: str) -> Any:
             media = store_media(data, "audio", mime, owner_id=user.id,
                                 note_id=note.id if note else None)
-            return start_transcription(media, idempotency_key=key, request_hash=request_hash)
+            return start_transcription(media, idempotency_key=key, request_hash=request_hash,
+                                       force=force)
 
         return submit(user.id, fingerprint, create)

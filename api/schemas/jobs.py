@@ -39,7 +39,7 @@ class JobSchema(CamelSchema):
 
     def _links(self, job: object) -> dict[str, str]:
         base = f"/api/v1/jobs/{job.id}"  # type: ignore[attr-defined]
-        return {"self": base, "cancel": f"{base}/cancel"}
+        return {"self": base, "cancel": f"{base}/cancel", "events": f"{base}/events"}
 
 
 class JobQuerySchema(CamelSchema):

@@ -8,8 +8,12 @@ from api.schemas.settings import StorySettingsSchema
 MAX_PROMPT = 2000
 
 
+FORCE_HELP = {"description": "bypass the result cache (a new call to the model)"}
+
+
 class StoryRequestSchema(CamelSchema):
     settings = fields.Nested(StorySettingsSchema, load_default=None, allow_none=True)
+    force = fields.Boolean(load_default=False, metadata=FORCE_HELP)
 
 
 class StoryQuerySchema(CamelSchema):
@@ -29,6 +33,15 @@ class ChapterSchema(CamelSchema):
     generated_image_url = fields.String(dump_only=True, allow_none=True)
 
 
+class StoryVersionSchema(CamelSchema):
+    version = fields.Integer(dump_only=True)
+    status = fields.String(dump_only=True)
+    job_id = fields.UUID(dump_only=True)
+    current = fields.Boolean(dump_only=True)
+    created_at = fields.DateTime(dump_only=True)
+    generated_at = fields.DateTime(dump_only=True, allow_none=True)
+
+
 class StorySchema(CamelSchema):
     space_id = fields.UUID(dump_only=True)
     version = fields.Integer(dump_only=True)
@@ -45,6 +58,7 @@ class IllustrationRequestSchema(CamelSchema):
         load_default="illustration",
         validate=validate.OneOf(["illustration", "cinematic", "pastel", "realistic"]),
     )
+    force = fields.Boolean(load_default=False, metadata=FORCE_HELP)
 
 
 class TranscriptionJsonSchema(CamelSchema):
@@ -53,7 +67,9 @@ class TranscriptionJsonSchema(CamelSchema):
     audio_data = fields.String(required=True, validate=validate.Length(min=1))
     mime_type = fields.String(required=True, validate=validate.Length(min=1, max=100))
     note_id = fields.UUID(load_default=None, allow_none=True)
+    force = fields.Boolean(load_default=False, metadata=FORCE_HELP)
 
 
 class TranscriptionFormSchema(CamelSchema):
     note_id = fields.UUID(load_default=None, allow_none=True)
+    force = fields.Boolean(load_default=False, metadata=FORCE_HELP)

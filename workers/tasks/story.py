@@ -1,19 +1,24 @@
-"""Build a story version from a space's moments, then fan out its chapter illustrations."""
+"""Build a story version from a space's moments as the model streams it: each chapter is saved,
+published and handed to its illustration jobs the moment it is complete, while the rest of the
+story is still being written."""
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import selectinload
 
-from agents.types import NoteInput, StorySettings
+from agents.types import ChapterDraft, NoteInput, StoryRestart, StoryResult, StorySettings
 from models import Chapter, Job, Note, Space, Story
 from workers.app import celery_app
+from workers.cache import JOIN_POLL_S, cache_key, lookup_or_lease, release, store
 from workers.dispatch import create_job
-from workers.fanout import complete_story
-from workers.runner import JobFailed, JobRun, run_job, usage_dict
+from workers.events import emit
+from workers.fanout import on_child_finished
+from workers.runner import JobFailed, JobRun, MustWait, run_job, usage_dict
 
 SETTINGS_FIELDS = {
     "narrativeTone": "narrative_tone",
@@ -44,6 +49,94 @@ def note_input(note: Note) -> NoteInput:
     )
 
 
+def chapter_event(chapter: Chapter) -> dict[str, Any]:
+    """A chapter as the frontend's Chapter type, for the job's event stream."""
+    return {
+        "id": str(chapter.id),
+        "position": chapter.position,
+        "title": chapter.title,
+        "content": chapter.content,
+        "illustrationPrompt": chapter.illustration_prompt,
+        "sourceNoteId": str(chapter.source_note_id) if chapter.source_note_id else None,
+        "userImageIds": chapter.user_image_ids,
+        "generatedImageUrl": chapter.generated_image_url,
+    }
+
+
+class StoryWriter:
+    """Writes one story version chapter by chapter; each chapter commits with its
+    illustration jobs, whose messages go out right after."""
+
+    def __init__(self, run: JobRun, space: Space, notes: list[Note], settings: StorySettings):
+        self.run = run
+        self.session = run.session
+        self.job = run.job
+        self.note_count = len(notes)
+        self.settings = settings
+        self.images_by_note = {
+            str(n.id): [str(m.id) for m in n.media if m.kind == "image"] for n in notes
+        }
+        # An earlier attempt of this job may have written part of a version: start over.
+        self.session.execute(delete(Job).where(Job.parent_id == self.job.id))
+        self.session.execute(delete(Story).where(Story.job_id == self.job.id))
+        latest = self.session.scalar(
+            select(func.max(Story.version)).where(Story.space_id == space.id)
+        )
+        self.story = Story(space_id=space.id, version=(latest or 0) + 1, job_id=self.job.id,
+                           settings=self.job.input.get("settings", {}), status="writing")
+        self.session.add(self.story)
+        self.chapters: list[Chapter] = []
+        self.run.progress("writing", 0, self.note_count)
+
+    def add(self, draft: ChapterDraft) -> None:
+        self.run.check_cancel()
+        user_images = self.images_by_note.get(draft.source_note_id or "", [])
+        chapter = Chapter(
+            id=uuid.uuid4(), story_id=self.story.id, position=len(self.chapters),
+            title=draft.title, content=draft.content,
+            illustration_prompt=draft.illustration_prompt,
+            source_note_id=uuid.UUID(draft.source_note_id) if draft.source_note_id else None,
+            user_image_ids=user_images,
+        )
+        self.session.add(chapter)
+        self.chapters.append(chapter)
+        # Chapters that carry the user's own photos get no generated image (as the frontend).
+        variants = 0 if user_images or not draft.illustration_prompt else (
+            self.settings.images_per_chapter
+        )
+        for variant in range(variants):
+            create_job(
+                self.session, owner_id=self.job.owner_id, kind="illustration",
+                parent_id=self.job.id,
+                input={"prompt": draft.illustration_prompt, "style": self.settings.image_style,
+                       "chapterId": str(chapter.id), "storyId": str(self.story.id),
+                       "variant": variant, "variants": variants},
+                max_attempts=self.run.context.settings.attempts_for("illustration"),
+            )
+        self.session.flush()
+        emit(self.session, self.job.id, "chapter", chapter_event(chapter))
+        self.run.progress("writing", len(self.chapters), self.note_count)  # commits
+
+    def restart(self, reason: str) -> None:
+        """The model is writing the story again: what it wrote so far is discarded."""
+        self.session.execute(delete(Job).where(Job.parent_id == self.job.id))
+        self.session.execute(delete(Chapter).where(Chapter.story_id == self.story.id))
+        self.chapters = []
+        emit(self.session, self.job.id, "restart", {"reason": reason})
+        self.run.progress("writing", 0, self.note_count)
+
+    def finish(self, usage: dict[str, Any] | None, cached: bool) -> None:
+        """The text is complete: wait for the illustrations (or finish now if there are none)."""
+        self.run.check_cancel()
+        self.story.status = "illustrating"
+        self.session.execute(
+            update(Job).where(Job.id == self.job.id, Job.attempts == self.job.attempts)
+            .values(usage=usage, result={"cached": cached})
+        )
+        self.run.progress("images", 0, 0)  # commits; the children's counts follow
+        on_child_finished(self.session, self.job.id)
+
+
 def build_story(run: JobRun) -> None:
     session, job = run.session, run.job
     space_id = uuid.UUID(job.input["spaceId"])
@@ -63,75 +156,51 @@ def build_story(run: JobRun) -> None:
         raise JobFailed("no_notes", "the space has no moments to tell a story from")
     run.progress("analyzing", 0, len(notes))
     inputs = [note_input(n) for n in notes]
-    run.progress("writing", 0, len(notes))
     builder = run.context.provider.story_builder
-    context_chars = sum(len(n.text_content or "") + sum(map(len, n.transcriptions)) for n in inputs)
-    result = run.call_upstream(
-        builder.model,
+
+    # The same moments, title and settings with the same model and prompt: the same text.
+    key = cache_key("story", builder.model, builder.prompt_version, {
+        "title": space.title, "settings": dataclasses.asdict(settings),
+        "notes": [dataclasses.asdict(n) for n in inputs],
+    })
+    found = lookup_or_lease(session, key, agent="story", model=builder.model, job_id=job.id,
+                            force=bool(job.input.get("force")))
+    if found.value is None and not found.owner:
+        raise MustWait(JOIN_POLL_S, step="waiting_for_identical_job")
+    try:
+        if found.value is not None:
+            writer = StoryWriter(run, space, notes, settings)
+            for chapter in found.value["chapters"]:
+                writer.add(ChapterDraft(**chapter))
+            writer.finish(None, cached=True)
+            return
         # ~4 characters a token in, and a story about as long as its notes plus instructions.
-        context_chars // 2 + 2000,
-        lambda: builder.build(inputs, space.title, settings),
-    )
-    run.check_cancel()
-
-    # Chapters, children and the version commit together below (run.progress or
-    # complete_story), so no later attempt ever finds a half-written version of this job;
-    # stories.job_id is unique besides.
-    latest = session.scalar(select(func.max(Story.version)).where(Story.space_id == space_id))
-    story = Story(
-        space_id=space_id,
-        version=(latest or 0) + 1,
-        job_id=job.id,
-        settings=job.input.get("settings", {}),
-        status="writing",
-    )
-    session.add(story)
-    session.flush()
-
-    images_by_note = {str(n.id): [str(m.id) for m in n.media if m.kind == "image"] for n in notes}
-    style = settings.image_style
-    children = 0
-    for position, draft in enumerate(result.chapters):
-        user_images = images_by_note.get(draft.source_note_id or "", [])
-        chapter = Chapter(
-            id=uuid.uuid4(),
-            story_id=story.id,
-            position=position,
-            title=draft.title,
-            content=draft.content,
-            illustration_prompt=draft.illustration_prompt,
-            source_note_id=uuid.UUID(draft.source_note_id) if draft.source_note_id else None,
-            user_image_ids=user_images,
-        )
-        session.add(chapter)
-        # Chapters that carry the user's own photos get no generated image (as the frontend does).
-        if not user_images and draft.illustration_prompt:
-            create_job(
-                session,
-                owner_id=job.owner_id,
-                kind="illustration",
-                parent_id=job.id,
-                input={
-                    "prompt": draft.illustration_prompt,
-                    "style": style,
-                    "chapterId": str(chapter.id),
-                    "storyId": str(story.id),
-                },
-                max_attempts=run.context.settings.attempts_for("illustration"),
-            )
-            children += 1
-    session.flush()
-    session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.attempts == job.attempts)
-        .values(usage=usage_dict(result.usage))
-    )
-    if children:
-        # The story finishes when its last illustration does (workers.fanout).
-        run.progress("images", 0, children)  # commits chapters + children; messages follow
-        return
-    session.flush()
-    complete_story(session, job, {})
+        chars = sum(len(n.text_content or "") + sum(map(len, n.transcriptions)) for n in inputs)
+        estimate = chars // 2 + 2000
+        run.acquire_upstream(builder.model, estimate)
+        writer = StoryWriter(run, space, notes, settings)
+        final: StoryResult | None = None
+        for item in builder.stream(inputs, space.title, settings):
+            if isinstance(item, ChapterDraft):
+                writer.add(item)
+            elif isinstance(item, StoryRestart):
+                writer.restart(item.reason)
+            else:
+                final = item
+        if final is None:
+            raise JobFailed("invalid_model_output", "the story ended without a result",
+                            retryable=True)
+        run.settle_upstream(builder.model, estimate, final.usage)
+        usage = usage_dict(final.usage)
+        store(session, key, {"chapters": [dataclasses.asdict(c) for c in final.chapters],
+                             "usage": usage},
+              agent="story", model=builder.model, ttl_s=run.context.settings.cache_ttl_s)
+        writer.finish(usage, cached=False)
+    except BaseException:
+        if found.value is None:
+            session.rollback()
+            release(session, key, job.id)
+        raise
 
 
 @celery_app.task(name="lifetales.build_story", acks_late=True, ignore_result=True)

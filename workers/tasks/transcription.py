@@ -6,7 +6,8 @@ import uuid
 
 from models import Media
 from workers.app import celery_app
-from workers.runner import JobFailed, JobRun, run_job
+from workers.cache import cached_result
+from workers.runner import JobFailed, JobRun, run_job, usage_dict
 
 
 def estimated_tokens(audio: bytes) -> int:
@@ -21,22 +22,35 @@ def transcribe_media(run: JobRun) -> None:
     if media is None or media.owner_id != run.job.owner_id:
         raise JobFailed("not_found", "the audio file no longer exists")
     run.progress("transcribing", 0, 1)
-    audio = run.context.storage.read(media.storage_key)
     transcriber = run.context.provider.transcriber
-    result = run.call_upstream(
-        transcriber.model,
-        estimated_tokens(audio),
-        lambda: transcriber.transcribe(audio, media.mime_type),
+    storage = run.context.storage
+
+    def transcribe() -> dict[str, object]:
+        audio = storage.read(media.storage_key)
+        result = run.call_upstream(
+            transcriber.model,
+            estimated_tokens(audio),
+            lambda: transcriber.transcribe(audio, media.mime_type),
+        )
+        return {"transcription": result.text, "usage": usage_dict(result.usage)}
+
+    # Same bytes, same type, same model and prompt: the same words, whoever uploaded them.
+    value, cached = cached_result(
+        run, agent="transcription", model=transcriber.model,
+        prompt_version=transcriber.prompt_version,
+        payload={"sha256": media.sha256, "mimeType": media.mime_type},
+        compute=transcribe,
     )
     run.check_cancel()
-    media.transcription = result.text
+    media.transcription = str(value["transcription"])
     run.succeed(
         {
-            "transcription": result.text,
+            "transcription": media.transcription,
             "mediaId": str(media.id),
             "noteId": str(media.note_id) if media.note_id else None,
+            "cached": cached,
         },
-        usage=result.usage,
+        usage=None if cached else value["usage"],
     )
 
 

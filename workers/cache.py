@@ -1,0 +1,142 @@
+"""Content-addressed caching of agent results, with identical work in flight joined.
+
+A key is the sha256 of (agent, model, prompt version, normalized input): a new prompt version or
+model never reads an old answer. The first job to need a key takes a lease (a ``pending`` row);
+an identical job arriving meanwhile is re-scheduled to read the result instead of calling the
+model again. A lease whose job died expires and is taken over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import delete, or_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from models import CacheEntry
+from models.base import utcnow
+from workers.lifecycle import affected
+from workers.runner import JobRun, MustWait
+
+LEASE_S = 120  # longer than any single agent call (60 s story) plus slack
+JOIN_POLL_S = 1.0  # how soon a joined job looks again
+
+
+def cache_key(agent: str, model: str, prompt_version: str, payload: Any) -> str:
+    canonical = json.dumps(
+        {"agent": agent, "model": model, "prompt": prompt_version, "input": payload},
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str,
+    )
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """``value`` on a hit; ``owner`` True when this job must compute it (and then store it);
+    otherwise another job is computing it right now: wait and look again."""
+
+    value: dict[str, Any] | None
+    owner: bool
+
+
+def _insert(session: Session) -> Any:
+    return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
+
+
+def lookup_or_lease(
+    session: Session, key: str, *, agent: str, model: str, job_id: uuid.UUID, force: bool
+) -> Lookup:
+    """Read a fresh entry, or take the lease to compute it. Commits the lease.
+
+    ``force`` bypasses reading (and leasing): the job computes and overwrites the entry.
+    """
+    if force:
+        return Lookup(None, owner=True)
+    now = utcnow()
+    entry = session.get(CacheEntry, key, populate_existing=True)
+    if entry is not None and entry.status == "ready" and (
+        entry.expires_at is None or entry.expires_at > now
+    ):
+        return Lookup(entry.value, owner=False)
+    lease_until = now + timedelta(seconds=LEASE_S)
+    if entry is None:
+        won = affected(session, _insert(session)(CacheEntry).values(
+            key=key, agent=agent, model=model, status="pending", value=None,
+            owner_job_id=job_id, lease_expires_at=lease_until, created_at=now,
+        ).on_conflict_do_nothing(index_elements=["key"]))
+    else:
+        # Expired, or a pending lease whose job is gone (or is this very job, retried).
+        won = affected(session, update(CacheEntry).where(
+            CacheEntry.key == key,
+            or_(
+                CacheEntry.status == "ready",
+                CacheEntry.lease_expires_at < now,
+                CacheEntry.owner_job_id == job_id,
+            ),
+        ).values(status="pending", owner_job_id=job_id, lease_expires_at=lease_until))
+    session.commit()
+    return Lookup(None, owner=bool(won))
+
+
+def store(
+    session: Session, key: str, value: dict[str, Any], *, agent: str, model: str, ttl_s: int
+) -> None:
+    """Publish the computed value (in the caller's transaction, with the job's result)."""
+    now = utcnow()
+    values = {"status": "ready", "value": value, "owner_job_id": None,
+              "lease_expires_at": None, "created_at": now,
+              "expires_at": now + timedelta(seconds=ttl_s)}
+    statement = _insert(session)(CacheEntry).values(key=key, agent=agent, model=model, **values)
+    session.execute(statement.on_conflict_do_update(index_elements=["key"], set_=values))
+
+
+def release(session: Session, key: str, job_id: uuid.UUID) -> None:
+    """Give the lease back after a failure so a joined job can compute it itself."""
+    session.execute(delete(CacheEntry).where(
+        CacheEntry.key == key, CacheEntry.status == "pending", CacheEntry.owner_job_id == job_id
+    ))
+    session.commit()
+
+
+def purge_expired(session: Session) -> int:
+    return affected(session, delete(CacheEntry).where(CacheEntry.expires_at < utcnow()))
+
+
+
+def cached_result(
+    run: JobRun,
+    *,
+    agent: str,
+    model: str,
+    prompt_version: str,
+    payload: Any,
+    compute: Callable[[], dict[str, Any]],
+) -> tuple[dict[str, Any], bool]:
+    """(value, cached): the cached value, or ``compute()``'s, stored for the next identical job.
+
+    Identical work already in flight is joined: this job is re-scheduled until it is done.
+    """
+    key = cache_key(agent, model, prompt_version, payload)
+    found = lookup_or_lease(run.session, key, agent=agent, model=model, job_id=run.job.id,
+                            force=bool(run.job.input.get("force")))
+    if found.value is not None:
+        return found.value, True
+    if not found.owner:
+        raise MustWait(JOIN_POLL_S, step="waiting_for_identical_job")
+    try:
+        value = compute()
+    except BaseException:
+        run.session.rollback()
+        release(run.session, key, run.job.id)
+        raise
+    store(run.session, key, value, agent=agent, model=model,
+          ttl_s=run.context.settings.cache_ttl_s)
+    return value, False
