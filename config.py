@@ -15,10 +15,54 @@ DEFAULT_VAR_DIR = Path("var")
 # Threads per worker process; I/O-bound jobs spend their time waiting on Gemini.
 DEFAULT_CONCURRENCY = 16
 
+# USD per 1M tokens (input, output) per model: Google's list prices for the paid Gemini API tier
+# when written. They change: keep them current. Used for the cost metric and `lifetales usage`;
+# a model missing here (the offline provider's) has no estimated cost.
+MODEL_PRICES_USD_PER_MTOK: dict[str, tuple[float, float]] = {
+    "gemini-2.5-flash": (0.30, 2.50),
+    "gemini-2.5-flash-image": (0.30, 30.00),
+}
+
+
+def estimated_cost_usd(model: str, input_tokens: int, output_tokens: int) -> float | None:
+    """Estimated cost of these tokens at list price; None for a model without a price."""
+    prices = MODEL_PRICES_USD_PER_MTOK.get(model)
+    if prices is None:
+        return None
+    return (input_tokens * prices[0] + output_tokens * prices[1]) / 1_000_000
+
 
 def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
     value = env.get(name, "")
     return value if value.strip() else default
+
+
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+@dataclass(frozen=True)
+class ObservabilitySettings:
+    """Logs, metrics and error tracking; workers read these before any job context exists."""
+
+    log_level: str = "INFO"
+    sentry_dsn: str | None = field(default=None, repr=False)
+    # Unset: /metrics answers loopback callers only.
+    metrics_token: str | None = field(default=None, repr=False)
+    worker_metrics_port: int = 9100  # 0: no exporter
+    worker_metrics_address: str = "127.0.0.1"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> ObservabilitySettings:
+        level = (_get(env, "LOG_LEVEL") or "INFO").strip().upper()
+        if level not in LOG_LEVELS:
+            raise RuntimeError(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {level!r}")
+        return cls(
+            log_level=level,
+            sentry_dsn=_get(env, "SENTRY_DSN"),
+            metrics_token=_get(env, "METRICS_TOKEN"),
+            worker_metrics_port=env_int(env, "WORKER_METRICS_PORT", 9100),
+            worker_metrics_address=_get(env, "WORKER_METRICS_ADDRESS") or "127.0.0.1",
+        )
 
 
 @dataclass(frozen=True)
@@ -40,6 +84,7 @@ class Settings:
     max_attempts_by_kind: dict[str, int] = field(default_factory=dict)
     cache_ttl_s: int = 7 * 24 * 3600
     agents: AgentSettings = field(default_factory=lambda: AgentSettings(gemini_api_key=None))
+    observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
 
     def attempts_for(self, kind: str) -> int:
         """Attempts a job of this kind gets (first try + retries); configurable per kind."""
@@ -83,6 +128,7 @@ class Settings:
             max_attempts_by_kind=_attempts_by_kind(env),
             cache_ttl_s=env_int(env, "CACHE_TTL_SECONDS", 7 * 24 * 3600),
             agents=AgentSettings.from_env(env),
+            observability=ObservabilitySettings.from_env(env),
         )
 
 

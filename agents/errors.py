@@ -53,8 +53,8 @@ ERROR_CODES: tuple[str, ...] = (
     "upstream_timeout",
     "upstream_bad_request",
     "upstream_auth",
-    "safety_blocked",
-    "invalid_output",
+    "blocked",
+    "invalid_model_output",
     "invalid_input",
 )
 

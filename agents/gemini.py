@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Generator
 
 from google import genai
 from google.genai import types
@@ -123,40 +124,60 @@ def generate_stream(
     contents: types.ContentListUnionDict,
     config: types.GenerateContentConfig,
     timeout_ms: int,
-) -> Iterator[types.GenerateContentResponse]:
-    """Call ``streamGenerateContent`` and yield its chunks; failures become ``AgentError``."""
+) -> Generator[types.GenerateContentResponse, None, None]:
+    """Call ``streamGenerateContent`` and yield its chunks; failures become ``AgentError``.
+
+    ``timeout_ms`` bounds each read and the whole stream. Closing the generator early closes
+    the upstream response, which stops the generation.
+    """
     client = get_client(settings)
+    deadline = time.monotonic() + timeout_ms / 1000
+    chunks = client.models.generate_content_stream(
+        model=model, contents=contents, config=with_timeout(config, timeout_ms)
+    )
     try:
-        for chunk in client.models.generate_content_stream(
-            model=model, contents=contents, config=with_timeout(config, timeout_ms)
-        ):
+        for chunk in chunks:
+            # A read timeout alone would let a trickling stream run forever.
+            if time.monotonic() > deadline:
+                raise AgentError(
+                    "upstream_timeout",
+                    "The AI provider did not finish its answer in time.",
+                    retryable=True,
+                )
             raise_if_blocked(chunk, final=False)
             yield chunk
     except SDK_ERRORS as exc:
         raise from_sdk_error(exc) from exc
+    finally:
+        # The SDK's stream is a generator (typed as an Iterator): closing it releases the socket.
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
 
 
 def raise_if_blocked(response: types.GenerateContentResponse, *, final: bool = True) -> None:
-    """Raise ``safety_blocked`` for a blocked prompt or answer, ``invalid_output`` for none."""
+    """Raise ``blocked`` for a blocked prompt or answer, ``invalid_model_output`` for none."""
     feedback = response.prompt_feedback
     if feedback is not None and feedback.block_reason is not None:
         raise AgentError(
-            "safety_blocked",
-            f"The AI provider blocked the request ({_enum_name(feedback.block_reason)}).",
+            "blocked",
+            "The request was blocked by the AI provider's safety filters "
+            f"(reason: {_enum_name(feedback.block_reason)}).",
             retryable=False,
         )
     candidates = response.candidates or []
     if not candidates:
         if final:
             raise AgentError(
-                "invalid_output", "The AI provider returned no answer.", retryable=True
+                "invalid_model_output", "The AI provider returned no answer.", retryable=True
             )
         return
     reason = candidates[0].finish_reason
     if reason in _BLOCKING_FINISH_REASONS:
         raise AgentError(
-            "safety_blocked",
-            f"The AI provider withheld its answer ({_enum_name(reason)}).",
+            "blocked",
+            "The answer was blocked by the AI provider's safety filters "
+            f"(reason: {_enum_name(reason)}).",
             retryable=False,
         )
 

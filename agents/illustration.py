@@ -38,13 +38,13 @@ def check_illustration_input(prompt: str, style: str) -> str:
 
 
 def image_size(data: bytes) -> tuple[int, int]:
-    """Width and height of encoded image bytes; ``invalid_output`` if they are not an image."""
+    """Width and height of encoded image bytes; ``invalid_model_output`` if not an image."""
     try:
         with Image.open(io.BytesIO(data)) as image:
             return image.size
     except (UnidentifiedImageError, Image.DecompressionBombError, OSError) as exc:
         raise AgentError(
-            "invalid_output", "The generated image could not be decoded.", retryable=True
+            "invalid_model_output", "The generated image could not be decoded.", retryable=True
         ) from exc
 
 
@@ -56,7 +56,7 @@ def first_image(response: types.GenerateContentResponse) -> tuple[bytes, str]:
         blob = part.inline_data
         if blob and blob.data and (blob.mime_type or "").startswith("image/"):
             return blob.data, str(blob.mime_type)
-    raise AgentError("invalid_output", "The AI provider returned no image.", retryable=True)
+    raise AgentError("invalid_model_output", "The AI provider returned no image.", retryable=True)
 
 
 class GeminiIllustrator:

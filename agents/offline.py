@@ -10,7 +10,7 @@ import hashlib
 import io
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 from PIL import Image, ImageDraw, ImageFont
@@ -29,6 +29,7 @@ from agents.types import (
     NoteInput,
     StoryResult,
     StorySettings,
+    StoryStreamItem,
     TranscriptionResult,
     Usage,
 )
@@ -137,6 +138,14 @@ class OfflineStoryBuilder:
             if len(chapters) < count:
                 chapters.append(self._epilogue(space_title, ordered))
         return StoryResult(chapters=validate_chapters(chapters, ordered, mode), usage=_usage())
+
+    def stream(
+        self, notes: Sequence[NoteInput], space_title: str, settings: StorySettings
+    ) -> Iterator[StoryStreamItem]:
+        """The chapters of ``build()`` one by one, then its result (no waiting: all is local)."""
+        result = self.build(notes, space_title, settings)
+        yield from result.chapters
+        yield result
 
     @staticmethod
     def _note_chapter(note: NoteInput, mode: str, opener: str) -> ChapterDraft:

@@ -6,7 +6,7 @@ cache key, so a new prompt never serves answers produced by the old one.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from types import MappingProxyType
 
 # --- Transcription -------------------------------------------------------------------------
@@ -22,7 +22,8 @@ TRANSCRIPTION_INSTRUCTION = (
 
 # --- Story builder -------------------------------------------------------------------------
 
-STORY_PROMPT_VERSION = "story-v1"
+# v2: answers are streamed, repaired when safe, and retried once with STORY_CORRECTION.
+STORY_PROMPT_VERSION = "story-v2"
 
 STORY_SYSTEM_INSTRUCTION = (
     "You are LifeTales' story writer. You turn a person's moments (short notes, voice-note "
@@ -95,6 +96,34 @@ MODE_INSTRUCTIONS: Mapping[str, str] = MappingProxyType(
     }
 )
 
+# Appended to the story context when the first answer was unusable; {problems} says exactly
+# what was wrong, {requirement} what the mode needs (one of STORY_REQUIREMENTS).
+STORY_CORRECTION = (
+    "Your previous answer could not be used: {problems}.\n"
+    "Write the whole story again as one complete JSON array of sections, following every rule "
+    "above. {requirement}"
+)
+
+_ONE_SECTION_PER_NOTE = (
+    "It must contain exactly {count} sections, one per note, in the notes' order, each with a "
+    "non-empty title and content and that note's id as sourceNoteId: {ids}."
+)
+
+STORY_REQUIREMENTS: Mapping[str, str] = MappingProxyType(
+    {
+        "transcription": _ONE_SECTION_PER_NOTE,
+        "chapter": _ONE_SECTION_PER_NOTE,
+        "clean": (
+            "It must contain at least one section with a non-empty title and content; a "
+            "sourceNoteId, when given, must be one of: {ids}."
+        ),
+        "creative": (
+            "It must contain at least two sections, each with a non-empty title and content; a "
+            "sourceNoteId, when given, must be one of: {ids}."
+        ),
+    }
+)
+
 # --- Illustration --------------------------------------------------------------------------
 
 ILLUSTRATION_PROMPT_VERSION = "illustration-v1"
@@ -126,6 +155,14 @@ ILLUSTRATION_SUFFIX = "No text, letters, captions or watermarks in the image. As
 def story_system_instruction(tone: str, mode: str) -> str:
     """The full system instruction of the story builder for a known tone and mode."""
     return "\n\n".join((STORY_SYSTEM_INSTRUCTION, TONE_INSTRUCTIONS[tone], MODE_INSTRUCTIONS[mode]))
+
+
+def story_correction(problems: Sequence[str], mode: str, note_ids: Sequence[str]) -> str:
+    """The corrective instruction of a story's second attempt (notes in their sorted order)."""
+    requirement = STORY_REQUIREMENTS[mode].format(
+        count=len(note_ids), ids=", ".join(note_ids)
+    )
+    return STORY_CORRECTION.format(problems="; ".join(problems), requirement=requirement)
 
 
 def illustration_prompt(prompt: str, style: str) -> str:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
@@ -11,7 +11,14 @@ from agents.illustration import GeminiIllustrator
 from agents.offline import OfflineIllustrator, OfflineStoryBuilder, OfflineTranscriber
 from agents.story_builder import GeminiStoryBuilder
 from agents.transcription import GeminiTranscriber
-from agents.types import ImageResult, NoteInput, StoryResult, StorySettings, TranscriptionResult
+from agents.types import (
+    ImageResult,
+    NoteInput,
+    StoryResult,
+    StorySettings,
+    StoryStreamItem,
+    TranscriptionResult,
+)
 
 ProviderMode = Literal["gemini", "offline"]
 
@@ -31,7 +38,13 @@ class Transcriber(Protocol):
 
 @runtime_checkable
 class StoryBuilder(Protocol):
-    """A space's notes in, chapters out."""
+    """A space's notes in, chapters out.
+
+    ``stream`` yields each ``ChapterDraft`` as soon as it is written, possibly a
+    ``StoryRestart`` (discard the chapters so far; they come again), and last one
+    ``StoryResult`` holding exactly the chapters yielded since the last restart. ``build``
+    returns that ``StoryResult``.
+    """
 
     @property
     def model(self) -> str: ...
@@ -42,6 +55,10 @@ class StoryBuilder(Protocol):
     def build(
         self, notes: Sequence[NoteInput], space_title: str, settings: StorySettings
     ) -> StoryResult: ...
+
+    def stream(
+        self, notes: Sequence[NoteInput], space_title: str, settings: StorySettings
+    ) -> Iterator[StoryStreamItem]: ...
 
 
 @runtime_checkable

@@ -70,6 +70,6 @@ class GeminiTranscriber:
         text = gemini.response_text(response).strip()
         if not text:
             raise AgentError(
-                "invalid_output", "The transcription came back empty.", retryable=True
+                "invalid_model_output", "The transcription came back empty.", retryable=True
             )
         return TranscriptionResult(text=text, usage=gemini.usage_of(response, self.model))

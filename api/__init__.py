@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from agents.media.storage import build_storage
 from api import resources
 from api.errors import register_error_handlers
+from api.observability import init_observability
 from api.state import EXTENSION, AppState, close_db
 from config import Settings
 from models.db import make_engine, make_session_factory
@@ -67,6 +68,7 @@ def create_app(
     for module in resources.ALL:
         api.register_blueprint(module.blp)
     register_error_handlers(app)
+    init_observability(app)
     log.info("api ready", extra={"provider": app.extensions[EXTENSION].provider_mode,
                                  "database": settings.database_url.split(":", 1)[0]})
     return app

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import base64
 import hashlib
-import os
 import random
 import signal
 import socket
@@ -43,9 +42,10 @@ import requests
 from sqlalchemy import Engine, func, select
 
 from models import TERMINAL_STATUSES, Chapter, Job, Note, Story
+from models.base import utcnow
 from models.db import make_engine
 from tests.audio import wav_tone
-from tests.conftest import create_database, drop_database
+from tests.conftest import create_database, drop_database  # also clears GEMINI_API_KEY & co.
 from tests.fakes.gemini_server import NOTE_ID_LINE, FakeGemini, RecordedRequest
 from tests.platform import RedisServer, Services
 
@@ -116,10 +116,6 @@ class SubmitStats:
     def retry(self, reason: str) -> None:
         with self.lock:
             self.retries[reason] += 1
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def clock(moment: datetime | None) -> str:
@@ -308,7 +304,7 @@ class Submitter:
                 return item  # the request itself is wrong: retrying will not help
             self.stats.retry(f"HTTP {response.status_code}")
             retry_after = response.headers.get("Retry-After", "")
-            time.sleep(float(retry_after) if retry_after.isdigit() else wait)
+            time.sleep(min(30.0, float(retry_after)) if retry_after.isdigit() else wait)
         return item
 
 
@@ -656,6 +652,7 @@ def run(opts: Options) -> int:
         submissions = plan_submissions(opts, rng)
         expected = len(submissions) + NOTES_PER_SPACE * sum(
             s.kind == "story" for s in submissions)
+
         def final_share() -> float:
             final, total, _ = job_progress(engine, expected)
             return final / total
@@ -715,7 +712,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         help="agents' Gemini timeout in seconds (a hang fault lasts 5 s longer)")
     add("--deadline", type=float, default=600.0, help="seconds from the first submit")
     add("--reaper-interval", type=int, default=5, help="REAPER_INTERVAL_SECONDS")
-    add("--heartbeat-timeout", type=int, default=5, help="JOB_HEARTBEAT_TIMEOUT_SECONDS")
+    # Below the reaper interval: a dead worker is noticed at the first reaper pass after it.
+    add("--heartbeat-timeout", type=int, default=3, help="JOB_HEARTBEAT_TIMEOUT_SECONDS")
     add("--resend-after", type=int, default=5, help="JOB_QUEUED_RESEND_AFTER_SECONDS")
     add("--story-share", type=float, default=0.05, help="share of story jobs")
     add("--transcription-share", type=float, default=0.35, help="share of transcriptions")
@@ -728,7 +726,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         parser.error("--jobs and --workers must be positive, --kills and --redis-restarts >= 0")
     if not 0 <= args.fault_rate <= 1:
         parser.error("--fault-rate is a share between 0 and 1")
-    return Options(**{name: value for name, value in vars(args).items()})
+    return Options(**vars(args))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -746,5 +744,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
     sys.exit(main())

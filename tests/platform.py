@@ -10,7 +10,10 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+import uuid
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -321,3 +324,59 @@ class Services:
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
                     process.wait(timeout=5)
+
+
+@dataclass
+class Stack:
+    """API + beat on a throwaway PostgreSQL database and a private Redis, a fake Gemini, and a
+    registered client; workers are started by the test (``services.start_worker``)."""
+
+    services: Services
+    redis: RedisServer
+    gemini: Any
+    database_url: str
+    client: Client
+
+    def query(self, sql: str, **params: Any) -> list[Any]:
+        from sqlalchemy import create_engine, text
+
+        from models.db import normalize_database_url
+
+        engine = create_engine(normalize_database_url(self.database_url))
+        try:
+            with engine.connect() as conn:
+                return list(conn.execute(text(sql), params))
+        finally:
+            engine.dispose()
+
+
+@contextmanager
+def running_stack(tmp_path: Path, gemini: Any) -> Iterator[Stack]:
+    from tests.conftest import create_database, drop_database
+
+    database = create_database("lt_stack")
+    redis_server = RedisServer(tmp_path / "redis").start()
+    env = {
+        "DATABASE_URL": database,
+        "CELERY_BROKER_URL": redis_server.url,
+        "REDIS_URL": redis_server.url,
+        "SECRET_KEY": "stack-" + uuid.uuid4().hex,
+        "GEMINI_API_KEY": "fake-key",
+        "GOOGLE_GEMINI_BASE_URL": gemini.base_url,
+        "MEDIA_DIR": str(tmp_path / "media"),
+        "REAPER_INTERVAL_SECONDS": "1",
+        "JOB_HEARTBEAT_TIMEOUT_SECONDS": "3",
+        "JOB_QUEUED_RESEND_AFTER_SECONDS": "2",
+    }
+    services = Services(env, tmp_path / "var")
+    try:
+        services.migrate()
+        services.start_api()
+        services.start_beat()
+        client = Client(services.base_url)
+        client.register(f"stack-{uuid.uuid4().hex[:8]}@example.com")
+        yield Stack(services, redis_server, gemini, database, client)
+    finally:
+        services.stop()
+        redis_server.stop()
+        drop_database(database)

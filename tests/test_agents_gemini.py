@@ -120,7 +120,8 @@ def test_story_sends_context_schema_and_temperature(
     assert [c.source_note_id for c in result.chapters] == ["n-1", "n-2", "n-3"]
     assert all(c.title and c.content and c.illustration_prompt for c in result.chapters)
     (request,) = fake.requests
-    assert request.path == "/v1/models/gemini-2.5-flash:generateContent"
+    assert request.path == "/v1/models/gemini-2.5-flash:streamGenerateContent"
+    assert request.query == {"alt": ["sse"]}
     assert request.headers["x-server-timeout"] == "60"
     config = request.generation_config
     assert config["temperature"] == pytest.approx(0.9)
@@ -371,20 +372,22 @@ def test_safety_blocks_fail_fast(
     with pytest.raises(AgentError) as info:
         call_agent(kind, settings)
 
-    assert (info.value.code, info.value.retryable) == ("safety_blocked", False)
-    assert "SAFETY" in info.value.message
+    assert (info.value.code, info.value.retryable) == ("blocked", False)
+    assert "safety filters (reason: SAFETY)" in info.value.message
 
 
-def test_empty_transcription_is_invalid_output(fake: FakeGemini, settings: AgentSettings) -> None:
+def test_empty_transcription_is_invalid_model_output(
+    fake: FakeGemini, settings: AgentSettings
+) -> None:
     fake.reply_next("transcription", "   ")
 
     with pytest.raises(AgentError) as info:
         call_agent("transcription", settings)
 
-    assert (info.value.code, info.value.retryable) == ("invalid_output", True)
+    assert (info.value.code, info.value.retryable) == ("invalid_model_output", True)
 
 
-def test_text_instead_of_an_image_is_invalid_output(
+def test_text_instead_of_an_image_is_invalid_model_output(
     fake: FakeGemini, settings: AgentSettings
 ) -> None:
     fake.reply_next("illustration", "I cannot draw that, but here is a description.")
@@ -392,7 +395,7 @@ def test_text_instead_of_an_image_is_invalid_output(
     with pytest.raises(AgentError) as info:
         call_agent("illustration", settings)
 
-    assert (info.value.code, info.value.retryable) == ("invalid_output", True)
+    assert (info.value.code, info.value.retryable) == ("invalid_model_output", True)
 
 
 # --- story validation -----------------------------------------------------------------------
@@ -409,31 +412,51 @@ def _chapters(*ids: str | None) -> str:
     "answer",
     [
         _chapters("n-1", "n-2"),  # a note is missing
-        _chapters("n-1", "n-2", "n-2"),  # a note twice
-        _chapters("n-1", "n-2", "n-9"),  # an unknown note
-        _chapters("n-1", "n-2", None),  # no sourceNoteId
+        _chapters("n-2", "n-1", "n-1"),  # a note twice, out of order: which one was meant?
+        _chapters("n-2", "n-9", "n-3"),  # an unknown note, out of order
+        _chapters("n-1", None, None),  # two sections without sourceNoteId
         _chapters(),  # nothing at all
-        '[{"title": "only a title"}]',  # schema mismatch
+        '[{"title": "only a title"}]',  # no content
         "Once upon a time...",  # not JSON
     ],
     ids=["missing", "duplicated", "unknown", "none", "empty", "schema", "not-json"],
 )
 @pytest.mark.parametrize("mode", ["chapter", "transcription"])
-def test_one_per_note_modes_reject_bad_answers(
+def test_one_per_note_modes_reject_bad_answers_after_one_retry(
     fake: FakeGemini, settings: AgentSettings, answer: str, mode: str
 ) -> None:
-    fake.reply_next("story", answer)
+    fake.reply_next("story", answer, n=2)
 
     with pytest.raises(AgentError) as info:
         GeminiStoryBuilder(settings).build(NOTES, "Lisbon", StorySettings(story_mode=mode))
 
-    assert (info.value.code, info.value.retryable) == ("invalid_output", True)
+    assert (info.value.code, info.value.retryable) == ("invalid_model_output", False)
+    assert len(fake.requests_of("story")) == 2
 
 
-def test_chapters_come_back_in_note_order() -> None:
-    chapters = parse_chapters(_chapters("n-3", "n-1", "n-2"), NOTES, "chapter")
+@pytest.mark.parametrize(
+    ("answer", "repaired"),
+    [
+        (_chapters("n-1", "n-2", "n-2"), "n-3"),  # a note twice, in order: the last is n-3
+        (_chapters("n-1", "n-9", "n-3"), "n-2"),  # an unknown note, in order
+        (_chapters(None, "n-2", "n-3"), "n-1"),  # no sourceNoteId, in order
+    ],
+    ids=["duplicated", "unknown", "none"],
+)
+def test_one_per_note_modes_repair_an_id_the_position_makes_certain(
+    answer: str, repaired: str
+) -> None:
+    chapters = parse_chapters(answer, NOTES, "chapter")
 
     assert [c.source_note_id for c in chapters] == ["n-1", "n-2", "n-3"]
+    assert repaired in [c.source_note_id for c in chapters]
+
+
+def test_chapters_keep_the_order_they_were_streamed_in() -> None:
+    # Chapters are published as they arrive: the final set cannot reorder them.
+    chapters = parse_chapters(_chapters("n-3", "n-1", "n-2"), NOTES, "chapter")
+
+    assert [c.source_note_id for c in chapters] == ["n-3", "n-1", "n-2"]
 
 
 def test_fenced_json_is_accepted() -> None:

@@ -7,69 +7,22 @@ import base64
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import create_engine, text
 
-from models.db import normalize_database_url
 from tests.audio import wav_tone
-from tests.conftest import create_database, drop_database
 from tests.fakes.gemini_server import FakeGemini
-from tests.platform import Client, RedisServer, Services
+from tests.platform import Client, Stack, running_stack
 
 pytestmark = pytest.mark.integration
 
 
-@dataclass
-class Stack:
-    services: Services
-    redis: RedisServer
-    gemini: FakeGemini
-    database_url: str
-    client: Client
-
-    def query(self, sql: str, **params: Any) -> list[Any]:
-        engine = create_engine(normalize_database_url(self.database_url))
-        try:
-            with engine.connect() as conn:
-                return list(conn.execute(text(sql), params))
-        finally:
-            engine.dispose()
-
-
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    database = create_database("lt_rel")
-    redis_server = RedisServer(tmp_path / "redis").start()
-    gemini = FakeGemini().start()
-    env = {
-        "DATABASE_URL": database,
-        "CELERY_BROKER_URL": redis_server.url,
-        "REDIS_URL": redis_server.url,
-        "SECRET_KEY": "reliability-" + uuid.uuid4().hex,
-        "GEMINI_API_KEY": "fake-key",
-        "GOOGLE_GEMINI_BASE_URL": gemini.base_url,
-        "MEDIA_DIR": str(tmp_path / "media"),
-        "REAPER_INTERVAL_SECONDS": "1",
-        "JOB_HEARTBEAT_TIMEOUT_SECONDS": "3",
-        "JOB_QUEUED_RESEND_AFTER_SECONDS": "2",
-    }
-    services = Services(env, tmp_path / "var")
-    try:
-        services.migrate()
-        services.start_api()
-        services.start_beat()
-        client = Client(services.base_url)
-        client.register(f"rel-{uuid.uuid4().hex[:8]}@example.com")
-        yield Stack(services, redis_server, gemini, database, client)
-    finally:
-        services.stop()
-        gemini.stop()
-        redis_server.stop()
-        drop_database(database)
+    with FakeGemini() as gemini, running_stack(tmp_path, gemini) as running:
+        yield running
 
 
 def submit_transcription(client: Client) -> dict[str, Any]:

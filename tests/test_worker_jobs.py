@@ -171,22 +171,36 @@ def test_stale_attempt_cannot_finish_a_job(
     assert fresh(session, job).status == "running"
 
 
-def test_rate_limited_attempt_is_requeued_after_the_retry_delay(
+def test_rate_limited_attempt_waits_the_retry_delay_without_spending_an_attempt(
     session: Session, ctx: WorkerContext, user: User, gemini: FakeGemini
 ) -> None:
     job = audio_job(session, ctx, user)
     gemini.fail_next("transcription", 1, status=429, retry_delay="7s")
     before = utcnow()
     run_job(str(job.id), transcribe_media, context=ctx)
-    retrying = fresh(session, job)
-    assert retrying.status == "queued" and retrying.attempts == 1
-    assert retrying.error is not None and retrying.error["code"] == "upstream_rate_limited"
-    assert retrying.error["retryable"] is True
-    assert retrying.enqueued_at is not None
-    assert retrying.enqueued_at >= before + timedelta(seconds=7)
+    waiting = fresh(session, job)
+    assert waiting.status == "queued" and waiting.attempts == 0
+    assert waiting.progress == {"step": "rate_limited", "current": 0, "total": 0}
+    assert waiting.error is not None and waiting.error["code"] == "upstream_rate_limited"
+    assert waiting.error["retryable"] is True
+    assert waiting.enqueued_at is not None
+    assert waiting.enqueued_at >= before + timedelta(seconds=7)
     run_job(str(job.id), transcribe_media, context=ctx)
     done = fresh(session, job)
-    assert done.status == "succeeded" and done.attempts == 2 and done.error is None
+    assert done.status == "succeeded" and done.attempts == 1 and done.error is None
+
+
+def test_rate_limits_cost_attempts_once_the_job_has_waited_long_enough(
+    session: Session, ctx: WorkerContext, user: User, gemini: FakeGemini
+) -> None:
+    job = audio_job(session, ctx, user)
+    session.execute(update(Job).where(Job.id == job.id)
+                    .values(created_at=utcnow() - timedelta(minutes=11)))
+    session.commit()
+    gemini.fail_next("transcription", 1, status=429, retry_delay="1s")
+    run_job(str(job.id), transcribe_media, context=ctx)
+    retrying = fresh(session, job)
+    assert retrying.status == "queued" and retrying.attempts == 1
 
 
 def test_client_error_fails_at_once(

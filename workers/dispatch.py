@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
+import telemetry
 from models import Job
 from models.base import utcnow
 from workers.events import status_event
@@ -55,6 +56,7 @@ def create_job(
         request_hash=request_hash,
         progress=None,
         created_at=utcnow(),
+        request_id=telemetry.current_request_id(),  # the API request's, or the parent job's
     )
     session.add(job)
     status_event(session, job.id, "queued")

@@ -180,24 +180,27 @@ def requeue_for_retry(
     return True
 
 
-def requeue_waiting(session: Session, job: Job, *, step: str, delay_s: float) -> bool:
-    """Re-schedule a job that must wait (for rate-limit room, for an identical job in flight);
-    waiting costs no attempt and holds no worker thread."""
+def requeue_waiting(
+    session: Session, job: Job, *, step: str, delay_s: float,
+    error: dict[str, Any] | None = None,
+) -> bool:
+    """Re-schedule a job that must wait (for quota, for an identical job in flight); waiting
+    costs no attempt and holds no worker thread. ``error``: the upstream answer that said so."""
     now = utcnow()
     progress = {"step": step, "current": 0, "total": 0}
-    if not affected(
-        session,
-        _fenced(job).values(
-            status="queued",
-            attempts=Job.attempts - 1,
-            progress=progress,
-            heartbeat_at=None,
-            enqueued_at=now + timedelta(seconds=delay_s),
-            updated_at=now,
-        ),
-    ):
+    values: dict[str, Any] = {
+        "status": "queued",
+        "attempts": Job.attempts - 1,
+        "progress": progress,
+        "heartbeat_at": None,
+        "enqueued_at": now + timedelta(seconds=delay_s),
+        "updated_at": now,
+    }
+    if error is not None:
+        values["error"] = error
+    if not affected(session, _fenced(job).values(**values)):
         return False
-    status_event(session, job.id, "queued", progress=progress)
+    status_event(session, job.id, "queued", progress=progress, error=error)
     return True
 
 

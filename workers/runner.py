@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 from agents.errors import AgentError
 from agents.types import Usage
 from models import Job
+from models.base import utcnow
 from workers import lifecycle
 from workers.context import WorkerContext, get_context
 from workers.dispatch import enqueue_after_commit
@@ -27,6 +28,8 @@ log = logging.getLogger(__name__)
 
 RETRY_BASE_S = 2.0
 RETRY_CAP_S = 120.0  # far below the broker visibility timeout (1 h)
+# How long a job keeps waiting out upstream 429s before they start costing attempts.
+RATE_LIMITED_PATIENCE_S = 600.0
 
 
 class JobFailed(Exception):
@@ -141,6 +144,10 @@ def retry_delay(attempt: int, retry_after: float | None = None) -> float:
     return min(delay, RETRY_CAP_S)
 
 
+def _age_s(job: Job) -> float:
+    return (utcnow() - job.created_at).total_seconds()
+
+
 def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = None) -> None:
     ctx = context or get_context()
     try:
@@ -210,6 +217,18 @@ def _record_failure(
     retry_after: float | None,
 ) -> None:
     session.rollback()
+    if code == "upstream_rate_limited" and _age_s(job) < RATE_LIMITED_PATIENCE_S:
+        # Back-pressure, not a fault: wait as told without spending an attempt, for a while.
+        delay = retry_delay(1, retry_after)
+        error = {"code": code, "message": message, "retryable": True}
+        if lifecycle.requeue_waiting(session, job, step="rate_limited", delay_s=delay,
+                                     error=error):
+            lifecycle.mirror(job, status="queued")
+            enqueue_after_commit(session, job, countdown=delay)
+        session.commit()
+        log.warning("upstream rate limited; waiting",
+                    extra={"job_id": str(job.id), "delay_s": round(delay, 2)})
+        return
     if retryable and job.attempts < job.max_attempts:
         delay = retry_delay(job.attempts, retry_after)
         if lifecycle.requeue_for_retry(session, job, code, message, delay_s=delay):

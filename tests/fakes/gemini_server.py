@@ -7,7 +7,9 @@ and decides what kind of call it is from the request, as the real model would be
 - ``generationConfig.responseModalities`` containing ``IMAGE`` -> ``illustration``: an inline
   PNG drawn with Pillow in the requested ``imageConfig.aspectRatio`` (4:3 by default);
 - ``generationConfig.responseMimeType == "application/json"`` -> ``story``: a JSON array with
-  one chapter per note id found in the prompt;
+  one chapter per note id found in the prompt; streamed, its text (or a ``reply_next`` text) is
+  cut into ``story_stream_chunks`` pieces of equal length - boundaries fall mid-chapter - sent
+  over ``story_stream_seconds``: the first at once, then at equal intervals;
 - an ``inlineData`` audio part -> ``transcription``: ``transcription_text``;
 - anything else -> ``text``: ``text_reply``.
 
@@ -39,6 +41,7 @@ from collections import deque
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from itertools import pairwise
 from typing import Any, Literal
 from urllib.parse import parse_qs, urlsplit
 
@@ -85,6 +88,7 @@ DEFAULT_FAULT_MIX: Mapping[str, float] = {
 }
 DEFAULT_HANG_SECONDS = 65.0  # past the longest default agent timeout (story, 60 s)
 DEFAULT_RATE_LIMIT_DELAY = "1s"
+DEFAULT_STORY_STREAM_CHUNKS = 16
 
 
 @dataclass
@@ -282,6 +286,20 @@ def parse_fault_mix(text: str) -> dict[str, float]:
     return mix
 
 
+def _check_story_stream(seconds: float, chunks: int) -> tuple[float, int]:
+    if seconds < 0:
+        raise ValueError(f"story stream seconds must not be negative, not {seconds!r}")
+    if chunks < 1:
+        raise ValueError(f"a story streams in at least one chunk, not {chunks!r}")
+    return (float(seconds), int(chunks))
+
+
+def split_evenly(text: str, chunks: int) -> list[str]:
+    """``text`` cut into ``chunks`` pieces of (nearly) equal length, empty ones left out."""
+    bounds = [len(text) * index // chunks for index in range(chunks + 1)]
+    return [text[a:b] for a, b in pairwise(bounds) if b > a]
+
+
 def _aspect(ratio: object) -> tuple[int, int]:
     match = re.fullmatch(r"(\d+):(\d+)", str(ratio or "4:3"))
     if not match or int(match.group(1)) == 0 or int(match.group(2)) == 0:
@@ -308,6 +326,8 @@ class FakeGemini:
         seed: int | None = None,
         hang_seconds: float = DEFAULT_HANG_SECONDS,
         rate_limit_delay: str = DEFAULT_RATE_LIMIT_DELAY,
+        story_stream_seconds: float = 0.0,
+        story_stream_chunks: int = DEFAULT_STORY_STREAM_CHUNKS,
     ) -> None:
         """``max_recorded`` bounds ``.requests`` (oldest dropped) for long benchmark runs.
 
@@ -333,6 +353,8 @@ class FakeGemini:
         self._counter = 0  # every request ever received, recorded or not
         self.hang_seconds = hang_seconds
         self.rate_limit_delay = rate_limit_delay
+        self._story_stream = _check_story_stream(story_stream_seconds, story_stream_chunks)
+        self._initial_story_stream = self._story_stream
         self._seed = seed
         self._random = random.Random(seed)
         self._fault_rate = 0.0
@@ -436,8 +458,23 @@ class FakeGemini:
             self._fault_counts = dict.fromkeys(RANDOM_FAULT_KINDS, 0)
             self._last_fault_at = None
             self._random = random.Random(self._seed)
+            self._story_stream = self._initial_story_stream
 
     # --- behaviour ---------------------------------------------------------------------
+
+    def set_story_stream(self, seconds: float, chunks: int | None = None) -> None:
+        """Stream stories over ``seconds`` in ``chunks`` pieces (None: keep the chunk count)."""
+        with self._lock:
+            current = self._story_stream[1]
+        stream = _check_story_stream(seconds, current if chunks is None else chunks)
+        with self._lock:
+            self._story_stream = stream
+
+    @property
+    def story_stream(self) -> tuple[float, int]:
+        """``(seconds, chunks)`` of a streamed story answer."""
+        with self._lock:
+            return self._story_stream
 
     def set_latency(self, seconds: float, kind: str | None = None) -> None:
         """Delay every answer (or every answer of one kind) by ``seconds``."""
@@ -724,7 +761,7 @@ class _Handler(BaseHTTPRequestHandler):
         response = fake._response(request, fault, number)
         request.status = 200
         if request.stream:
-            self._send_stream(response)
+            self._send_stream(response, fake.story_stream if request.kind == "story" else None)
         else:
             self._send_json(200, response)
 
@@ -736,15 +773,22 @@ class _Handler(BaseHTTPRequestHandler):
         payload = body.encode() if isinstance(body, str) else json.dumps(body).encode()
         self._send(status, payload, "application/json; charset=UTF-8")
 
-    def _send_stream(self, response: dict[str, Any]) -> None:
-        # Split the single answer into one SSE event per part, then per text half, as the
-        # real API streams; usageMetadata rides on every event, like Gemini's.
+    def _send_stream(
+        self, response: dict[str, Any], pacing: tuple[float, int] | None = None
+    ) -> None:
+        # Split the single answer into one SSE event per part, then per text half (or, paced,
+        # into ``chunks`` pieces sent over ``seconds``), as the real API streams; usageMetadata
+        # rides on every event, like Gemini's.
         events: list[dict[str, Any]] = []
         candidate = (response.get("candidates") or [{}])[0]
         parts = (candidate.get("content") or {}).get("parts") or []
         for part in parts:
             text = part.get("text")
-            pieces = [text[: len(text) // 2], text[len(text) // 2:]] if text else [None]
+            pieces: list[str | None] = [None]
+            if text and pacing is not None:
+                pieces = list(split_evenly(text, pacing[1]))
+            elif text:
+                pieces = [text[: len(text) // 2], text[len(text) // 2:]]
             for piece in pieces:
                 chunk_part = {"text": piece} if piece is not None else part
                 events.append({
@@ -757,8 +801,33 @@ class _Handler(BaseHTTPRequestHandler):
             events[-1]["candidates"][0]["finishReason"] = candidate.get("finishReason", "STOP")
         else:
             events.append(response)
-        payload = b"".join(b"data: " + json.dumps(e).encode() + b"\r\n\r\n" for e in events)
-        self._send(200, payload, "text/event-stream")
+        encoded = [b"data: " + json.dumps(e).encode() + b"\r\n\r\n" for e in events]
+        if pacing is None:
+            self._send(200, b"".join(encoded), "text/event-stream")
+        else:
+            self._send_paced(encoded, pacing[0])
+
+    def _send_paced(self, events: list[bytes], seconds: float) -> None:
+        """Send SSE events as HTTP/1.1 chunks, the first at once, the others evenly over
+        ``seconds``, so the client reads each one as it comes."""
+        fake = self.server.fake
+        pause = seconds / (len(events) - 1) if len(events) > 1 else 0.0
+        try:
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for index, event in enumerate(events):
+                if index:
+                    fake._sleep(pause)
+                if fake._stopping.is_set():
+                    self.close_connection = True
+                    return
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(event), event))
+            self.wfile.write(b"0\r\n\r\n")
+        except (BrokenPipeError, ConnectionResetError):
+            # The client stopped reading (an agent that gave up on the answer).
+            self.close_connection = True
 
     def _send(self, status: int, payload: bytes, content_type: str) -> None:
         try:
@@ -785,6 +854,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hang-seconds", type=float, default=DEFAULT_HANG_SECONDS,
                         help="how long a 'hang' fault keeps the client waiting")
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault draws")
+    parser.add_argument("--story-stream-seconds", type=float, default=0.0,
+                        help="how long a streamed story takes from first to last chunk")
+    parser.add_argument("--story-stream-chunks", type=int, default=DEFAULT_STORY_STREAM_CHUNKS,
+                        help="how many pieces a streamed story is cut into")
     return parser
 
 
@@ -794,6 +867,8 @@ def fake_from_args(args: argparse.Namespace) -> FakeGemini:
         latency=args.latency, host=args.host, port=args.port, max_recorded=1000,
         fault_rate=args.fault_rate, fault_mix=args.fault_mix, seed=args.seed,
         hang_seconds=args.hang_seconds,
+        story_stream_seconds=args.story_stream_seconds,
+        story_stream_chunks=args.story_stream_chunks,
     )
 
 

@@ -79,6 +79,9 @@ class StoryWriter:
         # An earlier attempt of this job may have written part of a version: start over.
         self.session.execute(delete(Job).where(Job.parent_id == self.job.id))
         self.session.execute(delete(Story).where(Story.job_id == self.job.id))
+        # Lock the space until this version's row commits: concurrent regenerations of one
+        # space take the next version numbers one after the other instead of colliding.
+        self.session.execute(select(Space.id).where(Space.id == space.id).with_for_update())
         latest = self.session.scalar(
             select(func.max(Story.version)).where(Story.space_id == space.id)
         )
