@@ -29,7 +29,7 @@ COPY workers ./workers
 COPY agents ./agents
 COPY models ./models
 COPY migrations ./migrations
-COPY celeryconfig.py config.py lifetales_cli.py alembic.ini ./
+COPY celeryconfig.py config.py gunicorn_conf.py lifetales_cli.py telemetry.py alembic.ini ./
 
 # The project itself (console script `lifetales`); its dependencies are already in place.
 RUN pip install --no-deps . \
@@ -43,4 +43,4 @@ EXPOSE 3000
 
 # Shell form so $PORT and $WEB_CONCURRENCY expand as in the Procfile; exec so gunicorn is PID 1
 # and gets SIGTERM directly.
-CMD exec gunicorn 'api:create_app()' --bind 0.0.0.0:$PORT --worker-class gthread --workers ${WEB_CONCURRENCY:-2} --threads 32 --timeout 120
+CMD exec gunicorn 'api:create_app()' --config python:gunicorn_conf --bind 0.0.0.0:$PORT --worker-class gthread --workers ${WEB_CONCURRENCY:-2} --threads 32 --timeout 120

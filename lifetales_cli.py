@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from config import DEFAULT_CONCURRENCY, env_int, var_dir_from_env
@@ -32,6 +34,8 @@ def _platform_commands(port: int, concurrency: int, with_worker: bool) -> list[l
         [
             str(bin_dir / "gunicorn"),
             "api:create_app()",
+            "--config",
+            "python:gunicorn_conf",  # JSON logs, metrics across gunicorn workers
             "--bind",
             f"0.0.0.0:{port}",
             # Threads: Prefer: wait=N and polling clients hold a request open, not a process.
@@ -45,8 +49,6 @@ def _platform_commands(port: int, concurrency: int, with_worker: bool) -> list[l
             "120",
             "--graceful-timeout",
             "10",
-            "--access-logfile",
-            "-",
         ]
     ]
     if with_worker:
@@ -121,8 +123,37 @@ def run(port: int, concurrency: int, with_worker: bool) -> int:
     return code
 
 
+def usage(window: str, as_json: bool) -> int:
+    """Print calls, tokens and estimated cost by agent and model from the job records."""
+    from config import Settings
+    from models.db import make_engine, make_session_factory
+    from workers.usage import format_table, parse_since, total, total_cost_usd, usage_since
+
+    since = datetime.now(UTC) - parse_since(window)
+    engine = make_engine(Settings.from_env().database_url)
+    try:
+        with make_session_factory(engine)() as session:
+            rows = usage_since(session, since)
+    finally:
+        engine.dispose()
+    if not as_json:
+        print(format_table(rows, since, window))
+        return 0
+    summed = total(rows)
+    report = {
+        "since": since.isoformat(),
+        "rows": [{**vars(row), "cost_usd": row.cost_usd} for row in rows],
+        "total": {**vars(summed), "cost_usd": total_cost_usd(rows)},
+    }
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from config import ObservabilitySettings
+    from telemetry import configure_logging
+
+    configure_logging("cli", ObservabilitySettings.from_env(os.environ).log_level, os.environ)
     logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)  # start-up noise
     parser = argparse.ArgumentParser(prog="lifetales", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -132,10 +163,21 @@ def main(argv: list[str] | None = None) -> int:
     run_p.add_argument("--concurrency", type=int, default=concurrency)
     run_p.add_argument("--no-worker", action="store_true", help="run the API only")
     sub.add_parser("migrate", help="alembic upgrade head")
+    usage_p = sub.add_parser("usage", help="model calls, tokens and estimated cost from the jobs")
+    usage_p.add_argument("--since", default="7d", help="window: 30m, 24h, 7d... (default 7d)")
+    usage_p.add_argument("--json", action="store_true", help="machine-readable output")
     args = parser.parse_args(argv)
     if args.command == "migrate":
         migrate()
         return 0
+    if args.command == "usage":
+        from workers.usage import parse_since
+
+        try:
+            parse_since(args.since)
+        except ValueError as exc:
+            parser.error(str(exc))
+        return usage(args.since, args.json)
     return run(args.port, args.concurrency, not args.no_worker)
 
 

@@ -13,16 +13,19 @@ import re
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Iterable, Mapping
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
+from types import MappingProxyType
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 from prometheus_client import Counter, Histogram, start_http_server
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from config import estimated_cost_usd
+from models import Job, JobEvent
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +87,9 @@ MODEL_COST = Counter(
     ["agent", "model"],
 )
 CACHE_LOOKUPS = Counter(
-    "lifetales_cache_lookups", "Agent result cache lookups, by agent and result (hit/miss).",
+    "lifetales_cache_lookups",
+    "Agent result cache lookups, by agent and result: hit, miss (this job computes it), joined "
+    "(an identical job is computing it), bypass (forced).",
     ["agent", "result"],
 )
 RATE_LIMIT_WAITS = Histogram(
@@ -102,13 +107,66 @@ def observe_http(endpoint: str, method: str, status: int, seconds: float) -> Non
     HTTP_LATENCY.labels(*labels).observe(seconds)
 
 
-def observe_jobs_submitted(kinds: Iterable[str]) -> None:
-    for kind in kinds:
-        JOBS_SUBMITTED.labels(kind).inc()
+# --- job counts from the job event log ----------------------------------------------------------
+# Every transition appends its event in the transaction that makes it (workers.events): a new
+# job its first "status", a final state its "done", a retry a "queued" status with an error.
+# Counting those events once their transaction commits counts each job exactly once, whichever
+# process (API, worker, reaper) made the change, and never a change that was rolled back.
+
+_PENDING_COUNTS = "lifetales.metrics_pending"
+
+
+def install_job_metrics(factory: sessionmaker[Session]) -> None:
+    """Count jobs submitted, finished and retried from this factory's sessions."""
+    event.listen(factory, "after_flush", _collect_job_changes)
+    event.listen(factory, "after_commit", _observe_job_changes)
+    event.listen(factory, "after_rollback", lambda session: session.info.pop(_PENDING_COUNTS, None))
+
+
+def _collect_job_changes(session: Session, _flush_context: object) -> None:
+    submitted = [job.kind for job in session.new if isinstance(job, Job)]
+    finished: dict[Any, str] = {}
+    retried: list[tuple[Any, str]] = []
+    for item in session.new:
+        if not isinstance(item, JobEvent) or not isinstance(item.data, dict):
+            continue
+        if item.type == "done":
+            finished[item.job_id] = str(item.data.get("status"))
+        elif item.type == "status" and item.data.get("status") == "queued":
+            error = item.data.get("error")
+            if isinstance(error, dict):
+                retried.append((item.job_id, str(error.get("code"))))
+    if not (submitted or finished or retried):
+        return
+    jobs: dict[Any, tuple[str, datetime]] = {}
+    ids = set(finished) | {job_id for job_id, _code in retried}
+    if ids:
+        # Most of these jobs are not loaded (bulk cancels): one primary-key lookup for all.
+        rows = session.connection().execute(
+            select(Job.id, Job.kind, Job.created_at).where(Job.id.in_(ids))
+        )
+        jobs = {job_id: (kind, created_at) for job_id, kind, created_at in rows}
+    pending = session.info.setdefault(_PENDING_COUNTS, [])
+    pending.extend(("submitted", kind, "", None) for kind in submitted)
+    for job_id, status in finished.items():
+        if job_id in jobs:
+            pending.append(("finished", jobs[job_id][0], status, jobs[job_id][1]))
+    for job_id, code in retried:
+        if job_id in jobs:
+            pending.append(("retried", jobs[job_id][0], code, None))
+
+
+def _observe_job_changes(session: Session) -> None:
+    for change, kind, detail, created_at in session.info.pop(_PENDING_COUNTS, []):
+        if change == "submitted":
+            JOBS_SUBMITTED.labels(kind).inc()
+        elif change == "finished":
+            observe_job_finished(kind, detail, created_at)
+        else:
+            observe_retry(kind, detail)
 
 
 def observe_job_finished(kind: str, status: str, submitted_at: datetime | None) -> None:
-    """Call once the transaction that made the job final has committed."""
     JOBS_FINISHED.labels(kind, status).inc()
     if submitted_at is not None:
         JOB_DURATION.labels(kind, status).observe(_seconds_since(submitted_at))
@@ -127,8 +185,8 @@ def observe_rate_limit_wait(model: str, action: str, seconds: float) -> None:
     RATE_LIMIT_WAITS.labels(model, action).observe(seconds)
 
 
-def record_cache_lookup(agent: str, hit: bool) -> None:
-    CACHE_LOOKUPS.labels(agent, "hit" if hit else "miss").inc()
+def record_cache_lookup(agent: str, result: str) -> None:
+    CACHE_LOOKUPS.labels(agent, result).inc()
 
 
 class _Usage(Protocol):
@@ -144,36 +202,40 @@ class _Usage(Protocol):
     def calls(self) -> int: ...
 
 
-@contextmanager
-def model_call(agent: str, model: str) -> Iterator[Callable[[_Usage], None]]:
-    """Time one model call; call the yielded function with the answer's usage.
-
-    An exception is counted with its ``code`` (an ``AgentError``'s) or ``error``, and re-raised.
-    """
-    usage: list[_Usage] = []
-    started = time.perf_counter()
-    try:
-        yield usage.append
-    except BaseException as exc:
-        outcome = getattr(exc, "code", None)
-        outcome = outcome if isinstance(outcome, str) else _exception_outcome(exc)
-        MODEL_CALLS.labels(agent, model, outcome).inc()
-        MODEL_LATENCY.labels(agent, model, outcome).observe(time.perf_counter() - started)
-        raise
-    MODEL_LATENCY.labels(agent, model, "ok").observe(time.perf_counter() - started)
-    calls = usage[0].calls if usage else 1
-    MODEL_CALLS.labels(agent, model, "ok").inc(max(1, calls))
-    for used in usage:
-        MODEL_TOKENS.labels(agent, used.model, "in").inc(used.input_tokens)
-        MODEL_TOKENS.labels(agent, used.model, "out").inc(used.output_tokens)
-        cost = estimated_cost_usd(used.model, used.input_tokens, used.output_tokens)
-        if cost is not None:
-            MODEL_COST.labels(agent, used.model).inc(cost)
+# The model call this job (thread or task) has in flight: (agent, model, perf_counter at start).
+_call_in_flight: ContextVar[tuple[str, str, float] | None] = ContextVar(
+    "lifetales_model_call", default=None
+)
 
 
-def _exception_outcome(exc: BaseException) -> str:
-    # Celery's SoftTimeLimitExceeded, without importing Celery here.
-    return "timeout" if type(exc).__name__ == "SoftTimeLimitExceeded" else "error"
+def model_call_started(agent: str, model: str) -> None:
+    """The job got rate-limit room and now calls the model."""
+    _call_in_flight.set((agent, model, time.perf_counter()))
+
+
+def model_call_finished(agent: str, model: str, usage: _Usage) -> None:
+    """The call answered: its latency, tokens and estimated cost."""
+    _end_call("ok", calls=usage.calls)
+    MODEL_TOKENS.labels(agent, usage.model, "in").inc(usage.input_tokens)
+    MODEL_TOKENS.labels(agent, usage.model, "out").inc(usage.output_tokens)
+    cost = estimated_cost_usd(usage.model, usage.input_tokens, usage.output_tokens)
+    if cost is not None:
+        MODEL_COST.labels(agent, usage.model).inc(cost)
+
+
+def model_call_failed(outcome: str) -> None:
+    """The job failed (``outcome`` is its error code); counts the call in flight, if any."""
+    _end_call(outcome)
+
+
+def _end_call(outcome: str, *, calls: int = 1) -> None:
+    in_flight = _call_in_flight.get()
+    if in_flight is None:
+        return
+    _call_in_flight.set(None)
+    agent, model, started = in_flight
+    MODEL_CALLS.labels(agent, model, outcome).inc(max(1, calls))
+    MODEL_LATENCY.labels(agent, model, outcome).observe(time.perf_counter() - started)
 
 
 def _seconds_since(moment: datetime) -> float:
@@ -182,16 +244,22 @@ def _seconds_since(moment: datetime) -> float:
     return max(0.0, (datetime.now(UTC) - moment).total_seconds())
 
 
+_exporter_port: int | None = None
+
+
 def start_metrics_exporter(address: str, port: int, *, tries: int = 10) -> int | None:
     """Serve this process's metrics on ``port``, or the next free one of ``tries`` ports (several
-    workers on one host). Returns the port, or None when off (port 0) or none was free."""
-    if port <= 0:
-        return None
+    workers on one host); once per process. Returns the port, or None when off (port 0) or when
+    no port was free."""
+    global _exporter_port
+    if port <= 0 or _exporter_port is not None:
+        return _exporter_port if port > 0 else None
     for candidate in range(port, port + tries):
         try:
             start_http_server(candidate, addr=address)
         except OSError:
             continue
+        _exporter_port = candidate
         return candidate
     log.warning("no free port for the metrics exporter",
                 extra={"ports": f"{port}-{port + tries - 1}"})
@@ -205,7 +273,9 @@ REQUEST_ID_HEADER = "X-Request-ID"
 # log line or carry data (a UUID, a trace id, a load balancer's id all fit).
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,63}")
 
-_context: ContextVar[Mapping[str, str]] = ContextVar("lifetales_log_context", default={})
+_context: ContextVar[Mapping[str, str]] = ContextVar(
+    "lifetales_log_context", default=MappingProxyType({})
+)
 
 
 def accept_request_id(candidate: str | None) -> str:
@@ -229,6 +299,19 @@ def unbind(token: Token[Mapping[str, str]]) -> None:
 def clear_context() -> None:
     """Forget every bound field (a pooled thread starting its next task)."""
     _context.set({})
+    _call_in_flight.set(None)
+
+
+def begin_job(job_id: str, request_id: str | None) -> Token[Mapping[str, str]]:
+    """Bind a job's ids to everything it logs; pair with ``end_job``."""
+    _call_in_flight.set(None)
+    return bind(job_id=job_id, request_id=request_id)
+
+
+def end_job(token: Token[Mapping[str, str]]) -> None:
+    # A call still in flight was cut short by us (the job was canceled or re-scheduled).
+    _end_call("abandoned")
+    unbind(token)
 
 
 def current_request_id() -> str | None:
@@ -361,7 +444,7 @@ def init_sentry(dsn: str | None, *, service: str) -> bool:
     return True
 
 
-def _tag_with_context(event: dict[str, Any], _hint: dict[str, Any]) -> dict[str, Any]:
+def _tag_with_context(event: Any, _hint: dict[str, Any]) -> Any:
     """Issues carry the request and job ids, to find the log lines of the same work."""
     tags = event.setdefault("tags", {})
     for key in ("request_id", "job_id", "task_id"):

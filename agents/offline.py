@@ -144,8 +144,7 @@ class OfflineStoryBuilder:
     ) -> Iterator[StoryStreamItem]:
         """The chapters of ``build()`` one by one, then its result (no waiting: all is local)."""
         result = self.build(notes, space_title, settings)
-        yield from result.chapters
-        yield result
+        return iter((*result.chapters, result))
 
     @staticmethod
     def _note_chapter(note: NoteInput, mode: str, opener: str) -> ChapterDraft:

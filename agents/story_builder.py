@@ -9,6 +9,7 @@ instruction (``StoryRestart``) before failing with ``invalid_model_output``.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
@@ -37,6 +38,8 @@ from agents.types import (
     Usage,
 )
 
+log = logging.getLogger(__name__)
+
 # Modes whose answer must be exactly one section per note, each naming its note.
 ONE_SECTION_PER_NOTE_MODES: frozenset[str] = frozenset({"transcription", "chapter"})
 
@@ -52,6 +55,13 @@ _DERIVED_TITLE_WORDS = 8
 # Model-written values quoted back in a correction are cut to this length.
 _QUOTE_LIMIT = 60
 _DETAIL_LIMIT = 300
+# What each mode needs, in the words of the client-facing error.
+_MODE_NEEDS: dict[str, str] = {
+    "transcription": "exactly one chapter per moment",
+    "chapter": "exactly one chapter per moment",
+    "clean": "at least one chapter",
+    "creative": "at least two chapters",
+}
 
 
 class ChapterOut(pydantic.BaseModel):
@@ -249,7 +259,6 @@ class ChapterStreamParser:
         self._escaped = False
         self._element: list[str] = []  # text of the element being read, from earlier chunks
         self._reading = False  # inside an element (object, array or scalar)
-        self.elements = 0
 
     @property
     def started(self) -> bool:
@@ -318,7 +327,6 @@ class ChapterStreamParser:
     def _end_element(self) -> None:
         self._element = []
         self._reading = False
-        self.elements += 1
 
 
 def _section(raw: str) -> ChapterOut | None:
@@ -367,7 +375,7 @@ class StoryAssembler:
         self._sections = 0
         self._in_note_order = True
         self._id_repaired = False
-        self.repairs: list[str] = []  # what was repaired, for logs and tests
+        self.repairs: list[str] = []  # what was repaired, for the logs
         self.doomed = False
 
     @property
@@ -476,26 +484,18 @@ class StoryAssembler:
         raise InvalidStory(problems)
 
 
-def assemble_story(
+def parse_chapters(
     text: str, notes: Sequence[NoteInput], mode: str
-) -> tuple[tuple[ChapterDraft, ...], StoryAssembler]:
-    """Check and repair a whole answer at once; raises ``InvalidStory``."""
+) -> tuple[ChapterDraft, ...]:
+    """Check and repair a whole answer at once, as if it had been streamed."""
     parser = ChapterStreamParser()
     assembler = StoryAssembler(notes, mode)
     for section in parser.feed(text):
         assembler.add(section)
-    return assembler.finish(started=parser.started, complete=parser.complete), assembler
-
-
-def parse_chapters(
-    text: str, notes: Sequence[NoteInput], mode: str
-) -> tuple[ChapterDraft, ...]:
-    """Parse, check and repair the model's whole JSON answer (``invalid_model_output``)."""
     try:
-        chapters, _ = assemble_story(text, notes, mode)
+        return assembler.finish(started=parser.started, complete=parser.complete)
     except InvalidStory as exc:
         raise _invalid(f"The story is not valid: {exc}.") from exc
-    return chapters
 
 
 def validate_chapters(
@@ -579,10 +579,13 @@ class GeminiStoryBuilder:
     ) -> Iterator[StoryStreamItem]:
         """Yield each chapter as soon as the model has written it, then the ``StoryResult``.
 
-        An unusable answer is generated again once, with a correction, after a
-        ``StoryRestart``; a second one fails with ``invalid_model_output``.
+        Bad input raises here; the call to Gemini starts with the iteration. An unusable answer
+        is generated again once, with a correction, after a ``StoryRestart``; a second one
+        fails with ``invalid_model_output``.
         """
-        request = build_story_request(notes, space_title, settings, self.model)
+        return self._stream(build_story_request(notes, space_title, settings, self.model))
+
+    def _stream(self, request: StoryRequest) -> Iterator[StoryStreamItem]:
         first = yield from self._attempt(request, correction=None)
         if not first.problems:
             yield StoryResult(chapters=first.chapters, usage=first.usage)
@@ -598,15 +601,11 @@ class GeminiStoryBuilder:
         second = yield from self._attempt(request, correction=correction)
         usage = _total(first.usage, second.usage)
         if second.problems:
-            needs = {
-                "clean": "at least one chapter",
-                "creative": "at least two chapters",
-            }.get(request.mode, "exactly one chapter per moment")
             detail = "; ".join(second.problems)
             raise AgentError(
                 "invalid_model_output",
                 f"The AI model returned an unusable story twice; {request.mode} mode needs "
-                f"{needs}.",
+                f"{_MODE_NEEDS[request.mode]}.",
                 retryable=False,
                 detail=detail if len(detail) <= _DETAIL_LIMIT else detail[:_DETAIL_LIMIT] + "...",
             )
@@ -650,5 +649,13 @@ class GeminiStoryBuilder:
         try:
             chapters = assembler.finish(started=parser.started, complete=parser.complete)
         except InvalidStory as exc:
+            log.warning("story answer unusable", extra={
+                "model": request.model, "mode": request.mode, "problems": list(exc.problems),
+                "corrected": correction is not None,
+            })
             return _Attempt((), usage, exc.problems)
+        if assembler.repairs:
+            log.info("story answer repaired", extra={
+                "model": request.model, "mode": request.mode, "repairs": assembler.repairs,
+            })
         return _Attempt(chapters, usage)

@@ -40,6 +40,7 @@ def init_observability(app: Flask) -> None:
     app.teardown_request(_end_request)
     queues = sorted({queue for _task, queue in TASKS.values()})
     app.extensions[_REGISTRY_KEY] = metrics_registry(state.session_factory, queues)
+    telemetry.install_job_metrics(state.session_factory)
     app.add_url_rule("/metrics", "metrics", metrics_view)
     telemetry.init_sentry(state.settings.observability.sentry_dsn, service="api")
 
@@ -121,14 +122,16 @@ class _ProcessMetrics:
         yield from REGISTRY.collect()
 
 
-def metrics_registry(session_factory: sessionmaker[Session], queues: list[str]) -> CollectorRegistry:
+def metrics_registry(
+    session_factory: sessionmaker[Session], queues: list[str]
+) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     if getattr(values.ValueClass, "_multiprocess", False):
         # Under gunicorn_conf.py: the sum over every gunicorn worker process.
         MultiProcessCollector(registry)
     else:
-        registry.register(_ProcessMetrics())  # type: ignore[arg-type]
-    registry.register(QueueDepthCollector(session_factory, queues))  # type: ignore[arg-type]
+        registry.register(_ProcessMetrics())
+    registry.register(QueueDepthCollector(session_factory, queues))
     return registry
 
 

@@ -242,6 +242,8 @@ class Services:
             [
                 str(self._bin / "gunicorn"),
                 "api:create_app()",
+                "--config",
+                "python:gunicorn_conf",
                 "--bind",
                 f"127.0.0.1:{self.platform.port}",
                 "--worker-class",

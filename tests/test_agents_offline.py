@@ -19,7 +19,14 @@ from agents.offline import OfflineIllustrator, OfflineStoryBuilder, OfflineTrans
 from agents.provider import Illustrator, StoryBuilder, Transcriber, build_provider
 from agents.story_builder import GeminiStoryBuilder, parse_chapters
 from agents.transcription import GeminiTranscriber
-from agents.types import IMAGE_STYLES, NARRATIVE_TONES, NoteInput, StorySettings
+from agents.types import (
+    IMAGE_STYLES,
+    NARRATIVE_TONES,
+    ChapterDraft,
+    NoteInput,
+    StoryResult,
+    StorySettings,
+)
 
 DAY_MS = 86_400_000
 T0 = 1_714_550_400_000  # 2024-05-01T08:00:00Z
@@ -143,6 +150,18 @@ def test_offline_story_passes_the_gemini_answer_validation() -> None:
     assert parse_chapters(as_json, notes, "chapter") == result.chapters
 
 
+@pytest.mark.parametrize("mode", ["chapter", "clean", "creative"])
+def test_stream_yields_the_built_chapters_one_by_one_then_the_result(mode: str) -> None:
+    notes, settings = make_notes(5), StorySettings(story_mode=mode)
+    built = OfflineStoryBuilder().build(notes, "Lisbon", settings)
+
+    items = list(OfflineStoryBuilder().stream(notes, "Lisbon", settings))
+
+    assert items == [*built.chapters, built]
+    assert all(isinstance(item, ChapterDraft) for item in items[:-1])
+    assert isinstance(items[-1], StoryResult)
+
+
 def test_story_rejects_an_empty_note_list() -> None:
     with pytest.raises(AgentError) as info:
         OfflineStoryBuilder().build([], "Lisbon", StorySettings())
@@ -207,6 +226,7 @@ def test_a_key_means_gemini_provider() -> None:
 INTERFACES: list[tuple[type, str, list[object]]] = [
     (Transcriber, "transcribe", [GeminiTranscriber(AgentSettings()), OfflineTranscriber()]),
     (StoryBuilder, "build", [GeminiStoryBuilder(AgentSettings()), OfflineStoryBuilder()]),
+    (StoryBuilder, "stream", [GeminiStoryBuilder(AgentSettings()), OfflineStoryBuilder()]),
     (Illustrator, "illustrate", [GeminiIllustrator(AgentSettings()), OfflineIllustrator()]),
 ]
 

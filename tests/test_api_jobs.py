@@ -115,7 +115,7 @@ def test_story_job_merges_saved_settings_with_the_request(
     assert response.headers["Location"] == f"/api/v1/jobs/{job['id']}"
     assert int(response.headers["Retry-After"]) >= 1
     expected = {**SAVED_SETTINGS, "creativity": 0.5, "narrativeTone": "funny"}
-    assert job["input"] == {"spaceId": space["id"], "settings": expected}
+    assert job["input"] == {"spaceId": space["id"], "settings": expected, "force": False}
     row = session.get(Job, uuid.UUID(job["id"]))
     assert row is not None and row.queue == "story" and row.input["settings"] == expected
 
@@ -203,7 +203,7 @@ def test_illustration_answers_202(client: FlaskClient, auth: dict[str, str]) -> 
     assert response.status_code == 202
     job = response.get_json()
     assert job["kind"] == "illustration" and job["status"] == "queued"
-    assert job["input"] == {"prompt": "a tram at dusk", "style": "pastel"}
+    assert job["input"] == {"prompt": "a tram at dusk", "style": "pastel", "force": False}
     assert response.headers["Location"] == f"/api/v1/jobs/{job['id']}"
     assert job["links"] == {"self": f"/api/v1/jobs/{job['id']}",
                             "cancel": f"/api/v1/jobs/{job['id']}/cancel"}

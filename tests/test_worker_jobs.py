@@ -5,6 +5,7 @@ fake Gemini. Covers success, fenced transitions, redelivery, retries, cancel, fa
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import uuid
 from collections.abc import Iterator
 from datetime import timedelta
@@ -84,8 +85,10 @@ def user(session: Session) -> User:
 
 
 def audio_job(session: Session, ctx: WorkerContext, user: User, **job_args: Any) -> Job:
+    """A transcription job for a fresh voice note (its own tone: no cache hit between jobs)."""
     media_id = uuid.uuid4()
-    stored = ctx.storage.save(f"audio/{media_id}", wav_tone(), "audio/wav")
+    audio = wav_tone(seconds=0.1, frequency=200 + media_id.int % 2000)
+    stored = ctx.storage.save(f"audio/{media_id}", audio, "audio/wav")
     media = Media(
         id=media_id,
         owner_id=user.id,
@@ -94,7 +97,7 @@ def audio_job(session: Session, ctx: WorkerContext, user: User, **job_args: Any)
         url=stored.url,
         mime_type="audio/wav",
         size=stored.size,
-        sha256="0" * 64,
+        sha256=hashlib.sha256(audio).hexdigest(),
     )
     session.add(media)
     job = create_job(
@@ -300,7 +303,7 @@ def test_story_fans_out_illustrations_and_finishes_with_the_last(
     assert running.status == "running"
     assert running.progress == {"step": "images", "current": 0, "total": 2}
     story = session.scalar(select(Story).where(Story.job_id == job.id))
-    assert story is not None and story.status == "writing"
+    assert story is not None and story.status == "illustrating"  # text done, images pending
     chapters = session.scalars(
         select(Chapter).where(Chapter.story_id == story.id).order_by(Chapter.position)
     ).all()
@@ -481,3 +484,34 @@ def test_throttled_job_waits_for_quota_without_spending_an_attempt(
     assert waiting.enqueued_at is not None
     assert waiting.enqueued_at > before + timedelta(seconds=50)
     assert len(gemini.requests_of("transcription")) == 1
+
+
+def test_identical_work_in_flight_is_joined_not_repeated(
+    session: Session, ctx: WorkerContext, user: User, gemini: FakeGemini
+) -> None:
+    from workers.cache import cache_key, lookup_or_lease
+
+    first = audio_job(session, ctx, user)
+    media = session.get(Media, uuid.UUID(first.input["mediaId"]))
+    assert media is not None
+    twin = create_job(session, owner_id=user.id, kind="transcription",
+                      input={"mediaId": str(media.id)})
+    session.commit()
+    transcriber = ctx.provider.transcriber
+    key = cache_key("transcription", transcriber.model, transcriber.prompt_version,
+                    {"sha256": media.sha256, "mimeType": media.mime_type})
+    # The first job holds the lease, as if its model call were under way right now.
+    assert lookup_or_lease(session, key, agent="transcription", model=transcriber.model,
+                           job_id=first.id, force=False).owner
+    run_job(str(twin.id), transcribe_media, context=ctx)
+    waiting = fresh(session, twin)
+    assert waiting.status == "queued" and waiting.attempts == 0
+    assert waiting.progress is not None
+    assert waiting.progress["step"] == "waiting_for_identical_job"
+    assert gemini.requests == []
+
+    run_job(str(first.id), transcribe_media, context=ctx)
+    run_job(str(twin.id), transcribe_media, context=ctx)
+    first_result, twin_result = fresh(session, first).result, fresh(session, twin).result
+    assert first_result is not None and twin_result == first_result | {"cached": True}
+    assert len(gemini.requests) == 1

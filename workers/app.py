@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_init
+from celery.signals import (
+    celeryd_init,
+    setup_logging,
+    task_postrun,
+    task_prerun,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+)
+
+import telemetry
+from config import ObservabilitySettings
+
+log = logging.getLogger(__name__)
 
 celery_app = Celery("lifetales")
 celery_app.config_from_object("celeryconfig")  # lazy: read on first use, not at import
@@ -38,6 +53,59 @@ def _reset_after_fork(**_: Any) -> None:
     from workers.context import reset_context
 
     reset_context()
+
+
+
+@setup_logging.connect
+def _json_logs(**_: Any) -> None:
+    """JSON lines at LOG_LEVEL for worker and beat (Celery's own --loglevel is not used)."""
+    telemetry.configure_logging(
+        "worker", ObservabilitySettings.from_env(os.environ).log_level, os.environ
+    )
+    logging.captureWarnings(True)
+
+
+@celeryd_init.connect
+def _worker_output_as_json(instance: Any = None, **_: Any) -> None:
+    """Before the worker prints anything: no ASCII banner (worker_ready logs its facts), and
+    the start-up checks' warnings (e.g. running as root) as JSON lines too."""
+    if instance is not None:
+        instance.quiet = True
+    _json_logs()
+
+
+@worker_init.connect
+def _start_sentry(**_: Any) -> None:
+    telemetry.init_sentry(ObservabilitySettings.from_env(os.environ).sentry_dsn, service="worker")
+
+
+@worker_ready.connect
+def _start_metrics_exporter(sender: Any, **_: Any) -> None:
+    """This worker's Prometheus exporter: the threads pool runs every task in this one process,
+    so its default registry holds all of the worker's metrics (no multiprocess mode)."""
+    settings = ObservabilitySettings.from_env(os.environ)
+    port = telemetry.start_metrics_exporter(
+        settings.worker_metrics_address, settings.worker_metrics_port
+    )
+    worker = getattr(sender, "controller", None)
+    log.info("worker metrics", extra={
+        "hostname": getattr(worker, "hostname", None),
+        "concurrency": getattr(worker, "concurrency", None),
+        "metrics_address": settings.worker_metrics_address if port else None,
+        "metrics_port": port,
+    })
+
+
+@task_prerun.connect
+def _bind_task(task_id: str | None = None, **_: Any) -> None:
+    """Every line a task logs carries its task id; pooled threads start each task clean."""
+    telemetry.clear_context()
+    telemetry.bind(task_id=task_id)
+
+
+@task_postrun.connect
+def _unbind_task(**_: Any) -> None:
+    telemetry.clear_context()
 
 
 app = celery_app

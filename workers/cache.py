@@ -21,6 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+import telemetry
 from models import CacheEntry
 from models.base import utcnow
 from workers.lifecycle import affected
@@ -59,12 +60,14 @@ def lookup_or_lease(
     ``force`` bypasses reading (and leasing): the job computes and overwrites the entry.
     """
     if force:
+        telemetry.record_cache_lookup(agent, "bypass")
         return Lookup(None, owner=True)
     now = utcnow()
     entry = session.get(CacheEntry, key, populate_existing=True)
     if entry is not None and entry.status == "ready" and (
         entry.expires_at is None or entry.expires_at > now
     ):
+        telemetry.record_cache_lookup(agent, "hit")
         return Lookup(entry.value, owner=False)
     lease_until = now + timedelta(seconds=LEASE_S)
     if entry is None:
@@ -83,6 +86,7 @@ def lookup_or_lease(
             ),
         ).values(status="pending", owner_job_id=job_id, lease_expires_at=lease_until))
     session.commit()
+    telemetry.record_cache_lookup(agent, "miss" if won else "joined")
     return Lookup(None, owner=bool(won))
 
 

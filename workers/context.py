@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+import telemetry
 from agents.gemini import reset_clients
 from agents.media.storage import MediaStorage, build_storage
 from agents.provider import Provider, build_provider
@@ -47,6 +48,7 @@ def build_context(settings: Settings, *, pool_size: int = 20) -> WorkerContext:
     factory = make_session_factory(engine)
     install_enqueue_after_commit(factory)
     install_event_notifier(factory, Notifier(settings.redis_url))
+    telemetry.install_job_metrics(factory)
     return WorkerContext(
         settings=settings,
         engine=engine,

@@ -16,6 +16,7 @@ from typing import Any, Protocol, TypeVar
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.orm import Session
 
+import telemetry
 from agents.errors import AgentError
 from agents.types import Usage
 from models import Job
@@ -82,16 +83,21 @@ class JobRun:
         """Take room for one model call in the global rate limit, or re-schedule the job."""
         limiter = self.context.limiter
         if limiter is None:
+            telemetry.model_call_started(self.job.kind, model)
             return
         wait = limiter.acquire(model, estimated_tokens)
         if 0 < wait <= MAX_INLINE_WAIT_S:
+            telemetry.observe_rate_limit_wait(model, "waited", wait)
             time.sleep(wait)
             wait = limiter.acquire(model, estimated_tokens)
         if wait > 0:
+            telemetry.observe_rate_limit_wait(model, "rescheduled", wait)
             raise MustWait(wait)
+        telemetry.model_call_started(self.job.kind, model)
 
     def settle_upstream(self, model: str, estimated_tokens: int, usage: Usage) -> None:
         """Charge the call's real token usage against what was estimated."""
+        telemetry.model_call_finished(self.job.kind, model, usage)
         if self.context.limiter is not None:
             used = usage.input_tokens + usage.output_tokens
             self.context.limiter.settle(model, estimated_tokens, used)
@@ -165,6 +171,8 @@ def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = No
                 extra={"job_id": job_id},
             )
             return
+        log_context = telemetry.begin_job(job_id, job.request_id)
+        telemetry.observe_queue_wait(job.kind, job.enqueued_at or job.created_at, job.started_at)
         log.info("job started", extra={"job_id": job_id, "kind": job.kind, "attempt": job.attempts})
         run = JobRun(ctx, session, job)
         if ctx.heartbeat is not None:
@@ -206,6 +214,7 @@ def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = No
                     on_child_finished(session, job.parent_id)
                 if job.kind == "story":
                     abandon_story_attempt(session, job.id)
+            telemetry.end_job(log_context)
 
 
 def _record_failure(
@@ -216,6 +225,7 @@ def _record_failure(
     retryable: bool,
     retry_after: float | None,
 ) -> None:
+    telemetry.model_call_failed(code)
     session.rollback()
     if code == "upstream_rate_limited" and _age_s(job) < RATE_LIMITED_PATIENCE_S:
         # Back-pressure, not a fault: wait as told without spending an attempt, for a while.
