@@ -206,7 +206,8 @@ def test_illustration_answers_202(client: FlaskClient, auth: dict[str, str]) -> 
     assert job["input"] == {"prompt": "a tram at dusk", "style": "pastel", "force": False}
     assert response.headers["Location"] == f"/api/v1/jobs/{job['id']}"
     assert job["links"] == {"self": f"/api/v1/jobs/{job['id']}",
-                            "cancel": f"/api/v1/jobs/{job['id']}/cancel"}
+                            "cancel": f"/api/v1/jobs/{job['id']}/cancel",
+                            "events": f"/api/v1/jobs/{job['id']}/events"}
     default = client.post("/api/v1/illustrations", headers=auth, json={"prompt": "a kite"})
     assert default.status_code == 202
     assert default.get_json()["input"]["style"] == "illustration"
