@@ -25,6 +25,7 @@ from werkzeug.test import TestResponse
 from agents.config import AgentSettings
 from config import Settings
 from models.db import make_engine, normalize_database_url
+from tests.fakes.gemini_server import FakeGemini
 
 PG_ADMIN_URL = os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 REDIS_BASE = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -42,6 +43,32 @@ for _name in (
 ):
     os.environ.pop(_name, None)
 os.environ["CELERY_BROKER_URL"] = API_BROKER_URL
+
+
+FAKE_GEMINI_KEY = "test-key-never-logged"
+
+
+@pytest.fixture(scope="session")
+def fake_gemini_server() -> Iterator[FakeGemini]:
+    with FakeGemini() as server:
+        yield server
+
+
+@pytest.fixture
+def fake_gemini(
+    fake_gemini_server: FakeGemini, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[FakeGemini]:
+    """The session's fake Gemini, reset, with the real SDK pointed at it (fresh clients)."""
+    from agents.gemini import reset_clients
+
+    fake_gemini_server.reset()
+    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_gemini_server.base_url)
+    monkeypatch.setenv("GEMINI_API_KEY", FAKE_GEMINI_KEY)
+    monkeypatch.delenv("GOOGLE_GENAI_API_VERSION", raising=False)
+    monkeypatch.delenv("GOOGLE_GENAI_USE_VERTEXAI", raising=False)
+    reset_clients()
+    yield fake_gemini_server
+    reset_clients()
 
 
 def create_database(prefix: str) -> str:

@@ -7,7 +7,6 @@ import io
 import json
 import pickle
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -28,9 +27,10 @@ from agents.prompts import (
 from agents.story_builder import GeminiStoryBuilder, build_story_context, parse_chapters
 from agents.transcription import GeminiTranscriber
 from agents.types import NoteInput, StorySettings
+from tests.conftest import FAKE_GEMINI_KEY
 from tests.fakes.gemini_server import NOTE_ID_LINE, FakeGemini
 
-API_KEY = "test-key-never-logged"
+API_KEY = FAKE_GEMINI_KEY
 DAY_MS = 86_400_000
 T0 = 1_714_550_400_000  # 2024-05-01T08:00:00Z
 
@@ -43,23 +43,9 @@ NOTES = (
 )
 
 
-@pytest.fixture(scope="module")
-def fake_server() -> Iterator[FakeGemini]:
-    with FakeGemini() as server:
-        yield server
-
-
 @pytest.fixture
-def fake(fake_server: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
-    """The module's fake, reset, with the SDK pointed at it and a fresh client cache."""
-    fake_server.reset()
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_server.base_url)
-    monkeypatch.setenv("GEMINI_API_KEY", API_KEY)
-    monkeypatch.delenv("GOOGLE_GENAI_API_VERSION", raising=False)
-    monkeypatch.delenv("GOOGLE_GENAI_USE_VERTEXAI", raising=False)
-    gemini.reset_clients()
-    yield fake_server
-    gemini.reset_clients()
+def fake(fake_gemini: FakeGemini) -> FakeGemini:
+    return fake_gemini
 
 
 @pytest.fixture

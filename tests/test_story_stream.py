@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from itertools import pairwise
 from typing import Any
 
@@ -29,9 +28,10 @@ from agents.types import (
     StorySettings,
     StoryStreamItem,
 )
+from tests.conftest import FAKE_GEMINI_KEY
 from tests.fakes.gemini_server import FakeGemini, split_evenly
 
-API_KEY = "test-key-never-logged"
+API_KEY = FAKE_GEMINI_KEY
 T0 = 1_714_550_400_000  # 2024-05-01T08:00:00Z
 HOUR_MS = 3_600_000
 
@@ -45,22 +45,9 @@ NOTES = (
 NOTE_IDS = ["n-1", "n-2", "n-3", "n-4"]
 
 
-@pytest.fixture(scope="module")
-def fake_server() -> Iterator[FakeGemini]:
-    with FakeGemini() as server:
-        yield server
-
-
 @pytest.fixture
-def fake(fake_server: FakeGemini, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
-    """The module's fake, reset, with the SDK pointed at it and a fresh client cache."""
-    fake_server.reset()
-    monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake_server.base_url)
-    monkeypatch.delenv("GOOGLE_GENAI_API_VERSION", raising=False)
-    monkeypatch.delenv("GOOGLE_GENAI_USE_VERTEXAI", raising=False)
-    gemini.reset_clients()
-    yield fake_server
-    gemini.reset_clients()
+def fake(fake_gemini: FakeGemini) -> FakeGemini:
+    return fake_gemini
 
 
 @pytest.fixture

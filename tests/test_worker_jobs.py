@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import uuid
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,6 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agents.config import AgentSettings
-from agents.gemini import reset_clients
 from agents.media.local import LocalMediaStorage
 from agents.provider import build_provider
 from config import Settings
@@ -37,12 +35,8 @@ from workers.tasks.transcription import transcribe_media
 
 
 @pytest.fixture
-def gemini(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeGemini]:
-    with FakeGemini() as fake:
-        monkeypatch.setenv("GOOGLE_GEMINI_BASE_URL", fake.base_url)
-        reset_clients()
-        yield fake
-    reset_clients()
+def gemini(fake_gemini: FakeGemini) -> FakeGemini:
+    return fake_gemini
 
 
 @pytest.fixture
