@@ -38,6 +38,107 @@ def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str |
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+_TRUE = frozenset({"1", "true", "yes", "on"})
+_FALSE = frozenset({"0", "false", "no", "off"})
+
+
+def env_bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    """A yes/no setting: true/false, yes/no, on/off, 1/0; empty or unset means the default."""
+    value = (_get(env, name) or "").strip().lower()
+    if not value:
+        return default
+    if value in _TRUE | _FALSE:
+        return value in _TRUE
+    raise RuntimeError(f"{name} must be true or false, not {value!r}")
+
+
+def _rate_limit(env: Mapping[str, str], name: str, default: str) -> str:
+    """A flask-limiter limit string ("10/minute", "3 per hour; 20 per day"), checked now rather
+    than on the first request."""
+    from limits import parse_many
+
+    value = (_get(env, name) or default).strip()
+    try:
+        parse_many(value)
+    except ValueError:
+        raise RuntimeError(
+            f"{name} must be a rate limit such as '10/minute' or '3 per hour', not {value!r}"
+        ) from None
+    return value
+
+
+@dataclass(frozen=True)
+class RateLimitSettings:
+    """Request budgets of the API (see api/ratelimit.py); limit strings in flask-limiter syntax."""
+
+    enabled: bool = True
+    per_user: str = "1000/hour"  # every API call of a user (by IP when anonymous)
+    per_ip: str = "10000/hour"  # a ceiling over all traffic from one address
+    auth: str = "20/minute"  # per IP on register, login and password change
+    polling: str = "600/minute"  # per user on GET /jobs/{id} and its event stream
+    transcription: str = "10/minute"  # per user
+    story: str = "3/hour"  # per user
+    illustration: str = "30/hour"  # per user
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RateLimitSettings:
+        d = cls()
+        return cls(
+            enabled=env_bool(env, "RATE_LIMITS_ENABLED", True),
+            per_user=_rate_limit(env, "RATE_LIMIT_PER_USER", d.per_user),
+            per_ip=_rate_limit(env, "RATE_LIMIT_PER_IP", d.per_ip),
+            auth=_rate_limit(env, "RATE_LIMIT_AUTH", d.auth),
+            polling=_rate_limit(env, "RATE_LIMIT_POLLING", d.polling),
+            transcription=_rate_limit(env, "RATE_LIMIT_TRANSCRIPTIONS", d.transcription),
+            story=_rate_limit(env, "RATE_LIMIT_STORIES", d.story),
+            illustration=_rate_limit(env, "RATE_LIMIT_ILLUSTRATIONS", d.illustration),
+        )
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    """How the API meets browsers and proxies: CORS, trusted proxy hops, HTTPS."""
+
+    cors_origins: tuple[str, ...] = ()
+    trusted_proxy_hops: int = 0  # 0: X-Forwarded-* headers are ignored
+    force_https: bool = False
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> HttpSettings:
+        return cls(
+            cors_origins=_cors_origins(_get(env, "CORS_ORIGINS") or ""),
+            trusted_proxy_hops=_proxy_hops(_get(env, "TRUST_PROXY") or ""),
+            force_https=env_bool(env, "FORCE_HTTPS", False),
+        )
+
+
+def _cors_origins(value: str) -> tuple[str, ...]:
+    origins = []
+    for raw in value.split(","):
+        origin = raw.strip().rstrip("/")
+        if not origin:
+            continue
+        scheme, sep, host = origin.partition("://")
+        if origin == "*" or not sep or scheme not in ("http", "https") or not host \
+                or "/" in host or "*" in host:
+            raise RuntimeError(
+                f"CORS_ORIGINS lists origins such as https://app.example.com, never a wildcard or "
+                f"a path: {raw.strip()!r}"
+            )
+        origins.append(origin.lower())
+    return tuple(origins)
+
+
+def _proxy_hops(value: str) -> int:
+    """TRUST_PROXY: true means one proxy (the usual load balancer); a number says how many."""
+    value = value.strip().lower()
+    if not value or value in _FALSE:
+        return 0
+    if value in _TRUE:
+        return 1
+    if value.isdigit():
+        return int(value)
+    raise RuntimeError(f"TRUST_PROXY must be true, false or a number of proxies, not {value!r}")
 
 
 @dataclass(frozen=True)
@@ -85,6 +186,8 @@ class Settings:
     cache_ttl_s: int = 7 * 24 * 3600
     agents: AgentSettings = field(default_factory=lambda: AgentSettings(gemini_api_key=None))
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
+    rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
+    http: HttpSettings = field(default_factory=HttpSettings)
 
     def attempts_for(self, kind: str) -> int:
         """Attempts a job of this kind gets (first try + retries); configurable per kind."""
@@ -129,6 +232,8 @@ class Settings:
             cache_ttl_s=env_int(env, "CACHE_TTL_SECONDS", 7 * 24 * 3600),
             agents=AgentSettings.from_env(env),
             observability=ObservabilitySettings.from_env(env),
+            rate_limits=RateLimitSettings.from_env(env),
+            http=HttpSettings.from_env(env),
         )
 
 

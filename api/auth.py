@@ -20,6 +20,7 @@ from models.base import utcnow
 
 _hasher = PasswordHasher()
 ALGORITHM = "HS256"
+ADMIN_ROLE = "admin"
 # Verifying against this keeps "unknown email" as slow as "wrong password".
 _DUMMY_HASH = _hasher.hash("not-a-real-password")
 
@@ -55,20 +56,54 @@ def issue_token(user: User) -> dict[str, Any]:
             "expires_in": settings.access_token_ttl_s}
 
 
-def _user_from_token(token: str) -> User | None:
+def bearer_token() -> str | None:
+    """The request's bearer token, if it sends one."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
+
+
+def verified_claims(token: str) -> dict[str, Any] | None:
+    """The claims of a genuine, unexpired access token (signature and expiry only, no database)."""
     try:
-        claims = jwt.decode(
+        claims: dict[str, Any] = jwt.decode(
             token, state().settings.secret_key, algorithms=[ALGORITHM],
             options={"require": ["sub", "exp", "ver"]},
         )
-        user_id = uuid.UUID(claims["sub"])
-    except (jwt.PyJWTError, ValueError, KeyError):
+        uuid.UUID(claims["sub"])
+    except (jwt.PyJWTError, ValueError, KeyError, TypeError, AttributeError):
         return None
-    if claims.get("typ") != "access":
+    return claims if claims.get("typ") == "access" else None
+
+
+def token_subject() -> str | None:
+    """The user id a genuine bearer token names (the rate limiter's key); cached per request."""
+    if "token_subject" not in g:
+        token = bearer_token()
+        claims = verified_claims(token) if token else None
+        g.token_subject = str(claims["sub"]) if claims else None
+    return cast(str | None, g.token_subject)
+
+
+def _user_from_token(token: str) -> User | None:
+    claims = verified_claims(token)
+    if claims is None:
         return None
-    user = db().get(User, user_id)
+    user = db().get(User, uuid.UUID(claims["sub"]))
     if user is None or user.token_version != claims["ver"]:
         return None  # deleted user, or a token issued before a password change
+    return user
+
+
+def authenticate() -> User:
+    """The user the request's bearer token belongs to; 401 without a valid one."""
+    token = bearer_token()
+    user = _user_from_token(token) if token else None
+    if user is None:
+        abort(401, message="missing, invalid or expired bearer token",
+              headers={"WWW-Authenticate": 'Bearer realm="lifetales"'})
+    assert user is not None
+    g.current_user = user
     return user
 
 
@@ -77,13 +112,20 @@ def login_required(view: F) -> F:
 
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        header = request.headers.get("Authorization", "")
-        scheme, _, token = header.partition(" ")
-        user = _user_from_token(token.strip()) if scheme.lower() == "bearer" and token else None
-        if user is None:
-            abort(401, message="missing, invalid or expired bearer token",
-                  headers={"WWW-Authenticate": 'Bearer realm="lifetales"'})
-        g.current_user = user
+        authenticate()
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def admin_required(view: F) -> F:
+    """401 without a valid bearer token; 403 when its user is not an admin (a role check on the
+    route, which reveals nothing about any other user's rows)."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if authenticate().role != ADMIN_ROLE:
+            abort(403, message="this operation requires the admin role")
         return view(*args, **kwargs)
 
     return cast(F, wrapper)

@@ -7,7 +7,9 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
-from flask import Flask, Response, jsonify
+from flask import Flask, Response, current_app, jsonify
+from flask_smorest import Api
+from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -20,18 +22,32 @@ def error_body(code: int, message: str, errors: Any = None) -> dict[str, Any]:
     return body
 
 
+def _field_problems(detail: Mapping[Any, Any], prefix: str = "") -> list[str]:
+    """``name: first message`` for each field of a marshmallow error dict, nested ones dotted
+    (``settings.creativity: Must be greater than or equal to 0 and less than or equal to 2.``)."""
+    problems: list[str] = []
+    for name, messages in detail.items():
+        path = f"{prefix}{name}"
+        if isinstance(messages, Mapping):
+            problems.extend(_field_problems(messages, f"{path}."))
+        elif isinstance(messages, list) and messages:
+            problems.append(f"{path}: {messages[0]}")
+        else:
+            problems.append(str(path))
+    return problems
+
+
 def _summary(errors: Any) -> str:
-    """What a webargs error dict ``{location: {field: [...]} | [...]}`` is about, in a line."""
+    """What a webargs error dict ``{location: {field: [...]} | [...]}`` is about, in a line that
+    names each field and what is wrong with it (the limit it broke, say)."""
     if not isinstance(errors, Mapping):
         return ""
-    fields: list[str] = []
-    notes: list[str] = []
+    parts: list[str] = []
     for detail in errors.values():
         if isinstance(detail, Mapping):
-            fields.extend(str(name) for name in detail)
+            parts.extend(_field_problems(detail))
         elif isinstance(detail, list):
-            notes.extend(str(item) for item in detail)
-    parts = ([f"check {', '.join(fields)}"] if fields else []) + notes
+            parts.extend(str(item) for item in detail)
     return "; ".join(parts)
 
 
@@ -48,6 +64,9 @@ def http_error_response(exc: HTTPException) -> Response:
     if not message and errors:
         summary = _summary(errors)
         message = "invalid request" + (f": {summary}" if summary else "")
+    if not message and code == 413:
+        limit_mb = (current_app.config.get("MAX_CONTENT_LENGTH") or 0) // (1024 * 1024)
+        message = f"the request body is larger than the {limit_mb} MB limit"
     if not message:
         message = exc.description or HTTPStatus(code).phrase
     response = jsonify(error_body(code, str(message), errors))
@@ -71,3 +90,27 @@ def register_error_handlers(app: Flask) -> None:
         response = jsonify(error_body(500, "an internal error occurred"))
         response.status_code = 500
         return response
+
+
+class ErrorSchema(Schema):
+    """The one error shape, as the OpenAPI document describes it."""
+
+    code = fields.Integer(required=True, metadata={"description": "HTTP status code"})
+    status = fields.String(required=True, metadata={"description": "HTTP status phrase"})
+    message = fields.String(required=True, metadata={"description": "What went wrong"})
+    errors = fields.Dict(metadata={"description": "Per location and field: what is wrong"})
+
+
+class DocumentedApi(Api):
+    """flask-smorest's Api with our error shape, and no catch-all ``default`` response: every
+    view documents the codes it answers with, so the document is one a client (and the fuzz
+    tests) can hold the API to."""
+
+    ERROR_SCHEMA = ErrorSchema
+    DEFAULT_ERROR_RESPONSE_NAME = None
+
+
+def error_responses(*codes: int) -> dict[str, str]:
+    """OpenAPI responses for the error codes a view can answer with, by reference to the one
+    error shape: ``@blp.doc(responses=error_responses(401, 404))``."""
+    return {str(code): HTTPStatus(code).name for code in codes}

@@ -405,7 +405,8 @@ class Evidence:
         with engine.connect() as conn:
             jobs = {row.id: row for row in conn.execute(select(
                 Job.id, Job.kind, Job.status, Job.attempts, Job.max_attempts, Job.error,
-                Job.parent_id, Job.input, Job.created_at, Job.finished_at, Job.updated_at,
+                Job.parent_id, Job.input, Job.result, Job.created_at, Job.finished_at,
+                Job.updated_at,
                 Job.heartbeat_at,
             ))}
             stories = list(conn.execute(select(Story.id, Story.job_id, Story.space_id)))
@@ -475,6 +476,12 @@ def calls_beyond_attempts(calls: Counter[str], attempts: Counter[str]) -> int:
     return sum(max(0, n - attempts[key]) for key, n in calls.items())
 
 
+def image_owner(job: Any) -> str:
+    """Id of the job whose file holds this job's image: itself, or the one it reused."""
+    url = str((job.result or {}).get("imageUrl") or "")
+    return url.rsplit("/", 1)[-1].split(".", 1)[0] or str(job.id)
+
+
 def report_duplicates(found: Findings, ev: Evidence) -> None:
     # Database effects: one story per story job, one chapter per note, one child per chapter.
     notes = Counter(ev.space_of_note.values())
@@ -489,7 +496,9 @@ def report_duplicates(found: Findings, ev: Evidence) -> None:
     dup_files = sum(len(paths) - 1 for paths in ev.image_files.values())
     illustrations = ev.of_kind("illustration")
     succeeded = {str(j.id) for j in illustrations if j.status == "succeeded"}
-    missing_files = sorted(succeeded - set(ev.image_files))
+    # A cached illustration reuses the file of the job that drew it: look that one up.
+    missing_files = sorted(str(j.id) for j in illustrations
+                           if j.status == "succeeded" and image_owner(j) not in ev.image_files)
     chapter_url = {str(c.id): c.generated_image_url for c in ev.chapters}
     missing_urls = [j for j in illustrations if j.status == "succeeded"
                     and j.input.get("chapterId") in chapter_url

@@ -17,9 +17,11 @@ from api.auth import (
     login_required,
     verify_password,
 )
+from api.errors import error_responses
 from api.schemas.auth import (
     CredentialsSchema,
     LoginSchema,
+    PasswordChangeSchema,
     RegisteredSchema,
     TokenSchema,
     UserSchema,
@@ -32,8 +34,11 @@ blp = Blueprint("auth", __name__, url_prefix="/api/v1", description="Accounts an
 
 @blp.route("/auth/register")
 class Register(MethodView):
+    rate_limit_group = "auth"
+
     @blp.arguments(CredentialsSchema)
     @blp.response(201, RegisteredSchema)
+    @blp.doc(responses=error_responses(400, 409, 413, 429))
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
         """Create an account and return an access token."""
         session = db()
@@ -53,8 +58,11 @@ class Register(MethodView):
 
 @blp.route("/auth/token")
 class Token(MethodView):
+    rate_limit_group = "auth"
+
     @blp.arguments(LoginSchema)
     @blp.response(200, TokenSchema)
+    @blp.doc(responses=error_responses(400, 401, 413, 429))
     def post(self, data: dict[str, Any]) -> dict[str, Any]:
         """Exchange email and password for an access token."""
         email = data["email"].strip().lower()
@@ -65,12 +73,33 @@ class Token(MethodView):
         return issue_token(user)
 
 
+@blp.route("/auth/password")
+class Password(MethodView):
+    decorators = [login_required]
+    rate_limit_group = "auth"
+
+    @blp.arguments(PasswordChangeSchema)
+    @blp.response(200, TokenSchema)
+    @blp.doc(security=SECURITY, responses=error_responses(400, 401, 413, 429))
+    def post(self, data: dict[str, Any]) -> dict[str, Any]:
+        """Change the password; every token issued before stops working, a fresh one is returned."""
+        user = current_user()
+        if not verify_password(user.password_hash, data["current_password"]):
+            abort(422, message="currentPassword is not the account's password",
+                  errors={"json": {"currentPassword": ["incorrect password"]}})
+        user.password_hash = hash_password(data["new_password"])
+        # Tokens carry the version they were issued under: bumping it revokes them all.
+        user.token_version += 1
+        db().commit()
+        return issue_token(user)
+
+
 @blp.route("/me")
 class Me(MethodView):
     decorators = [login_required]
 
     @blp.response(200, UserSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(401, 429))
     def get(self) -> User:
         """The authenticated user."""
         return current_user()
