@@ -7,15 +7,17 @@ import uuid
 from typing import Any
 
 from flask.views import MethodView
-from flask_smorest import Blueprint
+from flask_smorest import Blueprint, abort
 from marshmallow import fields
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import selectinload
 from werkzeug.datastructures import FileStorage
 
 from api.auth import SECURITY, current_user, login_required
+from api.errors import error_responses
 from api.media_intake import MAX_MEDIA_BYTES, classify, start_transcription, store_media, too_large
 from api.ownership import owned_note, owned_space
+from api.ratelimit import charge
 from api.schemas.jobs import JobSchema
 from api.schemas.spaces import (
     MediaSchema,
@@ -29,6 +31,10 @@ from models import Media, Note
 
 blp = Blueprint("notes", __name__, url_prefix="/api/v1", description="Moments and their media")
 
+# A story takes every moment of its space, and at most this many (stories.MAX_NOTES_PER_STORY).
+MAX_NOTES_PER_SPACE = 200
+MAX_MEDIA_PER_NOTE = 20
+
 
 class MediaCreatedSchema(MediaSchema):
     transcription_job = fields.Nested(JobSchema, dump_only=True, allow_none=True)
@@ -39,7 +45,7 @@ class Notes(MethodView):
     decorators = [login_required]
 
     @blp.response(200, NoteSchema(many=True))
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(401, 404, 429))
     def get(self, space_id: uuid.UUID) -> list[Note]:
         """The space's moments, oldest first."""
         owned_space(space_id)
@@ -50,10 +56,15 @@ class Notes(MethodView):
 
     @blp.arguments(NoteCreateSchema)
     @blp.response(201, NoteSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(400, 401, 404, 413, 429))
     def post(self, data: dict[str, Any], space_id: uuid.UUID) -> Note:
-        """Add a moment; ``timestamp`` (ms since epoch) defaults to now."""
+        """Add a moment; ``timestamp`` (ms since epoch) defaults to now. A space holds at most
+        200 moments."""
         owned_space(space_id)
+        count = db().scalar(select(func.count()).where(Note.space_id == space_id)) or 0
+        if count >= MAX_NOTES_PER_SPACE:
+            abort(422, message=f"a space holds at most {MAX_NOTES_PER_SPACE} moments "
+                               "(the most one story can tell)")
         note = Note(
             space_id=space_id, type=data.get("type", "MOMENT"),
             timestamp_ms=data.get("timestamp", int(time.time() * 1000)),
@@ -69,14 +80,14 @@ class NoteById(MethodView):
     decorators = [login_required]
 
     @blp.response(200, NoteSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(401, 404, 429))
     def get(self, space_id: uuid.UUID, note_id: uuid.UUID) -> Note:
         """One moment."""
         return owned_note(space_id, note_id)
 
     @blp.arguments(NoteUpdateSchema)
     @blp.response(200, NoteSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(400, 401, 404, 413, 429))
     def patch(self, data: dict[str, Any], space_id: uuid.UUID, note_id: uuid.UUID) -> Note:
         """Change some of a moment's fields."""
         note = owned_note(space_id, note_id)
@@ -86,7 +97,7 @@ class NoteById(MethodView):
         return note
 
     @blp.response(204)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(401, 404, 429))
     def delete(self, space_id: uuid.UUID, note_id: uuid.UUID) -> None:
         """Delete a moment and its media."""
         note = owned_note(space_id, note_id)
@@ -100,16 +111,21 @@ class NoteMedia(MethodView):
 
     @blp.arguments(MediaUploadSchema, location="files")
     @blp.response(201, MediaCreatedSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(400, 401, 404, 413, 429))
     def post(self, files: dict[str, FileStorage], space_id: uuid.UUID, note_id: uuid.UUID
              ) -> Media:
-        """Attach an audio file or a photo; audio starts a transcription job."""
+        """Attach an audio file or a photo (20 MB at most, its type checked against its bytes);
+        audio starts a transcription job. A moment holds at most 20 files."""
         note = owned_note(space_id, note_id)
+        if len(note.media) >= MAX_MEDIA_PER_NOTE:
+            abort(422, message=f"a moment holds at most {MAX_MEDIA_PER_NOTE} files")
         upload = files["file"]
         data = upload.stream.read(MAX_MEDIA_BYTES + 1)
         if len(data) > MAX_MEDIA_BYTES:
             too_large("file")
         kind, mime = classify(data, upload.mimetype, "file", audio_only=False)
+        if kind == "audio":
+            charge("transcription")
         media = store_media(data, kind, mime, owner_id=current_user().id, note_id=note.id)
         job = start_transcription(media) if kind == "audio" else None
         db().commit()

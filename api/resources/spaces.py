@@ -11,6 +11,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import selectinload
 
 from api.auth import SECURITY, current_user, login_required
+from api.errors import error_responses
 from api.ownership import owned_space
 from api.schemas.spaces import SpaceCreateSchema, SpaceDetailSchema, SpaceSchema, SpaceUpdateSchema
 from api.state import db
@@ -24,7 +25,7 @@ class Spaces(MethodView):
     decorators = [login_required]
 
     @blp.response(200, SpaceSchema(many=True))
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(401, 429))
     def get(self) -> list[Space]:
         """The user's spaces, newest first."""
         return list(db().scalars(
@@ -34,7 +35,7 @@ class Spaces(MethodView):
 
     @blp.arguments(SpaceCreateSchema)
     @blp.response(201, SpaceDetailSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(400, 401, 413, 429))
     def post(self, data: dict[str, Any]) -> Space:
         """Create a space."""
         space = Space(owner_id=current_user().id, **data)
@@ -48,7 +49,7 @@ class SpaceById(MethodView):
     decorators = [login_required]
 
     @blp.response(200, SpaceDetailSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(401, 404, 429))
     def get(self, space_id: uuid.UUID) -> Space:
         """A space with its moments in time order."""
         space = owned_space(space_id)
@@ -58,7 +59,7 @@ class SpaceById(MethodView):
 
     @blp.arguments(SpaceUpdateSchema)
     @blp.response(200, SpaceDetailSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(400, 401, 404, 413, 429))
     def patch(self, data: dict[str, Any], space_id: uuid.UUID) -> Space:
         """Change some of a space's fields."""
         space = owned_space(space_id)
@@ -68,7 +69,7 @@ class SpaceById(MethodView):
         return space
 
     @blp.response(204)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(401, 404, 429))
     def delete(self, space_id: uuid.UUID) -> None:
         """Delete a space with its moments, media and stories."""
         space = owned_space(space_id)

@@ -31,6 +31,8 @@ class ChapterSchema(CamelSchema):
     source_note_id = fields.UUID(dump_only=True, allow_none=True)
     user_image_ids = fields.List(fields.String(), dump_only=True)
     generated_image_url = fields.String(dump_only=True, allow_none=True)
+    generated_image_urls = fields.List(fields.String(allow_none=True), dump_only=True,
+                                       allow_none=True)
 
 
 class StoryVersionSchema(CamelSchema):
