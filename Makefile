@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint install migrate clean
+.PHONY: run test lint fuzz install migrate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,9 @@ migrate: $(STAMP)
 
 test: $(STAMP)  ## needs PostgreSQL (127.0.0.1:5432) and Redis (127.0.0.1:6379)
 	$(BIN)/pytest
+
+fuzz: $(STAMP)  ## schemathesis over every operation, FUZZ_EXAMPLES (500) new examples each
+	FUZZ_EXAMPLES=$${FUZZ_EXAMPLES:-500} $(BIN)/pytest tests/test_api_fuzz.py --timeout 0 -p no:cacheprovider -s
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -149,6 +149,30 @@ def usage(window: str, as_json: bool) -> int:
     return 0
 
 
+def promote(email: str) -> int:
+    """Give the account with this email the admin role (its tokens keep working)."""
+    from sqlalchemy import func, update
+
+    from config import Settings
+    from models import User
+    from models.db import make_engine
+
+    engine = make_engine(Settings.from_env().database_url)
+    try:
+        with engine.begin() as conn:
+            found = conn.execute(
+                update(User).where(func.lower(User.email) == email.strip().lower())
+                .values(role="admin")
+            ).rowcount
+    finally:
+        engine.dispose()
+    if not found:
+        print(f"lifetales: no account with email {email}", file=sys.stderr)
+        return 1
+    print(f"lifetales: {email} is now an admin")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     from config import ObservabilitySettings
     from telemetry import configure_logging
@@ -166,7 +190,13 @@ def main(argv: list[str] | None = None) -> int:
     usage_p = sub.add_parser("usage", help="model calls, tokens and estimated cost from the jobs")
     usage_p.add_argument("--since", default="7d", help="window: 30m, 24h, 7d... (default 7d)")
     usage_p.add_argument("--json", action="store_true", help="machine-readable output")
+    users_p = sub.add_parser("users", help="account administration")
+    users_sub = users_p.add_subparsers(dest="users_command", required=True)
+    promote_p = users_sub.add_parser("promote", help="give an account the admin role")
+    promote_p.add_argument("email")
     args = parser.parse_args(argv)
+    if args.command == "users":
+        return promote(args.email)
     if args.command == "migrate":
         migrate()
         return 0

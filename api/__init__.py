@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 
 from flask import Flask
-from flask_smorest import Api
 from sqlalchemy.orm import Session, sessionmaker
 
 from agents.media.storage import build_storage
 from api import resources
-from api.errors import register_error_handlers
+from api.errors import DocumentedApi, register_error_handlers
 from api.observability import init_observability
+from api.ratelimit import init_rate_limits
+from api.security import init_security
 from api.state import EXTENSION, AppState, close_db
 from config import Settings
 from models.db import make_engine, make_session_factory
@@ -64,10 +65,12 @@ def create_app(
     )
     app.teardown_appcontext(close_db)
 
-    api = Api(app)
+    api = DocumentedApi(app)
     for module in resources.ALL:
         api.register_blueprint(module.blp)
     register_error_handlers(app)
+    init_security(app, settings.http)
+    init_rate_limits(app, settings)
     init_observability(app)
     log.info("api ready", extra={"provider": app.extensions[EXTENSION].provider_mode,
                                  "database": settings.database_url.split(":", 1)[0]})

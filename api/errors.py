@@ -18,8 +18,16 @@ log = logging.getLogger(__name__)
 def error_body(code: int, message: str, errors: Any = None) -> dict[str, Any]:
     body: dict[str, Any] = {"code": code, "status": HTTPStatus(code).phrase, "message": message}
     if errors:
-        body["errors"] = errors
+        body["errors"] = _string_keys(errors)
     return body
+
+
+def _string_keys(errors: Any) -> Any:
+    """Error dicts keyed by what the client sent, which is not always a string (a multipart
+    part without a name is keyed None): JSON (sorted) needs string keys."""
+    if isinstance(errors, Mapping):
+        return {str(key): _string_keys(value) for key, value in errors.items()}
+    return errors
 
 
 def _field_problems(detail: Mapping[Any, Any], prefix: str = "") -> list[str]:
@@ -108,6 +116,19 @@ class DocumentedApi(Api):
 
     ERROR_SCHEMA = ErrorSchema
     DEFAULT_ERROR_RESPONSE_NAME = None
+
+    def _register_pagination_header(self) -> None:
+        # flask-smorest describes X-Pagination with a bare object schema, which in OpenAPI means
+        # "total,6,page,1"; the header carries JSON, which OpenAPI spells with ``content``.
+        fields_ = ("total", "total_pages", "first_page", "last_page", "page",
+                   "previous_page", "next_page")
+        self.spec.components.header("PAGINATION", {
+            "description": "Pagination metadata (JSON)",
+            "content": {"application/json": {"schema": {
+                "type": "object",
+                "properties": {name: {"type": "integer"} for name in fields_},
+            }}},
+        }, lazy=True)
 
 
 def error_responses(*codes: int) -> dict[str, str]:

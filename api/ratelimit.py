@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 EXTENSION = "lifetales.rate_limits"
 KEY_PREFIX = "lifetales-rl"
+STORAGE_TIMEOUT_S = 1  # seconds
 GROUPS = frozenset({"general", "polling", "auth", "files", "unlimited"})
 # Load balancers' probes and Prometheus' scrapes: never limited, never redirected to HTTPS.
 PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
@@ -111,6 +112,9 @@ def init_rate_limits(app: Flask, settings: Settings) -> None:
                    what="requests per address"),
         ],
         storage_uri=settings.redis_url or "memory://",
+        # Every request waits on this storage: a hung Redis must not hang the API.
+        storage_options={"socket_timeout": STORAGE_TIMEOUT_S,
+                         "socket_connect_timeout": STORAGE_TIMEOUT_S},
         strategy="fixed-window",
         key_prefix=KEY_PREFIX,
         # Redis down: count in this process's memory rather than refuse or fail every request.
@@ -194,10 +198,10 @@ def _tightest_window(limits: RateLimits) -> tuple[int, int, int, int] | None:
     current: RequestLimit | None = limits.limiter.current_limit
     if current is None:
         return None
-    if current.breached:
-        return _window(current.limit, 0, current.reset_at, now)
-    tightest = min(limits.limiter.current_limits, key=lambda lim: lim.remaining)
-    return _window(tightest.limit, tightest.remaining, tightest.reset_at, now)
+    if not current.breached:
+        current = min(limits.limiter.current_limits, key=lambda lim: lim.remaining)
+    reset_at, remaining = current.window
+    return _window(current.limit, remaining, reset_at, now)
 
 
 def _window(item: RateLimitItem, remaining: int, reset_at: float,

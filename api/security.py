@@ -9,6 +9,7 @@ from urllib.parse import urlsplit
 
 from flask import Flask, Response, current_app, redirect, request
 from werkzeug.middleware.proxy_fix import ProxyFix
+from werkzeug.wrappers import Response as BaseResponse
 
 from api.ratelimit import PROBE_PATHS
 from config import HttpSettings
@@ -45,7 +46,7 @@ def init_security(app: Flask, http: HttpSettings) -> None:
     app.after_request(lambda response: _security_headers(response, http.force_https))
 
 
-def _redirect_to_https() -> Response | None:
+def _redirect_to_https() -> BaseResponse | None:
     if request.is_secure or request.path in PROBE_PATHS:
         return None  # probes and scrapes reach the process directly, over plain HTTP
     # 308, not 301: the method and body are kept, so a POST is not turned into a GET.
@@ -108,7 +109,7 @@ def swagger_ui_csp(response: Response) -> str:
     parts = urlsplit(cdn_url)
     cdn = f"{parts.scheme}://{parts.netloc}" if parts.netloc else "'self'"
     hashes = " ".join(
-        "'sha256-{}'".format(base64.b64encode(hashlib.sha256(script).digest()).decode())
+        f"'sha256-{base64.b64encode(hashlib.sha256(script).digest()).decode()}'"
         for script in _INLINE_SCRIPT.findall(response.get_data())
     )
     return (

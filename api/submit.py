@@ -29,6 +29,29 @@ _PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
 
 job_schema = JobSchema()
 
+# OpenAPI of every submit: its request headers, and its two success answers.
+SUBMIT_HEADERS: list[dict[str, Any]] = [
+    {"in": "header", "name": "Idempotency-Key", "required": False,
+     "description": "A retried submit with the same key returns the same job (for 24 h); "
+                    "the same key with another body is 422.",
+     "schema": {"type": "string", "minLength": 1, "maxLength": 255}},
+    {"in": "header", "name": "Prefer", "required": False,
+     "description": f"``wait=N`` (RFC 7240, N <= {MAX_WAIT_S}): wait up to N seconds for the "
+                    "job to finish, answering 200 with the finished job if it does.",
+     "schema": {"type": "string"}},
+]
+_JOB_CONTENT = {"application/json": {"schema": JobSchema}}
+SUBMITTED: dict[str, Any] = {
+    "202": {"description": "Accepted: the job, queued or running; poll its Location.",
+            "content": _JOB_CONTENT,
+            "headers": {"Location": {"required": True, "schema": {"type": "string"}},
+                        "Retry-After": {"required": True, "schema": {"type": "integer"}}}},
+    "200": {"description": "The job, already finished (``Prefer: wait=N``, or a replay of a "
+                           "finished job's Idempotency-Key).",
+            "content": _JOB_CONTENT,
+            "headers": {"Content-Location": {"required": True, "schema": {"type": "string"}}}},
+}
+
 
 def retry_after_s(job: Job) -> int:
     return 1 if job.status == "queued" else 2

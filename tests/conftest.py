@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from werkzeug.test import TestResponse
 
 from agents.config import AgentSettings
-from config import Settings
+from config import RateLimitSettings, Settings
 from models.db import make_engine, normalize_database_url
 from tests.fakes.gemini_server import FakeGemini
 
@@ -163,6 +163,9 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
         public_base_url="http://localhost",
         port=3000,
         agents=AgentSettings(gemini_api_key=None),
+        # Tests register many users from one address and submit freely; the limits themselves
+        # are tested in test_api_rate_limits.py with settings of their own.
+        rate_limits=RateLimitSettings(enabled=False),
     )
 
 

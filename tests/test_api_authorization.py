@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import io
+import re
 import uuid
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -108,9 +109,12 @@ CASES = [
     ("POST", "/spaces/{space}/notes/{note}/media", audio_upload),
     ("POST", "/spaces/{b_space}/notes/{note}/media", audio_upload),
     ("GET", "/spaces/{space}/story", None),
+    ("GET", "/spaces/{space}/story?version=1", None),
     ("POST", "/spaces/{space}/story", body({})),
+    ("GET", "/spaces/{space}/stories", None),
     ("GET", "/jobs/{job}", None),
     ("POST", "/jobs/{job}/cancel", None),
+    ("GET", "/jobs/{job}/events", None),
     ("POST", "/transcriptions", audio_json),
     ("POST", "/transcriptions", audio_form),
 ]
@@ -156,3 +160,29 @@ def test_same_idempotency_key_does_not_leak_another_users_job(
     assert b_job.status_code == 202
     assert b_job.get_json()["id"] != a_job["id"]
     assert client.get(f"/api/v1/jobs/{a_job['id']}", headers=world.b).status_code == 404
+
+
+# Routes that take no id of another user's row: they act on the caller's own account or rows.
+NOT_ID_SCOPED = {
+    ("POST", "/auth/register"), ("POST", "/auth/token"),  # anonymous
+    ("POST", "/auth/password"), ("GET", "/me"),  # the caller's own account
+    ("GET", "/settings"), ("PUT", "/settings"),  # the caller's own settings
+    ("GET", "/spaces"), ("POST", "/spaces"), ("GET", "/jobs"),  # listings: see the test above
+    ("POST", "/illustrations"),  # creates the caller's own job
+    ("GET", "/admin/jobs"),  # the admin role's, 403 to others: test_api_admin.py
+}
+
+
+def test_the_matrix_covers_every_route_and_method(app: Any) -> None:
+    """A new endpoint taking an id must join CASES (or say here why it needs not)."""
+    covered = {(method, re.sub(r"\{\w+\}", "<id>", template.split("?")[0]))
+               for method, template, _ in CASES}
+    missing = []
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v1/"):
+            continue
+        path = re.sub(r"<[^>]+>", "<id>", rule.rule.removeprefix("/api/v1"))
+        for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
+            if (method, path) not in covered and (method, path) not in NOT_ID_SCOPED:
+                missing.append(f"{method} {path}")
+    assert not missing, missing

@@ -14,10 +14,12 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
+from api.resources.events import event_stream
 from models import Chapter, Job, Space, Story
 from models.base import utcnow
 from tests.audio import wav_tone
@@ -458,3 +460,36 @@ def test_list_jobs_rejects_bad_filters(client: FlaskClient, auth: dict[str, str]
                          ("page=0", "page"), ("page_size=abc", "page_size")):
         body = assert_error(client.get(f"/api/v1/jobs?{query}", headers=auth), 422)
         assert field in body["errors"]["query"], (query, body)
+
+
+def test_event_stream_of_a_finished_job_ends_and_resuming_past_it_is_204(
+        client: FlaskClient, auth: dict[str, str]) -> None:
+    job = client.post("/api/v1/illustrations", headers=auth, json={"prompt": "a kite"}).get_json()
+    assert client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=auth).status_code == 200
+    url = f"/api/v1/jobs/{job['id']}/events"
+    stream = client.get(url, headers=auth)
+    assert stream.status_code == 200 and stream.mimetype == "text/event-stream"
+    ids = [int(line.split(": ")[1]) for line in stream.get_data(as_text=True).splitlines()
+           if line.startswith("id: ")]
+    assert stream.get_data(as_text=True).rstrip().splitlines()[-2] == "event: done"
+    # EventSource reconnects with the last id it saw: 204 tells it the stream is over, at once
+    # (not a stream that idles until its time limit), and so does any later id.
+    for last in (ids[-1], ids[-1] + 10**20):
+        resumed = client.get(url, headers={**auth, "Last-Event-ID": str(last)})
+        assert resumed.status_code == 204 and resumed.get_data() == b""
+    replay = client.get(url, headers={**auth, "Last-Event-ID": str(ids[0])})
+    assert replay.status_code == 200
+    assert "event: done" in replay.get_data(as_text=True)
+
+
+def test_a_stream_resumed_past_the_end_stops_when_the_job_is_done(
+        client: FlaskClient, auth: dict[str, str], app: Flask) -> None:
+    job = client.post("/api/v1/illustrations", headers=auth, json={"prompt": "a kite"}).get_json()
+    assert client.post(f"/api/v1/jobs/{job['id']}/cancel", headers=auth).status_code == 200
+    state = app.extensions["lifetales"]
+    started = time.monotonic()
+    # As a stream that began (with a bogus future id) before the job ended would go on.
+    frames = list(event_stream(state.session_factory, state.notifier, uuid.UUID(job["id"]),
+                               after=10**20))
+    assert frames == ["retry: 2000\n\n"]
+    assert time.monotonic() - started < 5

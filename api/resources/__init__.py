@@ -1,6 +1,7 @@
 """flask-smorest blueprints, one per resource."""
 
 from api.resources import (
+    admin,
     auth,
     events,
     health,
@@ -13,4 +14,4 @@ from api.resources import (
 )
 
 # Registration order is the order of the OpenAPI document.
-ALL = (health, auth, settings, spaces, notes, transcriptions, stories, jobs, events)
+ALL = (health, auth, settings, spaces, notes, transcriptions, stories, jobs, events, admin)

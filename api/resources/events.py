@@ -17,8 +17,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import SECURITY, login_required
+from api.errors import error_responses
 from api.ownership import owned_job
-from api.state import state
+from api.state import db, state
 from models import JobEvent
 from workers.events import Notifier
 
@@ -29,6 +30,17 @@ WAKE_TIMEOUT_S = 1.0  # with them: still re-read the log now and then (a lost no
 KEEPALIVE_S = 15.0
 MAX_STREAM_S = 600.0  # then the client reconnects with Last-Event-ID, losing nothing
 BATCH = 200
+EVENT_TYPES = ("status", "progress", "chapter", "illustration", "restart", "error", "done")
+# One event of the stream, as OpenAPI 3.1 tools read text/event-stream: its data is JSON.
+SSE_EVENT = {
+    "type": "object",
+    "required": ["id", "event", "data"],
+    "properties": {
+        "id": {"type": "string", "pattern": "^[0-9]+$"},
+        "event": {"type": "string", "enum": list(EVENT_TYPES)},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+    },
+}
 
 
 def last_event_id() -> int:
@@ -47,6 +59,12 @@ def sse(event: JobEvent) -> str:
     return f"id: {event.id}\nevent: {event.type}\ndata: {data}\n\n"
 
 
+def done_event_id(session: Session, job_id: uuid.UUID) -> int | None:
+    return session.scalar(
+        select(JobEvent.id).where(JobEvent.job_id == job_id, JobEvent.type == "done")
+    )
+
+
 def event_stream(
     factory: sessionmaker[Session], notifier: Notifier, job_id: uuid.UUID, after: int
 ) -> Iterator[str]:
@@ -61,6 +79,10 @@ def event_stream(
                     select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.id > after)
                     .order_by(JobEvent.id).limit(BATCH)
                 ))
+                # Resumed past the end (an id after ``done``): nothing more will ever come.
+                over = not events and done_event_id(session, job_id) is not None
+            if over:
+                return
             for event in events:
                 after = event.id
                 last_sent = time.monotonic()
@@ -84,19 +106,29 @@ def event_stream(
 @blp.route("/jobs/<uuid:job_id>/events")
 class JobEvents(MethodView):
     decorators = [login_required]
+    rate_limit_group = "polling"
 
     @blp.doc(
         security=SECURITY,
+        parameters=[{"in": "header", "name": "Last-Event-ID", "required": False,
+                     "description": "Resume after this event id (an integer).",
+                     "schema": {"type": "string", "pattern": "^[0-9]+$"}}],
         responses={"200": {
             "description": "Server-Sent Events: status, progress, chapter, illustration, "
                            "restart, error, done (the last one). Resume with Last-Event-ID.",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
-        }},
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
+        }, "204": {"description": "The stream is over: Last-Event-ID is at or after the job's "
+                                 "``done`` event (EventSource then stops reconnecting)."},
+            **error_responses(401, 404, 422, 429)},
     )
     def get(self, job_id: uuid.UUID) -> Response:
         """Stream the job's events from the beginning, or after ``Last-Event-ID``."""
         owned_job(job_id)
         after = last_event_id()
+        done = done_event_id(db(), job_id)
+        if done is not None and after >= done:
+            # The client has seen the end. 204 is what tells EventSource to stop reconnecting.
+            return Response(status=204)
         app_state: Any = state()
         return Response(
             event_stream(app_state.session_factory, app_state.notifier, job_id, after),

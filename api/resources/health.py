@@ -9,13 +9,26 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from sqlalchemy import text
 
+from api.errors import error_responses
 from api.state import db, state
 
 blp = Blueprint("health", __name__, description="Health and readiness")
 
+READINESS = {"description": "ready (200) or unavailable (503), with each check's outcome",
+             "content": {"application/json": {"schema": {
+                 "type": "object", "required": ["status", "checks", "provider", "media"],
+                 "properties": {"status": {"type": "string", "enum": ["ready", "unavailable"]},
+                                "checks": {"type": "object"}, "provider": {"type": "string"},
+                                "media": {"type": "string"}}}}}}
+
 
 @blp.route("/health")
 class Health(MethodView):
+    rate_limit_group = "unlimited"
+
+    @blp.doc(responses={"200": {"description": "The process answers", "content": {
+        "application/json": {"schema": {"type": "object", "required": ["status"],
+                                        "properties": {"status": {"type": "string"}}}}}}})
     def get(self) -> dict[str, str]:
         """Liveness: the process answers."""
         return {"status": "ok"}
@@ -23,6 +36,9 @@ class Health(MethodView):
 
 @blp.route("/ready")
 class Ready(MethodView):
+    rate_limit_group = "unlimited"
+
+    @blp.doc(responses={"200": READINESS, "503": READINESS})
     def get(self) -> Response:
         """Readiness: database and broker reachable; which AI provider is active."""
         checks: dict[str, Any] = {"database": _check_database(), "broker": _check_broker()}
@@ -58,6 +74,15 @@ def _check_broker() -> str:
 
 @blp.route("/media/<path:path>")
 class MediaFile(MethodView):
+    rate_limit_group = "files"
+
+    @blp.doc(responses={
+        "200": {"description": "The file", "content": {"*/*": {"schema": {
+            "type": "string", "format": "binary"}}}},
+        "206": {"description": "Part of the file (Range)"},
+        "304": {"description": "Unchanged (If-None-Match / If-Modified-Since)"},
+        "416": {"description": "The Range asked for is not in the file"},
+        **error_responses(404, 429)})
     def get(self, path: str) -> Response:
         """A locally stored file (generated illustrations, uploaded audio and photos)."""
         resolve = getattr(state().storage, "resolve", None)

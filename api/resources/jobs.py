@@ -13,6 +13,7 @@ from flask_smorest import Blueprint, Page
 from sqlalchemy import func, select
 
 from api.auth import SECURITY, current_user, login_required
+from api.errors import error_responses
 from api.ownership import owned_job
 from api.schemas.jobs import JobQuerySchema, JobSchema
 from api.state import db
@@ -22,6 +23,10 @@ from workers.lifecycle import request_cancel
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Jobs")
 
+IF_NONE_MATCH = {"in": "header", "name": "If-None-Match", "required": False,
+                 "description": "The ETag of the job as last seen: 304 while it is unchanged.",
+                 "schema": {"type": "string"}}
+
 
 class SelectPage(Page):
     """Pages a SQLAlchemy select in the database (count + offset/limit), not in Python."""
@@ -29,6 +34,9 @@ class SelectPage(Page):
     @property
     def items(self) -> list[Any]:
         params = self.page_params
+        if params.first_item >= (params.item_count or 0):
+            # Past the last page; also never an OFFSET too large for PostgreSQL's bigint.
+            return []
         return list(db().scalars(self.collection.offset(params.first_item).limit(params.page_size)))
 
     @property
@@ -44,7 +52,7 @@ class Jobs(MethodView):
     @blp.arguments(JobQuerySchema, location="query")
     @blp.response(200, JobSchema(many=True))
     @blp.paginate(SelectPage)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(401, 429))
     def get(self, query: dict[str, Any]) -> Any:
         """The user's jobs, newest first; filter by ``kind``, ``status``, ``parentId``."""
         stmt = select(Job).where(Job.owner_id == current_user().id)
@@ -58,9 +66,13 @@ class Jobs(MethodView):
 @blp.route("/jobs/<uuid:job_id>")
 class JobById(MethodView):
     decorators = [login_required]
+    rate_limit_group = "polling"
 
-    @blp.doc(security=SECURITY, responses={"200": {"description": "The job"},
-                                           "304": {"description": "Unchanged since the ETag"}})
+    @blp.doc(security=SECURITY, parameters=[IF_NONE_MATCH], responses={
+        "200": {"description": "The job", "content": {"application/json": {"schema": JobSchema}},
+                "headers": {"ETag": {"required": True, "schema": {"type": "string"}}}},
+        "304": {"description": "Unchanged since the ETag sent in If-None-Match"},
+        **error_responses(401, 404, 429)})
     def get(self, job_id: uuid.UUID) -> Response:
         """The job; send ``If-None-Match`` with its ETag to get 304 while it is unchanged."""
         job = owned_job(job_id)
@@ -79,7 +91,10 @@ class JobById(MethodView):
 class CancelJob(MethodView):
     decorators = [login_required]
 
-    @blp.doc(security=SECURITY, responses={"200": {"description": "The job, canceled or stopping"}})
+    @blp.doc(security=SECURITY, responses={
+        "200": {"description": "The job, canceled or stopping",
+                "content": {"application/json": {"schema": JobSchema}}},
+        **error_responses(401, 404, 429)})
     def post(self, job_id: uuid.UUID) -> Response:
         """Cancel a queued job now, or ask a running one to stop at its next safe point."""
         job = owned_job(job_id)

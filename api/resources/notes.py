@@ -18,6 +18,7 @@ from api.errors import error_responses
 from api.media_intake import MAX_MEDIA_BYTES, classify, start_transcription, store_media, too_large
 from api.ownership import owned_note, owned_space
 from api.ratelimit import charge
+from api.resources.stories import MAX_NOTES_PER_STORY
 from api.schemas.jobs import JobSchema
 from api.schemas.spaces import (
     MediaSchema,
@@ -31,8 +32,8 @@ from models import Media, Note
 
 blp = Blueprint("notes", __name__, url_prefix="/api/v1", description="Moments and their media")
 
-# A story takes every moment of its space, and at most this many (stories.MAX_NOTES_PER_STORY).
-MAX_NOTES_PER_SPACE = 200
+# A story tells every moment of its space: a space never holds more than one story can take.
+MAX_NOTES_PER_SPACE = MAX_NOTES_PER_STORY
 MAX_MEDIA_PER_NOTE = 20
 
 

@@ -9,6 +9,7 @@ from flask_smorest import Blueprint
 
 from agents.types import StorySettings
 from api.auth import SECURITY, current_user, login_required
+from api.errors import error_responses
 from api.schemas.base import camelcase
 from api.schemas.settings import FullStorySettingsSchema, StorySettingsSchema
 from api.state import db
@@ -30,7 +31,7 @@ class Settings(MethodView):
     decorators = [login_required]
 
     @blp.response(200, StorySettingsSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(401, 429))
     def get(self) -> dict[str, Any]:
         """Saved settings, or the defaults."""
         saved = db().get(UserSettings, current_user().id)
@@ -38,7 +39,7 @@ class Settings(MethodView):
 
     @blp.arguments(FullStorySettingsSchema)
     @blp.response(200, StorySettingsSchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(400, 401, 413, 429))
     def put(self, data: dict[str, Any]) -> dict[str, Any]:
         """Replace the saved settings."""
         session = db()

@@ -11,7 +11,9 @@ from flask_smorest import Blueprint, abort
 from sqlalchemy import func, select
 
 from api.auth import SECURITY, current_user, login_required
+from api.errors import error_responses
 from api.ownership import owned_space
+from api.ratelimit import charge
 from api.resources.settings import settings_dict
 from api.schemas.base import camelcase
 from api.schemas.stories import (
@@ -22,7 +24,7 @@ from api.schemas.stories import (
     StoryVersionSchema,
 )
 from api.state import db, state
-from api.submit import submit
+from api.submit import SUBMIT_HEADERS, SUBMITTED, submit
 from models import Job, Note, Story, UserSettings
 from workers.dispatch import create_job
 
@@ -35,7 +37,8 @@ class SpaceStory(MethodView):
     decorators = [login_required]
 
     @blp.arguments(StoryRequestSchema)
-    @blp.doc(security=SECURITY, responses={"202": {"description": "The story job"}})
+    @blp.doc(security=SECURITY, parameters=SUBMIT_HEADERS, responses={
+        **SUBMITTED, **error_responses(400, 401, 404, 413, 429)})
     def post(self, data: dict[str, Any], space_id: uuid.UUID) -> Response:
         """Generate (or regenerate) the space's illustrated story."""
         space = owned_space(space_id)
@@ -50,6 +53,7 @@ class SpaceStory(MethodView):
         payload = {"spaceId": str(space.id), "settings": settings, "force": data["force"]}
 
         def create(key: str | None, request_hash: str) -> Job:
+            charge("story")  # not on an Idempotency-Key replay: that makes no new job
             return create_job(db(), owner_id=user.id, kind="story", input=payload,
                               idempotency_key=key, request_hash=request_hash,
                               max_attempts=state().settings.attempts_for("story"))
@@ -58,7 +62,7 @@ class SpaceStory(MethodView):
 
     @blp.arguments(StoryQuerySchema, location="query")
     @blp.response(200, StorySchema)
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(401, 404, 429))
     def get(self, query: dict[str, Any], space_id: uuid.UUID) -> Story:
         """The current story (or ``?version=N``) with its chapters."""
         space = owned_space(space_id)
@@ -80,7 +84,7 @@ class SpaceStoryVersions(MethodView):
     decorators = [login_required]
 
     @blp.response(200, StoryVersionSchema(many=True))
-    @blp.doc(security=SECURITY)
+    @blp.doc(security=SECURITY, responses=error_responses(401, 404, 429))
     def get(self, space_id: uuid.UUID) -> list[dict[str, Any]]:
         """Every story version of the space, newest first; ``current`` marks the one shown."""
         space = owned_space(space_id)
@@ -100,13 +104,15 @@ class Illustrations(MethodView):
     decorators = [login_required]
 
     @blp.arguments(IllustrationRequestSchema)
-    @blp.doc(security=SECURITY, responses={"202": {"description": "The illustration job"}})
+    @blp.doc(security=SECURITY, parameters=SUBMIT_HEADERS, responses={
+        **SUBMITTED, **error_responses(400, 401, 413, 429)})
     def post(self, data: dict[str, Any]) -> Response:
         """Draw one illustration; the job's result is ``{imageUrl, width, height, mimeType}``."""
         user = current_user()
         payload = {"prompt": data["prompt"], "style": data["style"], "force": data["force"]}
 
         def create(key: str | None, request_hash: str) -> Job:
+            charge("illustration")
             return create_job(db(), owner_id=user.id, kind="illustration", input=payload,
                               idempotency_key=key, request_hash=request_hash,
                               max_attempts=state().settings.attempts_for("illustration"))

@@ -13,10 +13,12 @@ from flask_smorest import Blueprint, abort
 from marshmallow import ValidationError
 
 from api.auth import SECURITY, current_user, login_required
+from api.errors import error_responses
 from api.media_intake import MAX_MEDIA_BYTES, classify, start_transcription, store_media, too_large
 from api.ownership import owned_note_anywhere
+from api.ratelimit import charge
 from api.schemas.stories import TranscriptionFormSchema, TranscriptionJsonSchema
-from api.submit import submit
+from api.submit import SUBMIT_HEADERS, SUBMITTED, submit
 
 blp = Blueprint("transcriptions", __name__, url_prefix="/api/v1", description="Transcriptions")
 
@@ -59,11 +61,13 @@ class Transcriptions(MethodView):
                 "multipart/form-data": {
                     "schema": {"type": "object", "required": ["file"], "properties": {
                         "file": {"type": "string", "format": "binary"},
-                        "noteId": {"type": "string", "format": "uuid"}}},
+                        "noteId": {"type": "string", "format": "uuid"},
+                        "force": {"type": "boolean"}}},
                 },
             },
         },
-        responses={"202": {"description": "The transcription job"}},
+        parameters=SUBMIT_HEADERS,
+        responses={**SUBMITTED, **error_responses(400, 401, 404, 413, 415, 422, 429)},
     )
     def post(self) -> Response:
         """Transcribe audio: JSON ``{audioData: base64, mimeType}`` or multipart ``file``."""
@@ -91,6 +95,7 @@ class Transcriptions(MethodView):
                        "noteId": str(note.id) if note else None, "force": force}
 
         def create(key: str | None, request_hash: str) -> Any:
+            charge("transcription")  # not on an Idempotency-Key replay: that makes no new job
             media = store_media(data, "audio", mime, owner_id=user.id,
                                 note_id=note.id if note else None)
             return start_transcription(media, idempotency_key=key, request_hash=request_hash,

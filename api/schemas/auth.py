@@ -4,7 +4,6 @@ from marshmallow import fields, validate
 
 from api.schemas.base import CamelSchema
 
-
 # Bounded above: hashing a megabyte "password" is work an attacker could make us do.
 PASSWORD_LENGTH = validate.Length(min=8, max=256)
 

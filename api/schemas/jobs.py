@@ -46,3 +46,15 @@ class JobQuerySchema(CamelSchema):
     kind = fields.String(validate=validate.OneOf(JOB_KINDS))
     status = fields.String(validate=validate.OneOf(JOB_STATUSES))
     parent_id = fields.UUID()
+
+
+class AdminJobSchema(JobSchema):
+    """A job as operators see it: whose it is, its queue and the request that made it."""
+
+    owner_id = fields.UUID(dump_only=True)
+    queue = fields.String(dump_only=True)
+    request_id = fields.String(dump_only=True, allow_none=True)
+
+
+class AdminJobQuerySchema(JobQuerySchema):
+    user_id = fields.UUID()
