@@ -513,7 +513,10 @@ def report_duplicates(found: Findings, ev: Evidence) -> None:
         image_successes[job.input["prompt"]] += job.status == "succeeded"
     image_calls: Counter[str] = Counter()
     images_drawn: Counter[str] = Counter()
-    for request in ev.requests:
+    # A call the upstream refused with 429 did nothing (and, being back-pressure, spends no
+    # attempt): only the calls it served count against the attempts.
+    served = [r for r in ev.requests if r.status != 429]
+    for request in served:
         if request.kind == "illustration":
             text = request.prompt_text
             prompt = next((p for p in image_attempts if p in text), text)
@@ -524,13 +527,13 @@ def report_duplicates(found: Findings, ev: Evidence) -> None:
         row = ev.jobs.get(item.job_id) if item.job_id else None
         if row is not None and item.audio_sha:
             audio_attempts[item.audio_sha] += row.attempts
-    audio_calls = Counter(sha for r in ev.requests if r.kind == "transcription"
+    audio_calls = Counter(sha for r in served if r.kind == "transcription"
                           for sha in map(audio_sha, r.inline_data) if sha)
     story_attempts = Counter[str]()
     for job in ev.of_kind("story"):
         story_attempts[job.input["spaceId"]] += job.attempts
     story_calls = Counter[str]()
-    for request in ev.requests:
+    for request in served:
         note_ids = NOTE_ID_LINE.findall(request.prompt_text) if request.kind == "story" else []
         if note_ids:
             story_calls[str(ev.space_of_note.get(note_ids[0], note_ids[0]))] += 1
