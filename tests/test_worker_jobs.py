@@ -281,6 +281,14 @@ def make_space_with_notes(
     return space, notes
 
 
+def written_story(session: Session, ctx: WorkerContext, user: User, space: Space) -> Job:
+    """A story job whose text is written: it now waits for its illustration children."""
+    job = create_job(session, owner_id=user.id, kind="story", input={"spaceId": str(space.id)})
+    session.commit()
+    run_job(str(job.id), build_story, context=ctx)
+    return job
+
+
 def test_story_fans_out_illustrations_and_finishes_with_the_last(
     session: Session, ctx: WorkerContext, user: User
 ) -> None:
@@ -326,9 +334,7 @@ def test_reaper_completes_a_story_whose_completion_was_lost(
     session: Session, ctx: WorkerContext, user: User
 ) -> None:
     space, _ = make_space_with_notes(session, user)
-    job = create_job(session, owner_id=user.id, kind="story", input={"spaceId": str(space.id)})
-    session.commit()
-    run_job(str(job.id), build_story, context=ctx)
+    job = written_story(session, ctx, user, space)
     # Every illustration finished, but the worker of the last one died before settling the story.
     long_ago = utcnow() - timedelta(hours=1)
     session.execute(update(Job).where(Job.parent_id == job.id).values(status="succeeded"))
@@ -396,9 +402,7 @@ def test_canceling_a_story_waiting_on_illustrations_cancels_it_and_its_children(
     session: Session, ctx: WorkerContext, user: User
 ) -> None:
     space, _ = make_space_with_notes(session, user)
-    job = create_job(session, owner_id=user.id, kind="story", input={"spaceId": str(space.id)})
-    session.commit()
-    run_job(str(job.id), build_story, context=ctx)
+    job = written_story(session, ctx, user, space)
     children = session.scalars(select(Job).where(Job.parent_id == job.id)).all()
     # One illustration is already being drawn when the user cancels.
     assert lifecycle.start_job(session, children[0].id, heartbeat_timeout_s=60) is not None
@@ -424,9 +428,7 @@ def test_a_story_waiting_on_children_is_never_taken_over(
     session: Session, ctx: WorkerContext, user: User
 ) -> None:
     space, _ = make_space_with_notes(session, user)
-    job = create_job(session, owner_id=user.id, kind="story", input={"spaceId": str(space.id)})
-    session.commit()
-    run_job(str(job.id), build_story, context=ctx)
+    job = written_story(session, ctx, user, space)
     session.execute(update(Job).where(Job.id == job.id)
                     .values(heartbeat_at=utcnow() - timedelta(hours=1)))
     session.commit()
