@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -169,14 +168,7 @@ class PerfStack:
         return process
 
     def stop_process(self, name: str) -> None:
-        process = self.services.processes.pop(name)
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGTERM)
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait(timeout=5)
+        self.services.stop_process(name, timeout=20)
 
 
 @contextmanager

@@ -316,16 +316,20 @@ class Services:
         path = self.platform.var_dir / f"{name}.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
+    def stop_process(self, name: str, timeout: float = 15) -> None:
+        """Stop one process gracefully (SIGTERM), killing it if it does not exit in time."""
+        process = self.processes.pop(name)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGTERM)
+            try:
+                process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=5)
+
     def stop(self) -> None:
         for name in list(self.processes):
-            process = self.processes.pop(name)
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=5)
+            self.stop_process(name)
 
 
 @dataclass

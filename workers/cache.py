@@ -110,10 +110,6 @@ def release(session: Session, key: str, job_id: uuid.UUID) -> None:
     session.commit()
 
 
-def purge_expired(session: Session) -> int:
-    return affected(session, delete(CacheEntry).where(CacheEntry.expires_at < utcnow()))
-
-
 
 def cached_result(
     run: JobRun,
