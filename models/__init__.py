@@ -2,7 +2,15 @@
 
 from models.base import Base
 from models.cache import CacheEntry
-from models.job import JOB_KINDS, JOB_STATUSES, TERMINAL_STATUSES, Job, JobEvent
+from models.job import (
+    JOB_KINDS,
+    JOB_STATUSES,
+    TERMINAL_STATUSES,
+    WEBHOOK_EVENTS,
+    Job,
+    JobEvent,
+    WebhookDelivery,
+)
 from models.note import Media, Note
 from models.space import Space
 from models.story import Chapter, Story
@@ -12,6 +20,7 @@ __all__ = [
     "JOB_KINDS",
     "JOB_STATUSES",
     "TERMINAL_STATUSES",
+    "WEBHOOK_EVENTS",
     "Base",
     "CacheEntry",
     "Chapter",
@@ -23,4 +32,5 @@ __all__ = [
     "Story",
     "User",
     "UserSettings",
+    "WebhookDelivery",
 ]

@@ -12,8 +12,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 from models.base import Base, utcnow
 
 JOB_KINDS = ("transcription", "story", "illustration", "story_batch")
-JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled")
-TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "expired")
+# ``expired``: its deadline passed before it started (a job stopped mid-run by its deadline ends
+# ``canceled`` with reason ``deadline``).
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "canceled", "expired"})
+WEBHOOK_EVENTS = ("start", "progress", "completed")
 
 
 class Job(Base):
@@ -44,6 +47,13 @@ class Job(Base):
     # The API request that created the job (X-Request-ID), so its worker logs under the same id.
     request_id: Mapped[str | None] = mapped_column(String(64))
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Where and what to push (issue 9); ``completed`` is always sent when a webhook is set.
+    webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    webhook_events: Mapped[list[Any] | None]
+    # Not started by then: ``expired``; still running then: canceled with reason ``deadline``.
+    deadline_at: Mapped[datetime | None] = mapped_column(index=True)
+    # Retention pruned input/result; the row stays as a tombstone (status, timestamps).
+    data_removed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     enqueued_at: Mapped[datetime | None]
@@ -74,3 +84,25 @@ class JobEvent(Base):
     type: Mapped[str] = mapped_column(String(32))
     data: Mapped[dict[str, Any]]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class WebhookDelivery(Base):
+    """One event to push to a job's webhook; its id is the ``webhook-id`` header, stable across
+    the delivery's retries. Inserted with the event it announces (an outbox), sent after commit.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_job_id_created", "job_id", "created_at"),)
+
+    id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    job_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    event: Mapped[str] = mapped_column(String(32))  # start | progress | completed
+    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|delivered|failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    # [{"attempt": n, "statusCode": 500 | None, "error": "timeout" | None, "at": iso}, ...]
+    attempt_log: Mapped[list[Any] | None]
+    payload: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    next_attempt_at: Mapped[datetime | None]

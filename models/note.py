@@ -58,6 +58,8 @@ class Media(Base):
     sha256: Mapped[str] = mapped_column(String(64), index=True)
     transcription: Mapped[str | None] = mapped_column(Text)
     transcription_job_id: Mapped[uuid.UUID | None]
+    # Retention deleted the stored file (raw audio is kept for less time than text).
+    removed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     note: Mapped[Note | None] = relationship(back_populates="media")

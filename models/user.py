@@ -20,6 +20,8 @@ class User(Base):
     # Bumped on password change: tokens carry it, so older tokens stop working.
     token_version: Mapped[int] = mapped_column(Integer, default=0)
     role: Mapped[str] = mapped_column(String(16), default="user")
+    # HMAC-SHA256 key that signs this user's webhooks; shown to them, rotatable.
+    webhook_secret: Mapped[str | None] = mapped_column(String(128))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     settings: Mapped[UserSettings | None] = relationship(
