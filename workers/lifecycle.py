@@ -49,8 +49,8 @@ def start_job(session: Session, job_id: uuid.UUID, *, heartbeat_timeout_s: int) 
     """Claim a queued job (or a running one whose worker stopped beating). None: not ours to run."""
     now = utcnow()
     stale = now - timedelta(seconds=heartbeat_timeout_s)
-    claimed = affected(
-        session,
+    # One round trip: the claim returns the row it claimed (RETURNING), loaded fresh.
+    job = session.scalars(
         update(Job)
         .where(
             Job.id == job_id,
@@ -67,9 +67,10 @@ def start_job(session: Session, job_id: uuid.UUID, *, heartbeat_timeout_s: int) 
             heartbeat_at=now,
             updated_at=now,
         )
-        .execution_options(synchronize_session=False),
-    )
-    if not claimed:
+        .returning(Job),
+        execution_options={"populate_existing": True, "synchronize_session": False},
+    ).one_or_none()
+    if job is None:
         # A job canceled while queued ends here, before any work starts.
         if affected(
             session,
@@ -80,8 +81,6 @@ def start_job(session: Session, job_id: uuid.UUID, *, heartbeat_timeout_s: int) 
             final_events(session, job_id, "canceled", error=CANCELED)
         session.commit()
         return None
-    job = session.get(Job, job_id, populate_existing=True)
-    assert job is not None
     status_event(session, job_id, "running", attempt=job.attempts)
     session.commit()
     return job
