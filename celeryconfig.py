@@ -10,7 +10,13 @@ from typing import Any
 
 from kombu import Exchange, Queue
 
-from config import DEFAULT_CONCURRENCY, broker_url_from_env, env_int, var_dir_from_env
+from config import (
+    DEFAULT_CONCURRENCY,
+    RetentionSettings,
+    broker_url_from_env,
+    env_int,
+    var_dir_from_env,
+)
 
 broker_url = broker_url_from_env(os.environ)
 imports = ("workers.tasks",)
@@ -19,7 +25,8 @@ task_ignore_result = True
 result_backend = None
 
 # Queues sized per timeout class; each may get its own worker pool in production.
-QUEUE_NAMES = ("transcription", "illustration", "story", "batch", "maintenance")
+# ``webhooks``: job webhook deliveries, kept apart so a slow receiver never holds a job worker.
+QUEUE_NAMES = ("transcription", "illustration", "story", "batch", "maintenance", "webhooks")
 # Explicit exchange + routing key per queue: left implicit, every queue binds to the default
 # queue's key and a message would be copied into all of them.
 task_queues = tuple(
@@ -32,7 +39,10 @@ task_routes = {
         ("lifetales.transcribe_audio", "transcription"),
         ("lifetales.generate_illustration", "illustration"),
         ("lifetales.build_story", "story"),
+        ("lifetales.run_story_batch", "batch"),
         ("lifetales.reap_stale_jobs", "maintenance"),
+        ("lifetales.deliver_webhook", "webhooks"),
+        ("lifetales.prune_retention", "maintenance"),
     )
 }
 
@@ -44,6 +54,8 @@ TIME_LIMITS = {
     "story": (75, 90),
     "batch": (120, 150),
     "maintenance": (60, 90),
+    # One attempt: DNS + connect (3 s) + read (10 s) by default, far below these.
+    "webhooks": (30, 40),
 }
 task_annotations = {
     name: {
@@ -90,8 +102,12 @@ task_publish_retry_policy = {
 task_serializer = "json"
 accept_content = ["json"]
 worker_hijack_root_logger = False
-worker_send_task_events = True
-task_send_sent_event = True
+# Task events (what Flower draws) cost three Redis publishes per task, and the sent event one
+# more per submit in the API: measured, a visible share of a job's CPU. Flower turns them on
+# in every worker for as long as it runs (its periodic ``enable_events`` broadcast), so they
+# are paid for only while someone watches.
+worker_send_task_events = False
+task_send_sent_event = False
 enable_utc = True
 
 beat_schedule = {
@@ -99,6 +115,11 @@ beat_schedule = {
         "task": "lifetales.reap_stale_jobs",
         "schedule": float(env_int(os.environ, "REAPER_INTERVAL_SECONDS", 10)),
         "options": {"queue": "maintenance", "expires": 30},
+    },
+    "prune-retention": {
+        "task": "lifetales.prune_retention",
+        "schedule": float(RetentionSettings.from_env(os.environ).interval_s),
+        "options": {"queue": "maintenance", "expires": 300},
     },
 }
 # The embedded default keeps beat's schedule file under var/ with the other local state.

@@ -38,6 +38,7 @@ def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str |
 
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 _TRUE = frozenset({"1", "true", "yes", "on"})
 _FALSE = frozenset({"0", "false", "no", "off"})
 
@@ -167,6 +168,111 @@ class ObservabilitySettings:
 
 
 @dataclass(frozen=True)
+class BatchSettings:
+    """Batch regeneration (workers/batch.py): how it fans out and what it leaves to users."""
+
+    # Share of each model's rate limit that batch calls may never take (interactive traffic's).
+    interactive_reserved_share: float = 0.5
+    # Unfinished children a batch keeps at most: the next chunk waits for room below it.
+    window: int = 16
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> BatchSettings:
+        share_text = (_get(env, "INTERACTIVE_RESERVED_SHARE") or "0.5").strip()
+        try:
+            share = float(share_text)
+        except ValueError:
+            share = -1.0
+        if not 0.0 <= share < 1.0:
+            raise RuntimeError(
+                f"INTERACTIVE_RESERVED_SHARE must be a number from 0 up to (not including) 1, "
+                f"not {share_text!r}")
+        window = env_int(env, "BATCH_WINDOW", cls.window)
+        if window <= 0:
+            raise RuntimeError("BATCH_WINDOW must be a positive whole number")
+        return cls(interactive_reserved_share=share, window=window)
+
+
+@dataclass(frozen=True)
+class WebhookSettings:
+    """Job webhooks (workers/webhooks.py): where they may go, how they are sent and retried."""
+
+    allow_http: bool = False  # plain http:// targets, for local development only
+    allow_private: bool = False  # loopback, private and link-local targets (SSRF guard off)
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 10.0
+    max_attempts: int = 8  # first try + retries of one delivery
+    retry_base_s: float = 5.0  # backoff: base * 2^(attempt-1), jittered, capped
+    retry_max_s: float = 1800.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> WebhookSettings:
+        d = cls()
+        settings = cls(
+            allow_http=env_bool(env, "WEBHOOK_ALLOW_HTTP", False),
+            allow_private=env_bool(env, "WEBHOOK_ALLOW_PRIVATE", False),
+            connect_timeout_s=_seconds(env, "WEBHOOK_CONNECT_TIMEOUT_SECONDS", d.connect_timeout_s),
+            read_timeout_s=_seconds(env, "WEBHOOK_READ_TIMEOUT_SECONDS", d.read_timeout_s),
+            max_attempts=env_int(env, "WEBHOOK_MAX_ATTEMPTS", d.max_attempts),
+            retry_base_s=_seconds(env, "WEBHOOK_RETRY_BASE_SECONDS", d.retry_base_s),
+            retry_max_s=_seconds(env, "WEBHOOK_RETRY_MAX_SECONDS", d.retry_max_s),
+        )
+        if settings.max_attempts < 1:
+            raise RuntimeError("WEBHOOK_MAX_ATTEMPTS must be at least 1")
+        return settings
+
+
+def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
+    """A positive duration in seconds (fractions allowed); empty or unset means the default."""
+    value = _get(env, name)
+    if value is None:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not seconds > 0:
+        raise RuntimeError(f"{name} must be a positive number of seconds, not {value!r}")
+    return seconds
+
+
+DAY_S = 24 * 3600
+
+
+@dataclass(frozen=True)
+class RetentionSettings:
+    """How long finished jobs and raw audio are kept (workers/retention.py); 0 keeps forever."""
+
+    job_ttl_s: int = 30 * DAY_S  # then a job keeps only its status, timestamps, error, usage
+    audio_ttl_s: int = 7 * DAY_S  # then stored audio is deleted; its transcription stays
+    interval_s: int = 3600  # how often beat runs the pruning
+    # Stored files younger than this are never swept as orphans: an upload stores its file
+    # just before its row commits.
+    orphan_grace_s: int = 3600
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> RetentionSettings:
+        d = cls()
+        return cls(
+            job_ttl_s=_retention(env, "JOB_RETENTION_SECONDS", "JOB_RETENTION_DAYS",
+                                 d.job_ttl_s),
+            audio_ttl_s=_retention(env, "AUDIO_RETENTION_SECONDS", "AUDIO_RETENTION_DAYS",
+                                   d.audio_ttl_s),
+            interval_s=max(1, env_int(env, "RETENTION_INTERVAL_SECONDS", d.interval_s)),
+            orphan_grace_s=max(0, env_int(env, "MEDIA_ORPHAN_GRACE_SECONDS", d.orphan_grace_s)),
+        )
+
+
+def _retention(env: Mapping[str, str], seconds_name: str, days_name: str, default_s: int) -> int:
+    """A retention period: in seconds if set, else in days; 0 means keep forever."""
+    seconds = env_int(env, seconds_name, -1)
+    if seconds < 0:
+        days = env_int(env, days_name, -1)
+        seconds = default_s if days < 0 else days * DAY_S
+    return seconds
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the API and the workers need to know about their environment."""
 
@@ -188,6 +294,9 @@ class Settings:
     observability: ObservabilitySettings = field(default_factory=ObservabilitySettings)
     rate_limits: RateLimitSettings = field(default_factory=RateLimitSettings)
     http: HttpSettings = field(default_factory=HttpSettings)
+    retention: RetentionSettings = field(default_factory=RetentionSettings)
+    webhooks: WebhookSettings = field(default_factory=WebhookSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
 
     def attempts_for(self, kind: str) -> int:
         """Attempts a job of this kind gets (first try + retries); configurable per kind."""
@@ -234,6 +343,9 @@ class Settings:
             observability=ObservabilitySettings.from_env(env),
             rate_limits=RateLimitSettings.from_env(env),
             http=HttpSettings.from_env(env),
+            retention=RetentionSettings.from_env(env),
+            webhooks=WebhookSettings.from_env(env),
+            batch=BatchSettings.from_env(env),
         )
 
 

@@ -12,10 +12,21 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from config import DEFAULT_CONCURRENCY, env_int, var_dir_from_env
 
-QUEUES = "transcription,illustration,story,batch,maintenance"
+if TYPE_CHECKING:
+    import uuid
+
+    from sqlalchemy.orm import Session
+
+QUEUES = "transcription,illustration,story,maintenance,webhooks"
+# Batch regenerations run in a worker process of their own with a few threads (as the Procfile's
+# worker_batch): however long the batch, it never holds the threads (or the GIL) that users'
+# transcriptions need.
+BATCH_QUEUES = "batch"
+BATCH_CONCURRENCY = 4
 
 
 def migrate() -> None:
@@ -71,7 +82,15 @@ def _platform_commands(port: int, concurrency: int, with_worker: bool) -> list[l
                 "--without-gossip",
             ]
         )
+        commands.append(_batch_worker_command(bin_dir))
     return commands
+
+
+def _batch_worker_command(bin_dir: Path) -> list[str]:
+    return [str(bin_dir / "celery"), "-A", "workers.app", "worker", "--queues", BATCH_QUEUES,
+            "--pool", "threads", "--concurrency", str(BATCH_CONCURRENCY),
+            "--hostname", "batch@%h", "--loglevel", "INFO", "--without-mingle",
+            "--without-gossip"]
 
 
 def run(port: int, concurrency: int, with_worker: bool) -> int:
@@ -173,6 +192,134 @@ def promote(email: str) -> int:
     return 0
 
 
+def regenerate_stories(args: argparse.Namespace) -> int:
+    """Create a batch regeneration (as ``POST /batches/story-regenerations`` does), owned by
+    the ``--as`` admin or else the first admin account, then follow it to the end."""
+    from marshmallow import ValidationError
+    from sqlalchemy import func, select
+
+    from api.schemas.base import camelcase
+    from api.schemas.batches import StoryRegenerationRequestSchema
+    from config import Settings
+    from models import User
+    from models.db import make_engine, make_session_factory
+    from workers.batch import count_targets, create_batch, estimate_batch, frozen_selection
+    from workers.dispatch import install_enqueue_after_commit
+
+    settings = Settings.from_env()
+    engine = make_engine(settings.database_url)
+    factory = make_session_factory(engine)
+    install_enqueue_after_commit(factory)
+    try:
+        with factory() as session:
+
+            def user_id(email: str) -> str | None:
+                found = session.scalar(select(User.id).where(
+                    func.lower(User.email) == email.strip().lower()))
+                return None if found is None else str(found)
+
+            body: dict[str, object] = {"force": args.force}
+            if args.all:
+                body["all"] = True
+            elif args.space:
+                body["spaceIds"] = args.space
+            elif (owner := user_id(args.user)) is not None:
+                body["userId"] = owner
+            else:
+                return _fail(f"no account with email {args.user}")
+            try:
+                body["settings"] = json.loads(args.settings) if args.settings else None
+                data = StoryRegenerationRequestSchema().load(body)
+            except (ValueError, ValidationError) as exc:
+                return _fail(f"invalid request: {exc}")
+            admins = select(User).where(User.role == "admin").order_by(User.created_at)
+            if args.as_email:
+                admins = admins.where(func.lower(User.email) == args.as_email.strip().lower())
+            admin = session.scalars(admins.limit(1)).first()
+            if admin is None:
+                return _fail("no admin account" + (f" {args.as_email}" if args.as_email else "")
+                             + "; make one with: lifetales users promote EMAIL")
+            selection = frozen_selection(data)
+            overrides = {camelcase(k): v for k, v in (data.get("settings") or {}).items()}
+            if args.dry_run:
+                estimate = estimate_batch(session, selection, overrides, settings.agents)
+                print(f"dry run: {estimate.spaces} stories, {estimate.gemini_calls} Gemini calls "
+                      f"({estimate.story_calls} story, {estimate.illustration_calls} "
+                      f"illustration), estimated cost {estimate.cost_usd:.4f} USD at list "
+                      f"prices (an upper bound: cached answers cost nothing)")
+                return 0
+            targets = count_targets(session, selection)
+            if not targets:
+                return _fail("no space with moments matches the selection")
+            batch = create_batch(session, owner_id=admin.id, selection=selection,
+                                 overrides=overrides, force=data["force"], targets=targets)
+            session.commit()
+            print(batch.id, flush=True)
+            print(f"lifetales: batch {batch.id}: {targets} stories, owned by {admin.email}; "
+                  f"GET /api/v1/batches/{batch.id}", file=sys.stderr, flush=True)
+            if args.no_wait:
+                return 0
+            return follow_batch(session, batch.id, args.interval)
+    finally:
+        engine.dispose()
+
+
+def follow_batch(session: Session, batch_id: uuid.UUID, interval: float) -> int:
+    """Show the batch's progress on stderr until it finishes: a bar redrawn in place on a
+    terminal, a line per change otherwise. 0 when every story was regenerated."""
+    from models import TERMINAL_STATUSES, Job
+    from workers.batch import batch_report
+
+    tty = sys.stderr.isatty()
+    last = ""
+    try:
+        while True:
+            session.expire_all()
+            batch = session.get(Job, batch_id)
+            if batch is None:
+                return _fail("the batch was deleted")
+            report = batch_report(session, batch)
+            session.commit()  # hand the connection back while sleeping
+            line = _progress_line(batch.status, report)
+            if tty:
+                print(f"\r{line}\x1b[K", end="", file=sys.stderr, flush=True)
+            elif line.split(" ETA ")[0] != last.split(" ETA ")[0]:
+                print(line, file=sys.stderr, flush=True)
+            last = line
+            if batch.status in TERMINAL_STATUSES:
+                break
+            time.sleep(interval)
+    except KeyboardInterrupt:
+        print(f"\nlifetales: detached; the batch goes on (GET /api/v1/batches/{batch_id})",
+              file=sys.stderr)
+        return 130
+    if tty:
+        print(file=sys.stderr)
+    totals = report["totals"]
+    print(f"lifetales: batch {batch.status}: {totals['succeeded']} regenerated, "
+          f"{totals['failed']} failed, {totals['canceled']} canceled"
+          + (f"; re-run the failures: POST /api/v1/batches/{batch_id}/retry-failed"
+             if totals["failed"] else ""), file=sys.stderr)
+    return 0 if batch.status == "succeeded" and not totals["failed"] else 1
+
+
+def _progress_line(status: str, report: dict[str, Any]) -> str:
+    totals = report["totals"]
+    percent = report["percent_done"]
+    filled = int(percent * 30 / 100)
+    eta = report["estimated_seconds_remaining"]
+    left = "?" if eta is None else f"{int(eta) // 60}m{int(eta) % 60:02d}s"
+    return (f"[{'#' * filled}{'-' * (30 - filled)}] {percent:5.1f}% of {report['total']}  "
+            f"ok {totals['succeeded']}  failed {totals['failed']}  running {totals['running']}  "
+            f"queued {totals['queued']}  canceled {totals['canceled']}  "
+            f"cost {report['cost_usd']:.4f} USD  {status} ETA {left}")
+
+
+def _fail(message: str) -> int:
+    print(f"lifetales: {message}", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     from config import ObservabilitySettings
     from telemetry import configure_logging
@@ -194,9 +341,29 @@ def main(argv: list[str] | None = None) -> int:
     users_sub = users_p.add_subparsers(dest="users_command", required=True)
     promote_p = users_sub.add_parser("promote", help="give an account the admin role")
     promote_p.add_argument("email")
+    stories_p = sub.add_parser("stories", help="story administration")
+    stories_sub = stories_p.add_subparsers(dest="stories_command", required=True)
+    regen_p = stories_sub.add_parser(
+        "regenerate", help="regenerate many stories as one batch (each a new story version)")
+    which = regen_p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--all", action="store_true", help="every space with moments")
+    which.add_argument("--space", nargs="+", action="extend", metavar="ID", help="these spaces")
+    which.add_argument("--user", metavar="EMAIL", help="every space of this account")
+    regen_p.add_argument("--settings", metavar="JSON",
+                         help='StorySettings overrides, e.g. \'{"narrativeTone": "poetic"}\'')
+    regen_p.add_argument("--force", action="store_true", help="bypass the story cache")
+    regen_p.add_argument("--dry-run", action="store_true",
+                         help="print the count and estimated calls and cost; create nothing")
+    regen_p.add_argument("--no-wait", action="store_true",
+                         help="print the batch id and exit instead of following it")
+    regen_p.add_argument("--as", dest="as_email", metavar="EMAIL",
+                         help="the admin who owns the batch (default: the first admin)")
+    regen_p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.command == "users":
         return promote(args.email)
+    if args.command == "stories":
+        return regenerate_stories(args)
     if args.command == "migrate":
         migrate()
         return 0

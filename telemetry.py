@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 from prometheus_client import Counter, Histogram, start_http_server
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm.util import identity_key
 
 from config import estimated_cost_usd
 from models import Job, JobEvent
@@ -140,12 +141,17 @@ def _collect_job_changes(session: Session, _flush_context: object) -> None:
         return
     jobs: dict[Any, tuple[str, datetime]] = {}
     ids = set(finished) | {job_id for job_id, _code in retried}
-    if ids:
-        # Most of these jobs are not loaded (bulk cancels): one primary-key lookup for all.
+    for job_id in ids:
+        # A worker finishing its own job has it loaded: no query for that one.
+        loaded = session.identity_map.get(identity_key(Job, job_id))
+        if isinstance(loaded, Job) and {"kind", "created_at"} <= loaded.__dict__.keys():
+            jobs[job_id] = (loaded.kind, loaded.created_at)
+    if missing := ids - jobs.keys():
+        # Bulk cancels and the like: one primary-key lookup for all the jobs not loaded.
         rows = session.connection().execute(
-            select(Job.id, Job.kind, Job.created_at).where(Job.id.in_(ids))
+            select(Job.id, Job.kind, Job.created_at).where(Job.id.in_(missing))
         )
-        jobs = {job_id: (kind, created_at) for job_id, kind, created_at in rows}
+        jobs.update({job_id: (kind, created_at) for job_id, kind, created_at in rows})
     pending = session.info.setdefault(_PENDING_COUNTS, [])
     pending.extend(("submitted", kind, "", None) for kind in submitted)
     for job_id, status in finished.items():
@@ -396,7 +402,10 @@ class JsonFormatter(logging.Formatter):
 
 _HANDLER_MARK = "_lifetales_json"
 # Libraries that log every HTTP request they make at INFO: useful only when debugging.
-_CHATTY_LOGGERS = ("httpx", "httpx2", "httpcore", "urllib3", "google_genai.models")
+# Celery's per-task "received"/"succeeded in" lines repeat the worker's own "job started" /
+# "job finished" (which carry job and request ids) and cost a formatted line each per job.
+_CHATTY_LOGGERS = ("httpx", "httpx2", "httpcore", "urllib3", "google_genai.models",
+                   "celery.app.trace", "celery.worker.strategy")
 
 
 def json_formatter(service: str, env: Mapping[str, str]) -> JsonFormatter:

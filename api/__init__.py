@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from agents.media.storage import build_storage
 from api import resources
 from api.errors import DocumentedApi, register_error_handlers
+from api.job_watch import JobWatcher
 from api.observability import init_observability
 from api.ratelimit import init_rate_limits
 from api.security import init_security
@@ -62,6 +63,7 @@ def create_app(
         ),
         provider_mode="gemini" if settings.agents.gemini_api_key else "offline",
         notifier=notifier,
+        watcher=JobWatcher(settings.redis_url),
     )
     app.teardown_appcontext(close_db)
 

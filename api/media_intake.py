@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from typing import Any
 
 from flask_smorest import abort
 from sqlalchemy import func, select
@@ -81,8 +82,9 @@ def store_media(
 
 def start_transcription(
     media: Media, *, idempotency_key: str | None = None, request_hash: str | None = None,
-    force: bool = False,
+    force: bool = False, job_args: dict[str, Any] | None = None,
 ) -> Job:
+    """A transcription job for stored audio; ``job_args``: its webhook and deadline."""
     job = create_job(
         db(), owner_id=media.owner_id, kind="transcription",
         input={"mediaId": str(media.id), "noteId": str(media.note_id) if media.note_id else None,
@@ -90,6 +92,7 @@ def start_transcription(
                "force": force},
         idempotency_key=idempotency_key, request_hash=request_hash,
         max_attempts=state().settings.attempts_for("transcription"),
+        **(job_args or {}),
     )
     media.transcription_job_id = job.id
     return job

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from agents.media.storage import MediaStorage
+from api.job_watch import JobWatcher
 from config import Settings
 from workers.events import Notifier
 
@@ -23,6 +24,7 @@ class AppState:
     storage: MediaStorage
     provider_mode: str
     notifier: Notifier
+    watcher: JobWatcher
 
 
 def state() -> AppState:

@@ -1,5 +1,6 @@
 """How every submission answers: 202 + Location + Retry-After, or the finished job under
-``Prefer: wait=N`` (RFC 7240); ``Idempotency-Key`` returns the job a retried submit made."""
+``Prefer: wait=N`` (RFC 7240); ``Idempotency-Key`` returns the job a retried submit made; the
+options any submit may give its job (webhook, deadline) are read here, once."""
 
 from __future__ import annotations
 
@@ -8,24 +9,29 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Callable
-from datetime import timedelta
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Response, jsonify, request
 from flask_smorest import abort
+from marshmallow import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from api.schemas.jobs import JobSchema
+from api.schemas.jobs import MAX_DEADLINE_S, CancelAfterSchema, JobSchema
 from api.state import db, state
-from models import TERMINAL_STATUSES, Job
+from models import TERMINAL_STATUSES, WEBHOOK_EVENTS, Job
 from models.base import utcnow
+from workers.webhooks import WebhookRefused, resolve_target
 
 MAX_WAIT_S = 60
 IDEMPOTENCY_KEY_TTL = timedelta(hours=24)
-POLL_INTERVAL_S = 0.05
-_PREFER_WAIT = re.compile(r"(?:^|[,;\s])wait\s*=\s*(\d+)", re.IGNORECASE)
+POLL_INTERVAL_S = 0.05  # without Redis notifications (embedded default)
+WAKE_TIMEOUT_S = 1.0  # with them: re-read anyway this often (a lost notification)
+# One preference of a Prefer header (RFC 7240): commas inside quoted values do not split.
+_PREFERENCE = re.compile(r'(?:[^,"]|"[^"]*")+')
 
 job_schema = JobSchema()
 
@@ -36,20 +42,35 @@ SUBMIT_HEADERS: list[dict[str, Any]] = [
                     "the same key with another body is 422.",
      "schema": {"type": "string", "minLength": 1, "maxLength": 255}},
     {"in": "header", "name": "Prefer", "required": False,
-     "description": f"``wait=N`` (RFC 7240, N <= {MAX_WAIT_S}): wait up to N seconds for the "
-                    "job to finish, answering 200 with the finished job if it does.",
+     "description": f"RFC 7240. ``wait=N`` (N <= {MAX_WAIT_S}): wait up to N seconds for the "
+                    "job to finish, answering 200 with the finished job if it does (else 202). "
+                    "``respond-async``: answer 202 at once; with ``wait=N`` as well, wait up to "
+                    "N seconds first. ``Preference-Applied`` names what shaped the answer "
+                    "(``wait=N`` on a 200, ``respond-async`` on a 202); other "
+                    "preferences (``return=...``) are ignored. Answers carry ``Vary: Prefer``.",
      "schema": {"type": "string"}},
+    {"in": "header", "name": "Cancel-After", "required": False,
+     "description": f"The job's deadline, in seconds from now (1 to {MAX_DEADLINE_S}): not "
+                    "started by then it ends ``expired``; still running then it is stopped "
+                    "and ends ``canceled`` with ``error.reason`` ``deadline``. The body's "
+                    "``deadlineSeconds`` says the same; sending both with different values "
+                    "is 422.",
+     "schema": {"type": "integer", "minimum": 1, "maximum": MAX_DEADLINE_S}},
 ]
 _JOB_CONTENT = {"application/json": {"schema": JobSchema}}
 SUBMITTED: dict[str, Any] = {
     "202": {"description": "Accepted: the job, queued or running; poll its Location.",
             "content": _JOB_CONTENT,
             "headers": {"Location": {"required": True, "schema": {"type": "string"}},
-                        "Retry-After": {"required": True, "schema": {"type": "integer"}}}},
+                        "Retry-After": {"required": True, "schema": {"type": "integer"}},
+                        "Vary": {"required": True, "schema": {"type": "string"}},
+                        "Preference-Applied": {"schema": {"type": "string"}}}},
     "200": {"description": "The job, already finished (``Prefer: wait=N``, or a replay of a "
                            "finished job's Idempotency-Key).",
             "content": _JOB_CONTENT,
-            "headers": {"Content-Location": {"required": True, "schema": {"type": "string"}}}},
+            "headers": {"Content-Location": {"required": True, "schema": {"type": "string"}},
+                        "Vary": {"required": True, "schema": {"type": "string"}},
+                        "Preference-Applied": {"schema": {"type": "string"}}}},
 }
 
 
@@ -57,9 +78,91 @@ def retry_after_s(job: Job) -> int:
     return 1 if job.status == "queued" else 2
 
 
-def requested_wait() -> int:
-    match = _PREFER_WAIT.search(request.headers.get("Prefer", ""))
-    return min(int(match.group(1)), MAX_WAIT_S) if match else 0
+@dataclass(frozen=True)
+class Preferences:
+    """What the request's ``Prefer`` headers ask of a submit."""
+
+    respond_async: bool = False
+    wait_s: int = 0  # 0: no wait asked
+
+
+def preferences() -> Preferences:
+    """Parse every ``Prefer`` header (RFC 7240): comma-separated, case-insensitive names,
+    parameters after ``;`` ignored, the first of a repeated preference wins; a preference not
+    understood or malformed is ignored, as the RFC asks."""
+    found: dict[str, str | None] = {}
+    for header in request.headers.getlist("Prefer"):
+        for item in _PREFERENCE.findall(header):
+            token = item.split(";", 1)[0]
+            name, equals, value = token.partition("=")
+            name = name.strip().lower()
+            if name and name not in found:
+                found[name] = value.strip().strip('"') if equals else None
+    wait = found.get("wait") or ""
+    wait_s = min(int(wait), MAX_WAIT_S) if wait.isascii() and wait.isdigit() else 0
+    return Preferences(respond_async="respond-async" in found, wait_s=wait_s)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """What a submit asks of its job besides its input: a webhook and a deadline."""
+
+    webhook_url: str | None = None
+    webhook_events: list[str] | None = None
+    deadline_s: int | None = None
+    deadline_at: datetime | None = None
+
+    def job_args(self) -> dict[str, Any]:
+        """Keyword arguments of ``create_job``."""
+        return {"webhook_url": self.webhook_url, "webhook_events": self.webhook_events,
+                "deadline_at": self.deadline_at}
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The part of the request an Idempotency-Key replay must repeat."""
+        asked = {"webhook": self.webhook_url, "webhookEvents": self.webhook_events,
+                 "deadlineSeconds": self.deadline_s}
+        return {name: value for name, value in asked.items() if value is not None}
+
+
+def job_options(data: Mapping[str, Any] | None = None) -> JobOptions:
+    """The job options of this submit: the body's ``webhook``, ``webhookEvents`` and
+    ``deadlineSeconds`` (as loaded by JobOptionsSchema) and the ``Cancel-After`` header.
+    422 naming the field for a webhook URL that may not receive webhooks (SSRF guard)."""
+    data = data or {}
+    location = "json" if request.is_json else "form"
+    deadline_s = _deadline_s(data.get("deadline_seconds"), location)
+    deadline_at = utcnow() + timedelta(seconds=deadline_s) if deadline_s else None
+    url = data.get("webhook")
+    events = data.get("webhook_events")
+    if url is None:
+        if events:
+            abort(422, message="webhookEvents needs a webhook",
+                  errors={location: {"webhookEvents": ["needs webhook"]}})
+        return JobOptions(deadline_s=deadline_s, deadline_at=deadline_at)
+    settings = state().settings.webhooks
+    try:
+        resolve_target(url, allow_http=settings.allow_http, allow_private=settings.allow_private)
+    except WebhookRefused as exc:
+        abort(422, message=f"webhook {exc.reason}", errors={location: {"webhook": [exc.reason]}})
+    asked = set(events or ()) | {"completed"}  # completed is always sent
+    return JobOptions(webhook_url=url,
+                      webhook_events=[event for event in WEBHOOK_EVENTS if event in asked],
+                      deadline_s=deadline_s, deadline_at=deadline_at)
+
+
+def _deadline_s(from_body: int | None, location: str) -> int | None:
+    try:
+        header = CancelAfterSchema().load(
+            {"Cancel-After": request.headers["Cancel-After"]}
+            if "Cancel-After" in request.headers else {})["cancel_after"]
+    except ValidationError as exc:
+        abort(422, message=f"Cancel-After must be a whole number of seconds from 1 to "
+                           f"{MAX_DEADLINE_S}", errors={"headers": exc.messages})
+    if header is not None and from_body is not None and header != from_body:
+        abort(422, message="Cancel-After and deadlineSeconds disagree; send one of them",
+              errors={location: {"deadlineSeconds": ["disagrees with Cancel-After"]}})
+    deadline: int | None = header if header is not None else from_body
+    return deadline
 
 
 def request_fingerprint(payload: Any) -> str:
@@ -91,12 +194,16 @@ def find_replay(owner_id: uuid.UUID, key: str | None, fingerprint: str) -> Job |
 
 
 def submit(
-    owner_id: uuid.UUID, fingerprint_payload: Any, create: Callable[[str | None, str], Job]
+    owner_id: uuid.UUID, fingerprint_payload: Any, create: Callable[[str | None, str], Job],
+    *, options: JobOptions | None = None,
 ) -> Response:
     """Run ``create(key, fingerprint)`` (domain writes + job) once per Idempotency-Key, commit,
-    and answer."""
+    and answer. ``options``: the job options ``create`` passed to ``create_job`` (a replay must
+    repeat them too)."""
     key = idempotency_key()
-    fingerprint = request_fingerprint(fingerprint_payload)
+    asked = options.fingerprint() if options is not None else {}
+    fingerprint = request_fingerprint(
+        {"request": fingerprint_payload, "jobOptions": asked} if asked else fingerprint_payload)
     job = find_replay(owner_id, key, fingerprint)
     if job is None:
         job = create(key, fingerprint)
@@ -108,38 +215,55 @@ def submit(
             job = find_replay(owner_id, key, fingerprint)
             if job is None:
                 raise
-    return job_response(job, wait_s=requested_wait())
+    response = job_response(job, prefer=preferences())
+    response.vary.add("Prefer")  # the answer (200 or 202, when) depends on it
+    return response
 
 
 def wait_for_job(job: Job, wait_s: float) -> Job:
+    """The job once finished, or as it is when ``wait_s`` runs out.
+
+    Wakes on the job's event notifications (registered before the first read, so nothing
+    slips between); re-reads now and then anyway, and polls briskly when there are no
+    notifications (the embedded default has no Redis). Reads the status alone while waiting
+    and the whole job once, at the end."""
     deadline = time.monotonic() + wait_s
-    session = state().session_factory()
-    try:
-        current = job
-        while current.status not in TERMINAL_STATUSES and time.monotonic() < deadline:
-            time.sleep(POLL_INTERVAL_S)
-            session.expire_all()
-            found = session.get(Job, job.id)
-            if found is None:
+    app_state = state()
+    status_of = select(Job.status).where(Job.id == job.id)
+    session = db()
+    with app_state.watcher.watch(job.id) as watch:
+        while True:
+            status = session.scalar(status_of)
+            session.commit()  # hand the connection back while waiting
+            remaining = deadline - time.monotonic()
+            if status is None or status in TERMINAL_STATUSES or remaining <= 0:
                 break
-            current = found
-        return current
-    finally:
-        session.close()
+            if app_state.watcher.live:
+                watch.wait(min(remaining, WAKE_TIMEOUT_S))
+            else:
+                time.sleep(min(remaining, POLL_INTERVAL_S))
+    if status is None or status == job.status:
+        return job
+    return session.get(Job, job.id, populate_existing=True) or job
 
 
-def job_response(job: Job, *, wait_s: int = 0) -> Response:
-    if wait_s:
-        job = wait_for_job(job, wait_s)
+def job_response(job: Job, *, prefer: Preferences | None = None) -> Response:
+    """200 with a finished job, else 202 with where to poll; under ``Prefer: wait=N`` (with
+    or without ``respond-async``) a job not yet finished is waited for up to N seconds."""
+    prefer = prefer or Preferences()
+    if prefer.wait_s and job.status not in TERMINAL_STATUSES:
+        job = wait_for_job(job, prefer.wait_s)
     body = jsonify(job_schema.dump(job))
     location = f"/api/v1/jobs/{job.id}"
     if job.status in TERMINAL_STATUSES:
         body.status_code = 200
         body.headers["Content-Location"] = location
-        if wait_s:
-            body.headers["Preference-Applied"] = f"wait={wait_s}"
+        if prefer.wait_s:  # the final answer the wait asked for
+            body.headers["Preference-Applied"] = f"wait={prefer.wait_s}"
     else:
         body.status_code = 202
         body.headers["Location"] = location
         body.headers["Retry-After"] = str(retry_after_s(job))
+        if prefer.respond_async:
+            body.headers["Preference-Applied"] = "respond-async"
     return body

@@ -82,7 +82,14 @@ def db_transactions(engine) -> int:
 def run_platform(stack, args) -> tuple[float, dict]:
     from bench.perfstack import audio_b64
 
-    worker = stack.services.start_worker("worker-1", concurrency=args.concurrency)
+    # The concurrency split over --worker-procs processes (each its own GIL).
+    names = [f"worker-{i + 1}" for i in range(args.worker_procs)]
+    workers = [stack.services.start_worker(name, concurrency=args.concurrency // len(names))
+               for name in names]
+
+    def worker_cpu() -> float:
+        return sum(cpu_seconds(w.pid) for w in workers)
+
     engine = make_engine(stack.database_url, pool_size=2)
     backlog = Backlog(2 * args.concurrency)
     latencies: list[float] = []
@@ -123,14 +130,14 @@ def run_platform(stack, args) -> tuple[float, dict]:
     time.sleep(args.warmup)
     w0 = datetime.now(UTC)
     xact0 = db_transactions(engine)
-    cpu_w0 = (cpu_seconds(worker.pid), group_cpu_seconds(api_pid), postgres_cpu_seconds(),
+    cpu_w0 = (worker_cpu(), group_cpu_seconds(api_pid), postgres_cpu_seconds(),
               cpu_seconds(os.getpid()), busy_cores())
     time.sleep(args.seconds)
     w1 = datetime.now(UTC)
     xact1 = db_transactions(engine)
-    cpu_w1 = (cpu_seconds(worker.pid), group_cpu_seconds(api_pid), postgres_cpu_seconds(),
+    cpu_w1 = (worker_cpu(), group_cpu_seconds(api_pid), postgres_cpu_seconds(),
               cpu_seconds(os.getpid()), busy_cores())
-    rss = rss_kib(worker.pid)
+    rss = sum(rss_kib(w.pid) or 0 for w in workers)
     backlog.stop.set()
     for t in threads:
         t.join(timeout=35)
@@ -159,7 +166,8 @@ def run_platform(stack, args) -> tuple[float, dict]:
         if latencies else None,
         "elapsed": time.time() - start,
     }
-    stack.stop_process("worker-1")
+    for name in names:
+        stack.stop_process(name)
     return rate, info
 
 
@@ -209,9 +217,12 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8, help="submitting threads")
     parser.add_argument("--latency", type=float, default=1.0, help="fake Gemini seconds/call")
+    parser.add_argument("--worker-procs", type=int, default=1,
+                        help="platform worker processes sharing --concurrency")
     parser.add_argument("--skip-bare", action="store_true")
     args = parser.parse_args()
-    print(f"threads pool, concurrency {args.concurrency}, {args.clients} client threads, "
+    print(f"threads pool, concurrency {args.concurrency} in {args.worker_procs} platform worker "
+          f"process(es), {args.clients} client threads, "
           f"upstream latency {args.latency}s, window {args.seconds}s after {args.warmup}s warm-up",
           flush=True)
     with perf_stack(args.latency, "tput") as stack:
@@ -227,10 +238,10 @@ def main() -> int:
               f"bench+fake Gemini {info['bench_cpu']:.2f} cores; box "
               f"{info['box_busy'] * 100:.0f}% busy (2 cores)")
         print(f"  worker CPU per succeeded job: {info['worker_cpu'] / rate * 1000:.1f} ms "
-              f"(one threads-pool process runs Python on one core at a time: the GIL)")
+              f"(a threads-pool process runs Python on one core at a time: the GIL)")
         print(f"  PostgreSQL transactions per succeeded job (API + worker + beat, the bench's "
               f"own polling subtracted): {info['xact_per_job']:.1f}")
-        print(f"  worker RSS at concurrency {args.concurrency}: "
+        print(f"  worker RSS (all processes) at concurrency {args.concurrency}: "
               f"{(info['rss_kib'] or 0) / 1024:.1f} MiB", flush=True)
         ok = rate >= TARGET_RATE
         if not args.skip_bare:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
 
 
@@ -29,15 +30,47 @@ def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
         )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={"connect_timeout": 10},
         **kwargs,
     )
+    _ping_idle_connections(engine)
+    return engine
+
+
+# A connection back in use within this many seconds is not pinged first.
+PING_AFTER_IDLE_S = 5.0
+
+
+def _ping_idle_connections(engine: Engine) -> None:
+    """``pool_pre_ping``, but only for a connection that sat idle in the pool.
+
+    Why: a job checks a connection out for each of its transactions, and pinging every time
+    was a round trip (and ~0.2 ms of CPU) per transaction. Connections that go stale (a
+    database restart, a firewall's idle timeout) are the idle ones; one that fails while busy
+    raises, and the job's attempt is retried like any other database error.
+    """
+
+    @event.listens_for(engine, "checkin")
+    def _checked_in(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+            return
+        try:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("SELECT 1")
+            cursor.close()
+        except Exception as error:
+            # The pool discards this connection and checks out (or opens) another.
+            raise exc.DisconnectionError() from error
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -263,7 +263,9 @@ class Services:
                 time.sleep(0.1)
         raise RuntimeError(f"API did not start:\n{self.log('api')}")
 
-    def start_worker(self, name: str, concurrency: int = 4) -> subprocess.Popen[bytes]:
+    def start_worker(self, name: str, concurrency: int = 4,
+                     queues: str = "transcription,illustration,story,batch,maintenance",
+                     ) -> subprocess.Popen[bytes]:
         process = self._spawn(
             name,
             [
@@ -276,7 +278,7 @@ class Services:
                 "--concurrency",
                 str(concurrency),
                 "--queues",
-                "transcription,illustration,story,batch,maintenance",
+                queues,
                 "--hostname",
                 f"{name}@%h",
                 "--without-mingle",

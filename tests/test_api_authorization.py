@@ -112,6 +112,7 @@ CASES = [
     ("GET", "/spaces/{space}/story?version=1", None),
     ("POST", "/spaces/{space}/story", body({})),
     ("GET", "/spaces/{space}/stories", None),
+    ("POST", "/spaces/{space}/story/illustrations/retry", None),
     ("GET", "/jobs/{job}", None),
     ("POST", "/jobs/{job}/cancel", None),
     ("GET", "/jobs/{job}/events", None),
@@ -169,8 +170,30 @@ NOT_ID_SCOPED = {
     ("GET", "/settings"), ("PUT", "/settings"),  # the caller's own settings
     ("GET", "/spaces"), ("POST", "/spaces"), ("GET", "/jobs"),  # listings: see the test above
     ("POST", "/illustrations"),  # creates the caller's own job
+    ("GET", "/webhooks/secret"), ("POST", "/webhooks/secret/rotate"),  # the caller's own secret
     ("GET", "/admin/jobs"),  # the admin role's, 403 to others: test_api_admin.py
 }
+# The admin role's routes: 403 to every other user before any id is looked at.
+ADMIN_ONLY = [
+    ("GET", "/admin/jobs"),
+    ("POST", "/batches/story-regenerations"),
+    ("GET", "/batches/<id>"),
+    ("POST", "/batches/<id>/cancel"),
+    ("POST", "/batches/<id>/retry-failed"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), ADMIN_ONLY, ids=[f"{m} {p}" for m, p in ADMIN_ONLY])
+def test_admin_routes_are_403_to_other_users_and_change_nothing(
+        client: FlaskClient, world: World, session: Session, method: str, path: str) -> None:
+    before = snapshot(client, world, session)
+    url = "/api/v1" + path.replace("<id>", world.job)
+    kwargs: dict[str, Any] = {"json": {"all": True}} if method == "POST" else {}
+    response = client.open(url, method=method, headers=world.b, **kwargs)
+    assert response.status_code == 403, response.get_data(as_text=True)
+    assert response.get_json()["message"] == "this operation requires the admin role"
+    session.expire_all()
+    assert snapshot(client, world, session) == before
 
 
 def test_the_matrix_covers_every_route_and_method(app: Any) -> None:
@@ -183,6 +206,6 @@ def test_the_matrix_covers_every_route_and_method(app: Any) -> None:
             continue
         path = re.sub(r"<[^>]+>", "<id>", rule.rule.removeprefix("/api/v1"))
         for method in sorted((rule.methods or set()) - {"HEAD", "OPTIONS"}):
-            if (method, path) not in covered and (method, path) not in NOT_ID_SCOPED:
+            if (method, path) not in covered | NOT_ID_SCOPED | set(ADMIN_ONLY):
                 missing.append(f"{method} {path}")
     assert not missing, missing

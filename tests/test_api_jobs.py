@@ -489,7 +489,7 @@ def test_a_stream_resumed_past_the_end_stops_when_the_job_is_done(
     state = app.extensions["lifetales"]
     started = time.monotonic()
     # As a stream that began (with a bogus future id) before the job ended would go on.
-    frames = list(event_stream(state.session_factory, state.notifier, uuid.UUID(job["id"]),
+    frames = list(event_stream(state.session_factory, state.watcher, uuid.UUID(job["id"]),
                                after=10**20))
     assert frames == ["retry: 2000\n\n"]
     assert time.monotonic() - started < 5

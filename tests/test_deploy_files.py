@@ -23,7 +23,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIRS = ("api", "workers", "agents", "models", "migrations")
-WORKER_CONCURRENCY = {"transcription": 32, "illustration": 16, "story": 16, "batch": 4}
+WORKER_CONCURRENCY = {
+    "transcription": 32, "illustration": 16, "story": 16, "batch": 4, "webhooks": 16
+}
 
 # How the code reads its environment: `_get(env, "NAME"`, `_text(env, "NAME"`,
 # `env.get("NAME"`, `os.environ.get("NAME"`, `os.environ["NAME"]`, `os.getenv("NAME"`, and

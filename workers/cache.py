@@ -55,7 +55,8 @@ def _insert(session: Session) -> Any:
 def lookup_or_lease(
     session: Session, key: str, *, agent: str, model: str, job_id: uuid.UUID, force: bool
 ) -> Lookup:
-    """Read a fresh entry, or take the lease to compute it. Commits the lease.
+    """Read a fresh entry, or take the lease to compute it. Commits the lease (a hit leaves
+    the caller's transaction open: the job's result follows at once).
 
     ``force`` bypasses reading (and leasing): the job computes and overwrites the entry.
     """
@@ -63,19 +64,19 @@ def lookup_or_lease(
         telemetry.record_cache_lookup(agent, "bypass")
         return Lookup(None, owner=True)
     now = utcnow()
-    entry = session.get(CacheEntry, key, populate_existing=True)
-    if entry is not None and entry.status == "ready" and (
-        entry.expires_at is None or entry.expires_at > now
-    ):
-        telemetry.record_cache_lookup(agent, "hit")
-        return Lookup(entry.value, owner=False)
     lease_until = now + timedelta(seconds=LEASE_S)
-    if entry is None:
-        won = affected(session, _insert(session)(CacheEntry).values(
-            key=key, agent=agent, model=model, status="pending", value=None,
-            owner_job_id=job_id, lease_expires_at=lease_until, created_at=now,
-        ).on_conflict_do_nothing(index_elements=["key"]))
-    else:
+    # Most keys are new: try the lease first, one statement for a miss.
+    won = affected(session, _insert(session)(CacheEntry).values(
+        key=key, agent=agent, model=model, status="pending", value=None,
+        owner_job_id=job_id, lease_expires_at=lease_until, created_at=now,
+    ).on_conflict_do_nothing(index_elements=["key"]))
+    if not won:
+        entry = session.get(CacheEntry, key, populate_existing=True)
+        if entry is not None and entry.status == "ready" and (
+            entry.expires_at is None or entry.expires_at > now
+        ):
+            telemetry.record_cache_lookup(agent, "hit")
+            return Lookup(entry.value, owner=False)
         # Expired, or a pending lease whose job is gone (or is this very job, retried).
         won = affected(session, update(CacheEntry).where(
             CacheEntry.key == key,
@@ -110,7 +111,6 @@ def release(session: Session, key: str, job_id: uuid.UUID) -> None:
     session.commit()
 
 
-
 def cached_result(
     run: JobRun,
     *,
@@ -131,6 +131,7 @@ def cached_result(
         return found.value, True
     if not found.owner:
         raise MustWait(JOIN_POLL_S, step="waiting_for_identical_job")
+    run.session.commit()  # hold no transaction (or row lock) across the model call
     try:
         value = compute()
     except BaseException:

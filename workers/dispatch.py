@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import event
@@ -24,9 +25,11 @@ TASKS: dict[str, tuple[str, str]] = {
     "transcription": ("lifetales.transcribe_audio", "transcription"),
     "illustration": ("lifetales.generate_illustration", "illustration"),
     "story": ("lifetales.build_story", "story"),
+    "story_batch": ("lifetales.run_story_batch", "batch"),
 }
 
 _PENDING = "lifetales.pending_jobs"
+_PENDING_TASKS = "lifetales.pending_tasks"
 
 
 def create_job(
@@ -40,8 +43,14 @@ def create_job(
     request_hash: str | None = None,
     max_attempts: int = 4,
     queue: str | None = None,
+    webhook_url: str | None = None,
+    webhook_events: list[str] | None = None,
+    deadline_at: datetime | None = None,
 ) -> Job:
-    """Add a queued job to the session; its message is sent once the session commits."""
+    """Add a queued job to the session; its message is sent once the session commits.
+
+    ``webhook_url``: where its events are pushed (``completed`` always, plus ``webhook_events``);
+    ``deadline_at``: not started by then it expires, running then it is canceled."""
     job = Job(
         id=uuid.uuid4(),
         owner_id=owner_id,
@@ -57,6 +66,9 @@ def create_job(
         progress=None,
         created_at=utcnow(),
         request_id=telemetry.current_request_id(),  # the API request's, or the parent job's
+        webhook_url=webhook_url,
+        webhook_events=webhook_events if webhook_url else None,
+        deadline_at=deadline_at,
     )
     session.add(job)
     status_event(session, job.id, "queued")
@@ -69,6 +81,14 @@ def enqueue_after_commit(session: Session, job: Job, *, countdown: float | None 
     session.info.setdefault(_PENDING, []).append((job.id, job.kind, job.queue, countdown))
 
 
+def enqueue_task_after_commit(
+    session: Session, task_name: str, queue: str, args: list[Any], *,
+    countdown: float | None = None,
+) -> None:
+    """Queue any task message (a webhook delivery's) for sending when the transaction commits."""
+    session.info.setdefault(_PENDING_TASKS, []).append((task_name, queue, args, countdown))
+
+
 def install_enqueue_after_commit(factory: sessionmaker[Session]) -> None:
     event.listen(factory, "after_commit", _send_pending)
     event.listen(factory, "after_rollback", _drop_pending)
@@ -76,29 +96,39 @@ def install_enqueue_after_commit(factory: sessionmaker[Session]) -> None:
 
 def _drop_pending(session: Session) -> None:
     session.info.pop(_PENDING, None)
+    session.info.pop(_PENDING_TASKS, None)
 
 
 def _send_pending(session: Session) -> None:
     pending = session.info.pop(_PENDING, [])
     for job_id, kind, queue, countdown in pending:
         send_job_message(job_id, kind, queue, countdown=countdown)
+    tasks = session.info.pop(_PENDING_TASKS, None)
+    for task_name, queue, args, countdown in tasks or ():
+        send_task_message(task_name, queue, args, countdown=countdown)
 
 
 def send_job_message(
     job_id: uuid.UUID, kind: str, queue: str, *, countdown: float | None = None
 ) -> bool:
     """Publish one job's message; on broker trouble log and return False (the reaper re-sends)."""
+    return send_task_message(TASKS[kind][0], queue, [str(job_id)], countdown=countdown)
+
+
+def send_task_message(
+    task_name: str, queue: str, args: list[Any], *, countdown: float | None = None
+) -> bool:
+    """Publish a task message; on broker trouble log and return False (the reaper re-sends)."""
     from workers.app import celery_app
 
-    task_name = TASKS[kind][0]
     try:
         celery_app.send_task(
-            task_name, args=[str(job_id)], queue=queue, countdown=countdown, ignore_result=True
+            task_name, args=args, queue=queue, countdown=countdown, ignore_result=True
         )
     except Exception as exc:
         log.warning(
-            "job message not sent; the reaper will re-send it",
-            extra={"job_id": str(job_id), "error": type(exc).__name__},
+            "task message not sent; the reaper will re-send it",
+            extra={"task": task_name, "task_args": args, "error": type(exc).__name__},
         )
         return False
     return True

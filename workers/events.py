@@ -2,6 +2,8 @@
 
 The ``job_events`` table is the log (ordered ids, resumable); Redis pub/sub only wakes up the
 SSE streams that follow a job, so a lost notification delays an event, never loses it.
+Every transition passes here, so this is also where a job's webhook deliveries are written
+(workers/webhooks.py: free for a job without a webhook).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import JobEvent
+from workers import webhooks
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +32,14 @@ def emit(session: Session, job_id: uuid.UUID, type_: str, data: dict[str, Any]) 
     """Append an event to the job's log; it becomes visible when the transaction commits."""
     session.add(JobEvent(job_id=job_id, type=type_, data=data))
     session.info.setdefault(_TOUCHED, set()).add(job_id)
+    if type_ == "progress":
+        webhooks.on_progress(session, job_id, data)
 
 
 def status_event(session: Session, job_id: uuid.UUID, status: str, **extra: Any) -> None:
     emit(session, job_id, "status", {"status": status, **extra})
+    if status == "running":
+        webhooks.on_start(session, job_id)
 
 
 def final_events(session: Session, job_id: uuid.UUID, status: str, *,
@@ -43,6 +50,7 @@ def final_events(session: Session, job_id: uuid.UUID, status: str, *,
     if error is not None and status == "failed":
         emit(session, job_id, "error", error)
     emit(session, job_id, "done", {"status": status, "result": result, "error": error})
+    webhooks.on_completed(session, job_id)
 
 
 class Notifier:

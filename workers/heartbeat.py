@@ -1,6 +1,6 @@
 """One thread per worker process beats every job that process is running, in a single UPDATE
 per interval, so a job whose worker died is noticed within the heartbeat timeout while a slow
-Gemini call never looks dead."""
+Gemini call never looks dead. The same UPDATE asks a job past its deadline to stop."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import threading
 import uuid
 
-from sqlalchemy import tuple_, update
+from sqlalchemy import false, func, tuple_, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Job
@@ -56,7 +56,12 @@ class HeartbeatPump:
                     tuple_(Job.id, Job.attempts).in_(list(running.items())),
                     Job.status == "running",
                 )
-                .values(heartbeat_at=now)
+                # A job past its deadline is asked to stop, in the same statement.
+                .values(
+                    heartbeat_at=now,
+                    cancel_requested=Job.cancel_requested
+                    | func.coalesce(Job.deadline_at <= now, false()),
+                )
                 .execution_options(synchronize_session=False)
             )
             session.commit()

@@ -5,7 +5,7 @@ each one appends its event to the job's log in the same transaction."""
 from __future__ import annotations
 
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, exists, or_, select, update
@@ -17,6 +17,11 @@ from models.base import utcnow
 from workers.events import emit, final_events, status_event
 
 CANCELED = {"code": "canceled", "message": "the job was canceled", "retryable": False}
+# Stopped by its deadline (Cancel-After) after it had started.
+DEADLINE_CANCELED = {"code": "canceled", "message": "the job ran past its deadline",
+                     "retryable": False, "reason": "deadline"}
+EXPIRED = {"code": "expired", "message": "the job's deadline passed before it started",
+           "retryable": False}
 
 
 def affected(session: Session, statement: Any) -> int:
@@ -55,6 +60,7 @@ def start_job(session: Session, job_id: uuid.UUID, *, heartbeat_timeout_s: int) 
         .where(
             Job.id == job_id,
             Job.cancel_requested.is_(False),
+            or_(Job.deadline_at.is_(None), Job.deadline_at > now),
             or_(
                 Job.status == "queued",
                 (Job.status == "running") & (Job.heartbeat_at < stale) & ~waiting_on_children(),
@@ -79,6 +85,9 @@ def start_job(session: Session, job_id: uuid.UUID, *, heartbeat_timeout_s: int) 
             .values(status="canceled", error=CANCELED, finished_at=now, updated_at=now),
         ):
             final_events(session, job_id, "canceled", error=CANCELED)
+        else:
+            # Its deadline passed while it waited: it ends now, no work is started.
+            end_overdue(session, Job.id == job_id)
         session.commit()
         return None
     status_event(session, job_id, "running", attempt=job.attempts)
@@ -91,6 +100,8 @@ def set_progress(
 ) -> bool:
     """Record progress and beat the heart; False when the job is no longer ours (stop working)."""
     now = utcnow()
+    if past_deadline(job, now):
+        return False  # the caller stops here and the job ends canceled (reason ``deadline``)
     progress = {"step": step, "current": current, "total": total}
     done = affected(
         session, _fenced(job).values(progress=progress, heartbeat_at=now, updated_at=now)
@@ -109,7 +120,9 @@ def succeed_job(
     usage: dict[str, Any] | None = None,
     progress: dict[str, Any] | None = None,
 ) -> bool:
-    """Finish successfully; call in the same transaction as the job's domain writes."""
+    """Finish successfully; call in the same transaction as the job's domain writes.
+
+    False (roll back) when the job is no longer ours or was asked to stop meanwhile."""
     now = utcnow()
     values: dict[str, Any] = {
         "status": "succeeded",
@@ -123,7 +136,9 @@ def succeed_job(
         values["usage"] = usage
     if progress is not None:
         values["progress"] = progress
-    if not affected(session, _fenced(job).values(**values)):
+    # A job asked to stop never applies its result: the caller then settles it as canceled.
+    fence = _fenced(job).where(Job.cancel_requested.is_(False))
+    if not affected(session, fence.values(**values)):
         return False
     if progress is not None:
         emit(session, job.id, "progress", progress)
@@ -148,14 +163,45 @@ def fail_job(
 
 
 def cancel_running_job(session: Session, job: Job) -> bool:
+    """End a running job that stopped at a safe point: on request, or past its deadline
+    (then with reason ``deadline``)."""
     now = utcnow()
+    error = DEADLINE_CANCELED if past_deadline(job, now) else CANCELED
     if not affected(
         session,
-        _fenced(job).values(status="canceled", error=CANCELED, finished_at=now, updated_at=now),
+        _fenced(job).values(status="canceled", error=error, finished_at=now, updated_at=now),
     ):
         return False
-    final_events(session, job.id, "canceled", error=CANCELED)
+    final_events(session, job.id, "canceled", error=error)
     return True
+
+
+def past_deadline(job: Job, now: datetime | None = None) -> bool:
+    """Whether the job's deadline has passed (no query: the loaded row says it)."""
+    return job.deadline_at is not None and job.deadline_at <= (now or utcnow())
+
+
+def end_overdue(session: Session, *criteria: Any) -> list[tuple[uuid.UUID, uuid.UUID | None]]:
+    """End the queued jobs matching ``criteria`` whose deadline has passed: ``expired`` if they
+    never started, ``canceled`` (reason ``deadline``) if they had (waiting to be retried).
+    Returns (id, parent id) of each, so parents can be advanced."""
+    now = utcnow()
+    ended: list[tuple[uuid.UUID, uuid.UUID | None]] = []
+    for status, error, started in (("expired", EXPIRED, False),
+                                   ("canceled", DEADLINE_CANCELED, True)):
+        rows = session.execute(
+            update(Job)
+            .where(Job.status == "queued", Job.deadline_at <= now,
+                   Job.started_at.is_not(None) if started else Job.started_at.is_(None),
+                   *criteria)
+            .values(status=status, error=error, finished_at=now, updated_at=now)
+            .returning(Job.id, Job.parent_id)
+            .execution_options(synchronize_session=False)
+        ).all()
+        for job_id, parent_id in rows:
+            final_events(session, job_id, status, error=error)
+            ended.append((job_id, parent_id))
+    return ended
 
 
 def requeue_for_retry(

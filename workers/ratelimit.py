@@ -9,6 +9,10 @@ GCRA keeps, per model and dimension, a *theoretical arrival time* (TAT): the mom
 would be empty again if nothing more arrived. A call costing ``n`` units moves it ``n`` emission
 intervals ahead. A call passes when the backlog ``TAT - now`` left after it fits within the burst
 tolerance, so over any window the fleet gets at most ``burst_seconds`` worth of extra calls.
+
+Batch calls (``batch=True``: jobs on the ``batch`` queue) take room in a second pair of buckets
+as well, sized to ``batch_share`` of the model's limit, in the same all-or-nothing step: however
+large a batch, ``1 - batch_share`` of every limit stays free for interactive calls.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from config import env_int
+from config import BatchSettings, env_int
 
 log = logging.getLogger(__name__)
 
@@ -95,25 +99,40 @@ def _positive_limit(env: Mapping[str, str], name: str) -> int | None:
 
 @runtime_checkable
 class RateLimiter(Protocol):
-    def acquire(self, model: str, tokens: int = 0) -> float:
+    def acquire(self, model: str, tokens: int = 0, *, batch: bool = False) -> float:
         """Take one request and ``tokens`` tokens now and return 0.0, or take nothing and
-        return the seconds to wait before the same call could pass."""
+        return the seconds to wait before the same call could pass. ``batch``: a batch job's
+        call, held to the batch share of the limit as well."""
         ...
 
-    def settle(self, model: str, estimated_tokens: int, actual_tokens: int) -> None:
+    def settle(self, model: str, estimated_tokens: int, actual_tokens: int, *,
+               batch: bool = False) -> None:
         """Charge real minus estimated tokens after the call (a debt delays later callers;
         a negative difference refunds)."""
         ...
 
 
+@dataclass(frozen=True)
+class _Bucket:
+    """One GCRA bucket a call takes from: its name, seconds per unit (0.0: unlimited), units."""
+
+    name: str
+    interval: float
+    cost: int
+
+
 class _Limits:
     """Model-name lookup shared by both limiters: the model's own limit, else the default."""
 
-    def __init__(self, limits: Mapping[str, ModelLimit], burst_seconds: float) -> None:
+    def __init__(self, limits: Mapping[str, ModelLimit], burst_seconds: float,
+                 batch_share: float = 1.0) -> None:
         if burst_seconds < 0:
             raise ValueError("burst_seconds must not be negative")
+        if not 0.0 < batch_share <= 1.0:
+            raise ValueError("batch_share must be above 0 and at most 1")
         self._limits = {model_key(name): limit for name, limit in limits.items()}
         self.burst_seconds = burst_seconds
+        self.batch_share = batch_share
 
     def find(self, model: str) -> tuple[str, ModelLimit] | None:
         key = model_key(model)
@@ -121,6 +140,15 @@ class _Limits:
         if limit is None or limit.unlimited:
             return None
         return key, limit
+
+    def buckets(self, limit: ModelLimit, tokens: int, batch: bool) -> list[_Bucket]:
+        """The buckets a call takes from: the model's, plus its batch share's for a batch call."""
+        found = [_Bucket("requests", _seconds_per(limit.requests_per_minute), 1),
+                 _Bucket("tokens", _seconds_per(limit.tokens_per_minute), tokens)]
+        if batch and self.batch_share < 1.0:
+            found += [_Bucket(f"batch-{b.name}", b.interval / self.batch_share, b.cost)
+                      for b in found[:2]]
+        return found
 
 
 def _seconds_per(per_minute: int | None) -> float:
@@ -133,17 +161,21 @@ def _check_tokens(tokens: int) -> None:
         raise ValueError("tokens must not be negative")
 
 
-# KEYS: request TAT, token TAT.  ARGV: seconds per request, seconds per token (0 = unlimited),
-# tokens wanted, burst tolerance in seconds.  Returns {1, "0"} when granted, else {0, wait}.
+# KEYS: one TAT per bucket.  ARGV: burst tolerance in seconds, then per bucket its seconds per
+# unit (0 = unlimited) and the units wanted.  Returns {1, "0"} when granted, else {0, wait}.
 _ACQUIRE_LUA = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local intervals = {tonumber(ARGV[1]), tonumber(ARGV[2])}
-local costs = {1, tonumber(ARGV[3])}
-local tau = tonumber(ARGV[4])
+local tau = tonumber(ARGV[1])
+local intervals = {}
+local costs = {}
+for i = 1, #KEYS do
+  intervals[i] = tonumber(ARGV[2 * i])
+  costs[i] = tonumber(ARGV[2 * i + 1])
+end
 local new_tats = {}
 local wait = 0
-for i = 1, 2 do
+for i = 1, #KEYS do
   if intervals[i] > 0 then
     local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
     if tat < now then tat = now end
@@ -162,7 +194,7 @@ end
 if wait > 0 then
   return {0, tostring(wait)}
 end
-for i = 1, 2 do
+for i = 1, #KEYS do
   if new_tats[i] then
     local ttl_ms = math.ceil((new_tats[i] - now) * 1000) + 1000
     redis.call('SET', KEYS[i], string.format('%.6f', new_tats[i]), 'PX', ttl_ms)
@@ -199,28 +231,28 @@ class RedisRateLimiter:
         *,
         burst_seconds: float = 1.0,
         key_prefix: str = "lifetales:ratelimit",
+        batch_share: float = 1.0,
     ) -> None:
-        self._limits = _Limits(limits, burst_seconds)
+        self._limits = _Limits(limits, burst_seconds, batch_share)
         self._redis = redis_client
         self._prefix = key_prefix
         self._acquire_script = redis_client.register_script(_ACQUIRE_LUA)
         self._settle_script = redis_client.register_script(_SETTLE_LUA)
         self._skip_redis_until = 0.0
 
-    def acquire(self, model: str, tokens: int = 0) -> float:
+    def acquire(self, model: str, tokens: int = 0, *, batch: bool = False) -> float:
         _check_tokens(tokens)
         found = self._limits.find(model)
         if found is None or self._in_outage():
             return 0.0
         key, limit = found
-        args = [
-            _seconds_per(limit.requests_per_minute),
-            _seconds_per(limit.tokens_per_minute),
-            tokens,
-            self._limits.burst_seconds,
-        ]
+        buckets = self._limits.buckets(limit, tokens, batch)
+        args: list[float] = [self._limits.burst_seconds]
+        for bucket in buckets:
+            args += [bucket.interval, bucket.cost]
         try:
-            granted, wait = self._acquire_script(keys=self._keys(key), args=args)
+            granted, wait = self._acquire_script(
+                keys=[self._key(key, b.name) for b in buckets], args=args)
         except redis.RedisError as exc:
             self._fail_open(model, exc)
             return 0.0
@@ -230,26 +262,26 @@ class RedisRateLimiter:
         # A denial always asks for some wait, however small the float rounds.
         return max(float(wait), 1e-6)
 
-    def settle(self, model: str, estimated_tokens: int, actual_tokens: int) -> None:
+    def settle(self, model: str, estimated_tokens: int, actual_tokens: int, *,
+               batch: bool = False) -> None:
         found = self._limits.find(model)
         delta = actual_tokens - estimated_tokens
         if found is None or delta == 0 or self._in_outage():
             return
         key, limit = found
-        if limit.tokens_per_minute is None:
-            return
         try:
-            self._settle_script(
-                keys=self._keys(key)[1:], args=[_seconds_per(limit.tokens_per_minute), delta]
-            )
+            for bucket in self._limits.buckets(limit, 0, batch):
+                if bucket.name.endswith("tokens") and bucket.interval:
+                    self._settle_script(keys=[self._key(key, bucket.name)],
+                                        args=[bucket.interval, delta])
         except redis.RedisError as exc:
             self._fail_open(model, exc)
             return
         self._recovered()
 
-    def _keys(self, key: str) -> list[str]:
-        # The hash tag keeps both keys of a model in one Redis Cluster slot, as a script needs.
-        return [f"{self._prefix}:{{{key}}}:requests", f"{self._prefix}:{{{key}}}:tokens"]
+    def _key(self, key: str, bucket: str) -> str:
+        # The hash tag keeps every key of a model in one Redis Cluster slot, as a script needs.
+        return f"{self._prefix}:{{{key}}}:{bucket}"
 
     def _in_outage(self) -> bool:
         return time.monotonic() < self._skip_redis_until
@@ -273,54 +305,52 @@ class RedisRateLimiter:
 class LocalRateLimiter:
     """The same GCRA in-process (thread-safe, monotonic clock), for the embedded default."""
 
-    def __init__(self, limits: Mapping[str, ModelLimit], *, burst_seconds: float = 1.0) -> None:
-        self._limits = _Limits(limits, burst_seconds)
+    def __init__(self, limits: Mapping[str, ModelLimit], *, burst_seconds: float = 1.0,
+                 batch_share: float = 1.0) -> None:
+        self._limits = _Limits(limits, burst_seconds, batch_share)
         self._lock = threading.Lock()
         self._tats: dict[tuple[str, str], float] = {}
 
-    def acquire(self, model: str, tokens: int = 0) -> float:
+    def acquire(self, model: str, tokens: int = 0, *, batch: bool = False) -> float:
         _check_tokens(tokens)
         found = self._limits.find(model)
         if found is None:
             return 0.0
         key, limit = found
-        dimensions = (
-            ("requests", _seconds_per(limit.requests_per_minute), 1),
-            ("tokens", _seconds_per(limit.tokens_per_minute), tokens),
-        )
         with self._lock:
             now = time.monotonic()
             wait = 0.0
             new_tats: dict[tuple[str, str], float] = {}
-            for dimension, interval, cost in dimensions:
-                if interval == 0.0:
+            for bucket in self._limits.buckets(limit, tokens, batch):
+                if bucket.interval == 0.0:
                     continue
-                tat = max(self._tats.get((key, dimension), now), now)
-                increment = cost * interval
+                tat = max(self._tats.get((key, bucket.name), now), now)
+                increment = bucket.cost * bucket.interval
                 allowed = max(self._limits.burst_seconds - increment, 0.0)
                 if tat - now > allowed:
                     wait = max(wait, tat - now - allowed)
                 else:
-                    new_tats[(key, dimension)] = tat + increment
+                    new_tats[(key, bucket.name)] = tat + increment
             if wait > 0.0:
                 return wait
             self._tats.update(new_tats)  # all or nothing
             return 0.0
 
-    def settle(self, model: str, estimated_tokens: int, actual_tokens: int) -> None:
+    def settle(self, model: str, estimated_tokens: int, actual_tokens: int, *,
+               batch: bool = False) -> None:
         found = self._limits.find(model)
         delta = actual_tokens - estimated_tokens
         if found is None or delta == 0:
             return
         key, limit = found
-        if limit.tokens_per_minute is None:
-            return
         with self._lock:
             now = time.monotonic()
-            tat = max(self._tats.get((key, "tokens"), now), now)
-            # A refund never reaches back before now: an idle bucket cannot bank extra burst.
-            new_tat = tat + delta * _seconds_per(limit.tokens_per_minute)
-            self._tats[(key, "tokens")] = max(new_tat, now)
+            for bucket in self._limits.buckets(limit, 0, batch):
+                if not bucket.name.endswith("tokens") or not bucket.interval:
+                    continue
+                tat = max(self._tats.get((key, bucket.name), now), now)
+                # A refund never reaches back before now: an idle bucket cannot bank extra burst.
+                self._tats[(key, bucket.name)] = max(tat + delta * bucket.interval, now)
 
 
 def redis_client_for_limiter(redis_url: str) -> redis.Redis:
@@ -334,10 +364,14 @@ def redis_client_for_limiter(redis_url: str) -> redis.Redis:
 
 
 def build_rate_limiter(redis_url: str | None, env: Mapping[str, str]) -> RateLimiter:
-    """The Redis limiter when a Redis URL is configured, the in-process one otherwise."""
+    """The Redis limiter when a Redis URL is configured, the in-process one otherwise; batch
+    calls get what INTERACTIVE_RESERVED_SHARE leaves of each limit."""
     limits = limits_from_env(env)
+    batch_share = 1.0 - BatchSettings.from_env(env).interactive_reserved_share
     kind = "redis" if redis_url else "local"
-    log.info("upstream rate limiter: %s", kind, extra={"limited_models": sorted(limits)})
+    log.info("upstream rate limiter: %s", kind, extra={"limited_models": sorted(limits),
+                                                         "batch_share": batch_share})
     if redis_url:
-        return RedisRateLimiter(redis_client_for_limiter(redis_url), limits)
-    return LocalRateLimiter(limits)
+        return RedisRateLimiter(redis_client_for_limiter(redis_url), limits,
+                                batch_share=batch_share)
+    return LocalRateLimiter(limits, batch_share=batch_share)

@@ -1,4 +1,5 @@
-"""Beat-driven recovery: re-send jobs whose message was lost, recover jobs whose worker died."""
+"""Beat-driven recovery: re-send jobs whose message was lost, recover jobs whose worker died,
+end or stop jobs past their deadline, re-send webhook deliveries whose message was lost."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from models import TERMINAL_STATUSES, Job, Story
 from models.base import utcnow
 from workers.dispatch import send_job_message
 from workers.events import final_events, status_event
-from workers.fanout import child_counts, complete_story
-from workers.lifecycle import affected
+from workers.fanout import abandon_story_attempt, child_counts, complete_story
+from workers.lifecycle import DEADLINE_CANCELED, affected, end_overdue, waiting_on_children
+from workers.webhooks import resend_due_deliveries
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,8 @@ class ReapReport:
     requeued: int = 0
     failed: int = 0
     completed_parents: int = 0
+    past_deadline: int = 0
+    webhooks_resent: int = 0
 
 
 def reap_stale_jobs(
@@ -34,6 +38,7 @@ def reap_stale_jobs(
 ) -> ReapReport:
     report = ReapReport()
     now = utcnow()
+    report.past_deadline = enforce_deadlines(session)
 
     # 1. Queued too long: the message was never sent (broker down) or got lost. Re-send it.
     due = now - timedelta(seconds=resend_after_s)
@@ -44,7 +49,7 @@ def reap_stale_jobs(
         .limit(BATCH)
     ).all()
     for job_id, kind, queue in queued:
-        if kind not in ("transcription", "illustration", "story"):
+        if kind not in ("transcription", "illustration", "story", "story_batch"):
             continue
         if send_job_message(job_id, kind, queue):
             session.execute(
@@ -106,6 +111,46 @@ def reap_stale_jobs(
 
                 on_child_finished(session, job.parent_id)
     session.commit()
-    if report.resent or report.requeued or report.failed or report.completed_parents:
+
+    # 3. Webhook deliveries whose message was lost (broker down, worker died mid-attempt).
+    report.webhooks_resent = resend_due_deliveries(session, overdue_s=resend_after_s)
+    if any(report.__dict__.values()):
         log.info("reaper acted", extra={"report": report.__dict__})
     return report
+
+
+def enforce_deadlines(session: Session) -> int:
+    """Jobs past their deadline. Queued: they end now (``expired``, or ``canceled`` if they had
+    started), never waiting for a worker. Running: asked to stop at their next safe point; a
+    story waiting on its illustrations has no worker to ask, so it is ended here and its
+    illustrations stopped. Returns how many jobs were acted on."""
+    from workers.fanout import on_child_finished
+
+    ended = end_overdue(session)
+    session.commit()
+    for _, parent_id in ended:
+        if parent_id is not None:
+            on_child_finished(session, parent_id)
+    now = utcnow()
+    overdue = session.execute(
+        select(Job.id, Job.attempts, waiting_on_children())
+        .where(Job.status == "running", Job.deadline_at <= now, Job.cancel_requested.is_(False))
+        .limit(BATCH)
+    ).all()
+    for job_id, attempts, waiting in overdue:
+        if not waiting:
+            session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
+                            .values(cancel_requested=True, updated_at=now))
+            session.commit()
+            continue
+        if affected(session, update(Job).where(
+                Job.id == job_id, Job.status == "running", Job.attempts == attempts,
+        ).values(status="canceled", cancel_requested=True, error=DEADLINE_CANCELED,
+                 finished_at=now, updated_at=now)):
+            session.execute(update(Story).where(Story.job_id == job_id,
+                                                Story.status == "illustrating")
+                            .values(status="canceled"))
+            final_events(session, job_id, "canceled", error=DEADLINE_CANCELED)
+        session.commit()
+        abandon_story_attempt(session, job_id)
+    return len(ended) + len(overdue)

@@ -74,10 +74,15 @@ class JobRun:
     session: Session
     job: Job
 
-    def progress(self, step: str, current: int = 0, total: int = 0) -> None:
+    def progress(
+        self, step: str, current: int = 0, total: int = 0, *, commit: bool = True
+    ) -> None:
+        """Record progress; ``commit=False`` lets it ride on the handler's next commit (one
+        transaction fewer when that commit follows at once)."""
         if not lifecycle.set_progress(self.session, self.job, step, current, total):
             raise JobCanceled  # the job was taken from us (canceled or reclaimed)
-        self.session.commit()
+        if commit:
+            self.session.commit()
 
     def acquire_upstream(self, model: str, estimated_tokens: int) -> None:
         """Take room for one model call in the global rate limit, or re-schedule the job."""
@@ -85,11 +90,12 @@ class JobRun:
         if limiter is None:
             telemetry.model_call_started(self.job.kind, model)
             return
-        wait = limiter.acquire(model, estimated_tokens)
+        batch = self.job.queue == "batch"  # held to the batch share of the limit as well
+        wait = limiter.acquire(model, estimated_tokens, batch=batch)
         if 0 < wait <= MAX_INLINE_WAIT_S:
             telemetry.observe_rate_limit_wait(model, "waited", wait)
             time.sleep(wait)
-            wait = limiter.acquire(model, estimated_tokens)
+            wait = limiter.acquire(model, estimated_tokens, batch=batch)
         if wait > 0:
             telemetry.observe_rate_limit_wait(model, "rescheduled", wait)
             raise MustWait(wait)
@@ -100,7 +106,8 @@ class JobRun:
         telemetry.model_call_finished(self.job.kind, model, usage)
         if self.context.limiter is not None:
             used = usage.input_tokens + usage.output_tokens
-            self.context.limiter.settle(model, estimated_tokens, used)
+            self.context.limiter.settle(model, estimated_tokens, used,
+                                        batch=self.job.queue == "batch")
 
     def call_upstream(self, model: str, estimated_tokens: int, call: Callable[[], R]) -> R:
         """Make one model call within the global rate limit, then charge its real token usage."""
@@ -110,7 +117,10 @@ class JobRun:
         return result
 
     def check_cancel(self) -> None:
-        if lifecycle.cancel_requested(self.session, self.job.id):
+        # Past its deadline the job stops here too; it then ends canceled, reason ``deadline``.
+        if lifecycle.past_deadline(self.job) or lifecycle.cancel_requested(
+            self.session, self.job.id
+        ):
             raise JobCanceled
 
     def succeed(self, result: dict[str, Any], usage: Usage | dict[str, Any] | None = None) -> None:
@@ -152,6 +162,10 @@ def retry_delay(attempt: int, retry_after: float | None = None) -> float:
 
 def _age_s(job: Job) -> float:
     return (utcnow() - job.created_at).total_seconds()
+
+
+def _run_s(job: Job) -> float:
+    return (utcnow() - job.started_at).total_seconds() if job.started_at else 0.0
 
 
 def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = None) -> None:
@@ -207,6 +221,8 @@ def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = No
         finally:
             if ctx.heartbeat is not None:
                 ctx.heartbeat.untrack(job.id)
+            log.info("job finished", extra={"job_id": job_id, "status": job.status,
+                                            "seconds": round(_run_s(job), 3)})
             if job.status != "running":
                 from workers.fanout import abandon_story_attempt, on_child_finished
 

@@ -6,11 +6,13 @@ import io
 import re
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from agents.media.sniff import normalize_mime
-from agents.media.storage import MediaError, validate_key
+from agents.media.storage import MediaError, StoredKey, validate_key
 from agents.types import StoredMedia
 
 # URL query parameters accepted on CLOUDINARY_URL and passed on to every call.
@@ -22,6 +24,8 @@ _MAX_DETAIL = 200
 
 class CloudinaryMediaStorage:
     """Uploads to Cloudinary; the SDK's global config is never read for credentials or mutated."""
+
+    list_page_size = 500  # the Admin API's most assets per listing call
 
     def __init__(
         self, cloudinary_url: str, timeout_s: float = 30.0, upload_prefix: str | None = None
@@ -125,6 +129,33 @@ class CloudinaryMediaStorage:
                 raise self._map_exception(exc, "lookup") from exc
             return self._download(str(info.get("secure_url") or info.get("url") or ""))
         raise MediaError("not_found", f"no media stored under {key!r}", retryable=False)
+
+    def iter_keys(self, prefix: str) -> Iterator[StoredKey]:
+        """Assets under `prefix` of every resource type, a page per Admin API call.
+
+        Each page counts against the Admin API's hourly rate limit.
+        """
+        validate_key(prefix.strip("/"))
+        import cloudinary.api
+
+        for resource_type in _RESOURCE_TYPES:
+            cursor: str | None = None
+            while True:
+                try:
+                    page = cloudinary.api.resources(
+                        resource_type=resource_type, type="upload", prefix=prefix,
+                        max_results=self.list_page_size, next_cursor=cursor,
+                        **self._call_options(),
+                    )
+                except Exception as exc:
+                    raise self._map_exception(exc, "list") from exc
+                for asset in page.get("resources", []):
+                    stored_at = _parse_time(asset.get("created_at"))
+                    if asset.get("public_id") and stored_at is not None:
+                        yield StoredKey(str(asset["public_id"]), stored_at)
+                cursor = page.get("next_cursor")
+                if not cursor:
+                    break
 
     def _download(self, url: str) -> bytes:
         if urlsplit(url).scheme not in ("http", "https"):
@@ -266,3 +297,14 @@ def _parse_cloudinary_url(url: str) -> dict[str, str]:
     if "signature_version" in parsed and not parsed["signature_version"].isdigit():
         raise ValueError("CLOUDINARY_URL signature_version must be a number")
     return parsed
+
+
+def _parse_time(value: object) -> datetime | None:
+    """Cloudinary's ``created_at`` (ISO 8601, ``Z``) as an aware datetime; None if unreadable."""
+    if not isinstance(value, str):
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)

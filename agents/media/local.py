@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 from agents.media.sniff import (
@@ -14,7 +16,7 @@ from agents.media.sniff import (
     extension_for,
     normalize_mime,
 )
-from agents.media.storage import MediaError, validate_key
+from agents.media.storage import MediaError, StoredKey, validate_key
 from agents.types import StoredMedia
 
 _KNOWN_EXTENSIONS: tuple[str, ...] = (*EXTENSION_BY_MIME.values(), FALLBACK_EXTENSION)
@@ -75,6 +77,26 @@ class LocalMediaStorage:
             with contextlib.suppress(FileNotFoundError):
                 return path.read_bytes()
         raise MediaError("not_found", f"no media stored under {key!r}", retryable=False)
+
+    def iter_keys(self, prefix: str) -> Iterator[StoredKey]:
+        """Stored files under `prefix`; temp files of saves in progress (dotfiles) are skipped."""
+        folder = prefix.strip("/")
+        validate_key(folder)
+        root = self.media_dir / folder
+        if not root.is_dir():
+            return
+        for path in sorted(root.rglob("*")):
+            if path.name.startswith(".") or not path.is_file():
+                continue
+            stem, _, ext = path.name.rpartition(".")
+            if not stem or ext not in _KNOWN_EXTENSIONS:
+                continue
+            key = path.with_name(stem).relative_to(self.media_dir).as_posix()
+            try:
+                stored_at = datetime.fromtimestamp(path.stat().st_mtime, UTC)
+            except FileNotFoundError:  # deleted meanwhile
+                continue
+            yield StoredKey(key, stored_at)
 
     def resolve(self, relative_path: str) -> Path | None:
         """The file a `/media/<relative_path>` URL names, or None if it is missing or unsafe."""

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -38,6 +41,14 @@ def _rebuild_media_error(code: str, message: str, retryable: bool) -> MediaError
     return MediaError(code, message, retryable=retryable)
 
 
+@dataclass(frozen=True)
+class StoredKey:
+    """A key something is stored under, and when it was stored (timezone-aware UTC)."""
+
+    key: str
+    stored_at: datetime
+
+
 @runtime_checkable
 class MediaStorage(Protocol):
     """Where audio uploads and generated images are kept, addressed by a caller-chosen key."""
@@ -52,6 +63,10 @@ class MediaStorage(Protocol):
 
     def read(self, key: str) -> bytes:
         """The bytes stored under `key`; MediaError(code="not_found") when there are none."""
+        ...
+
+    def iter_keys(self, prefix: str) -> Iterator[StoredKey]:
+        """Every key stored under the folder `prefix` (e.g. `audio/`), for the orphan sweep."""
         ...
 
 

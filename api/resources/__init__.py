@@ -3,6 +3,7 @@
 from api.resources import (
     admin,
     auth,
+    batches,
     events,
     health,
     jobs,
@@ -11,7 +12,9 @@ from api.resources import (
     spaces,
     stories,
     transcriptions,
+    webhooks,
 )
 
 # Registration order is the order of the OpenAPI document.
-ALL = (health, auth, settings, spaces, notes, transcriptions, stories, jobs, events, admin)
+ALL = (health, auth, settings, spaces, notes, transcriptions, stories, jobs, events, admin,
+       batches, webhooks)

@@ -18,10 +18,10 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.auth import SECURITY, login_required
 from api.errors import error_responses
+from api.job_watch import JobWatcher
 from api.ownership import owned_job
 from api.state import db, state
 from models import JobEvent
-from workers.events import Notifier
 
 blp = Blueprint("events", __name__, url_prefix="/api/v1", description="Live job events")
 
@@ -66,12 +66,11 @@ def done_event_id(session: Session, job_id: uuid.UUID) -> int | None:
 
 
 def event_stream(
-    factory: sessionmaker[Session], notifier: Notifier, job_id: uuid.UUID, after: int
+    factory: sessionmaker[Session], watcher: JobWatcher, job_id: uuid.UUID, after: int
 ) -> Iterator[str]:
-    # Subscribe before the first read: nothing appended in between goes unnoticed.
-    subscription = notifier.subscribe(job_id)
     started = last_sent = time.monotonic()
-    try:
+    # Registered before the first read: nothing appended in between goes unnoticed.
+    with watcher.watch(job_id) as watch:
         yield "retry: 2000\n\n"
         while time.monotonic() - started < MAX_STREAM_S:
             with factory() as session:
@@ -91,16 +90,13 @@ def event_stream(
                     return
             if len(events) == BATCH:
                 continue
-            if subscription is not None:
-                subscription.get_message(timeout=WAKE_TIMEOUT_S)
+            if watcher.live:
+                watch.wait(WAKE_TIMEOUT_S)
             else:
                 time.sleep(POLL_S)
             if time.monotonic() - last_sent > KEEPALIVE_S:
                 last_sent = time.monotonic()
                 yield ": keep-alive\n\n"
-    finally:
-        if subscription is not None:
-            subscription.close()
 
 
 @blp.route("/jobs/<uuid:job_id>/events")
@@ -131,7 +127,7 @@ class JobEvents(MethodView):
             return Response(status=204)
         app_state: Any = state()
         return Response(
-            event_stream(app_state.session_factory, app_state.notifier, job_id, after),
+            event_stream(app_state.session_factory, app_state.watcher, job_id, after),
             mimetype="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )

@@ -27,8 +27,9 @@ from api.schemas.spaces import (
     NoteSchema,
     NoteUpdateSchema,
 )
-from api.state import db
+from api.state import db, state
 from models import Media, Note
+from workers.retention import delete_released_files, stored_keys_of_notes
 
 blp = Blueprint("notes", __name__, url_prefix="/api/v1", description="Moments and their media")
 
@@ -100,10 +101,13 @@ class NoteById(MethodView):
     @blp.response(204)
     @blp.doc(security=SECURITY, responses=error_responses(401, 404, 429))
     def delete(self, space_id: uuid.UUID, note_id: uuid.UUID) -> None:
-        """Delete a moment and its media."""
+        """Delete a moment and its media, with their stored files."""
         note = owned_note(space_id, note_id)
+        keys = stored_keys_of_notes(db(), [note.id])
         db().delete(note)
         db().commit()
+        # After the commit: a file whose delete fails is an orphan the retention sweep retries.
+        delete_released_files(db(), state().storage, keys)
 
 
 @blp.route("/spaces/<uuid:space_id>/notes/<uuid:note_id>/media")

@@ -14,8 +14,9 @@ from api.auth import SECURITY, current_user, login_required
 from api.errors import error_responses
 from api.ownership import owned_space
 from api.schemas.spaces import SpaceCreateSchema, SpaceDetailSchema, SpaceSchema, SpaceUpdateSchema
-from api.state import db
+from api.state import db, state
 from models import Note, Space
+from workers.retention import delete_released_files, stored_keys_of_space
 
 blp = Blueprint("spaces", __name__, url_prefix="/api/v1", description="Spaces")
 
@@ -71,7 +72,10 @@ class SpaceById(MethodView):
     @blp.response(204)
     @blp.doc(security=SECURITY, responses=error_responses(401, 404, 429))
     def delete(self, space_id: uuid.UUID) -> None:
-        """Delete a space with its moments, media and stories."""
+        """Delete a space with its moments, media and stories, and their stored files."""
         space = owned_space(space_id)
+        keys = stored_keys_of_space(db(), space.id)
         db().delete(space)
         db().commit()
+        # After the commit: a file whose delete fails is an orphan the retention sweep retries.
+        delete_released_files(db(), state().storage, keys)

@@ -18,7 +18,7 @@ from api.media_intake import MAX_MEDIA_BYTES, classify, start_transcription, sto
 from api.ownership import owned_note_anywhere
 from api.ratelimit import charge
 from api.schemas.stories import TranscriptionFormSchema, TranscriptionJsonSchema
-from api.submit import SUBMIT_HEADERS, SUBMITTED, submit
+from api.submit import SUBMIT_HEADERS, SUBMITTED, job_options, submit
 
 blp = Blueprint("transcriptions", __name__, url_prefix="/api/v1", description="Transcriptions")
 
@@ -62,7 +62,11 @@ class Transcriptions(MethodView):
                     "schema": {"type": "object", "required": ["file"], "properties": {
                         "file": {"type": "string", "format": "binary"},
                         "noteId": {"type": "string", "format": "uuid"},
-                        "force": {"type": "boolean"}}},
+                        "force": {"type": "boolean"},
+                        "webhook": {"type": "string", "format": "uri"},
+                        "webhookEvents": {"type": "string",
+                                          "description": "comma-separated: start,progress"},
+                        "deadlineSeconds": {"type": "integer", "minimum": 1}}},
                 },
             },
         },
@@ -93,12 +97,13 @@ class Transcriptions(MethodView):
         force = bool(form.get("force"))
         fingerprint = {"audio": hashlib.sha256(data).hexdigest(), "mimeType": mime,
                        "noteId": str(note.id) if note else None, "force": force}
+        options = job_options(form)
 
         def create(key: str | None, request_hash: str) -> Any:
             charge("transcription")  # not on an Idempotency-Key replay: that makes no new job
             media = store_media(data, "audio", mime, owner_id=user.id,
                                 note_id=note.id if note else None)
             return start_transcription(media, idempotency_key=key, request_hash=request_hash,
-                                       force=force)
+                                       force=force, job_args=options.job_args())
 
-        return submit(user.id, fingerprint, create)
+        return submit(user.id, fingerprint, create, options=options)

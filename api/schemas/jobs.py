@@ -1,54 +1,86 @@
 from __future__ import annotations
 
 from marshmallow import fields, validate
+from webargs.fields import DelimitedList
 
 from api.schemas.base import CamelSchema
-from models import JOB_KINDS, JOB_STATUSES
+from models import JOB_KINDS, JOB_STATUSES, WEBHOOK_EVENTS
+
+# The job resource is shared with the workers (webhook payloads): one serialization.
+from workers.job_resource import (
+    JOB_LIFECYCLE,
+    JobErrorSchema,
+    JobProgressSchema,
+    JobSchema,
+    WebhookDeliverySchema,
+)
+
+__all__ = [
+    "JOB_LIFECYCLE",
+    "MAX_DEADLINE_S",
+    "AdminJobQuerySchema",
+    "AdminJobSchema",
+    "CancelAfterSchema",
+    "JobErrorSchema",
+    "JobOptionsFormSchema",
+    "JobOptionsSchema",
+    "JobProgressSchema",
+    "JobQuerySchema",
+    "JobSchema",
+    "WebhookDeliverySchema",
+]
 
 
-class JobErrorSchema(CamelSchema):
-    code = fields.String()
-    message = fields.String()
-    retryable = fields.Boolean()
+MAX_DEADLINE_S = 7 * 24 * 3600
+_DEADLINE = validate.Range(min=1, max=MAX_DEADLINE_S)
+_WEBHOOK_HELP = (
+    "An https URL to push this job's events to, signed (README, Webhooks). Must resolve to a "
+    "public address; the payload is the job resource.")
+_EVENTS_HELP = (
+    f"Events to push besides `completed`, which is always sent: any of {list(WEBHOOK_EVENTS)}.")
+_DEADLINE_HELP = (
+    "Seconds from now: not started by then, the job ends `expired`; still running then, it is "
+    "stopped and ends `canceled` with reason `deadline`. Same as the `Cancel-After` header "
+    "(both: they must agree).")
 
 
-class JobProgressSchema(CamelSchema):
-    step = fields.String()
-    current = fields.Integer()
-    total = fields.Integer()
+class JobOptionsSchema(CamelSchema):
+    """What every submit body may add to its job: a webhook and a deadline."""
+
+    webhook = fields.String(load_default=None, allow_none=True,
+                            validate=validate.Length(min=1, max=2048),
+                            metadata={"format": "uri", "description": _WEBHOOK_HELP})
+    webhook_events = fields.List(fields.String(validate=validate.OneOf(WEBHOOK_EVENTS)),
+                                 load_default=None, allow_none=True,
+                                 metadata={"description": _EVENTS_HELP})
+    deadline_seconds = fields.Integer(load_default=None, allow_none=True, strict=True,
+                                      validate=_DEADLINE, metadata={"description": _DEADLINE_HELP})
 
 
-class JobSchema(CamelSchema):
-    id = fields.UUID(dump_only=True)
-    kind = fields.String(dump_only=True)
-    status = fields.String(dump_only=True, metadata={"enum": list(JOB_STATUSES)})
-    attempts = fields.Integer(dump_only=True)
-    max_attempts = fields.Integer(dump_only=True)
-    progress = fields.Nested(JobProgressSchema, dump_only=True, allow_none=True)
-    input = fields.Dict(dump_only=True)
-    result = fields.Dict(dump_only=True, allow_none=True)
-    error = fields.Nested(JobErrorSchema, dump_only=True, allow_none=True)
-    usage = fields.Dict(dump_only=True, allow_none=True)
-    parent_id = fields.UUID(dump_only=True, allow_none=True)
-    cancel_requested = fields.Boolean(dump_only=True)
-    created_at = fields.DateTime(dump_only=True)
-    updated_at = fields.DateTime(dump_only=True)
-    started_at = fields.DateTime(dump_only=True, allow_none=True)
-    finished_at = fields.DateTime(dump_only=True, allow_none=True)
-    links = fields.Method("_links", dump_only=True)
+class JobOptionsFormSchema(JobOptionsSchema):
+    """The same, as multipart form fields (``webhookEvents`` comma-separated)."""
 
-    def _links(self, job: object) -> dict[str, str]:
-        base = f"/api/v1/jobs/{job.id}"  # type: ignore[attr-defined]
-        return {"self": base, "cancel": f"{base}/cancel", "events": f"{base}/events"}
+    webhook_events = DelimitedList(fields.String(validate=validate.OneOf(WEBHOOK_EVENTS)),
+                                   load_default=None, allow_none=True,
+                                   metadata={"description": _EVENTS_HELP})
+    deadline_seconds = fields.Integer(load_default=None, allow_none=True, validate=_DEADLINE,
+                                      metadata={"description": _DEADLINE_HELP})
+
+
+class CancelAfterSchema(CamelSchema):
+    """The ``Cancel-After`` request header: the job's deadline, in seconds from now."""
+
+    cancel_after = fields.Integer(data_key="Cancel-After", load_default=None, validate=_DEADLINE)
 
 
 class JobQuerySchema(CamelSchema):
     kind = fields.String(validate=validate.OneOf(JOB_KINDS))
-    status = fields.String(validate=validate.OneOf(JOB_STATUSES))
+    status = fields.String(validate=validate.OneOf(JOB_STATUSES),
+                           metadata={"description": JOB_LIFECYCLE})
     parent_id = fields.UUID()
 
 
-class AdminJobSchema(JobSchema):
+class AdminJobSchema(CamelSchema, JobSchema):
     """A job as operators see it: whose it is, its queue and the request that made it."""
 
     owner_id = fields.UUID(dump_only=True)

@@ -3,6 +3,7 @@ from __future__ import annotations
 from marshmallow import fields, validate
 
 from api.schemas.base import CamelSchema
+from api.schemas.jobs import JobOptionsFormSchema, JobOptionsSchema
 from api.schemas.settings import StorySettingsSchema
 
 MAX_PROMPT = 2000
@@ -11,7 +12,7 @@ MAX_PROMPT = 2000
 FORCE_HELP = {"description": "bypass the result cache (a new call to the model)"}
 
 
-class StoryRequestSchema(CamelSchema):
+class StoryRequestSchema(JobOptionsSchema):
     settings = fields.Nested(StorySettingsSchema, load_default=None, allow_none=True)
     force = fields.Boolean(load_default=False, metadata=FORCE_HELP)
 
@@ -44,6 +45,12 @@ class StoryVersionSchema(CamelSchema):
     generated_at = fields.DateTime(dump_only=True, allow_none=True)
 
 
+class MissingIllustrationSchema(CamelSchema):
+    chapter_id = fields.UUID(dump_only=True)
+    chapter_index = fields.Integer(dump_only=True)
+    variant = fields.Integer(dump_only=True)
+
+
 class StorySchema(CamelSchema):
     space_id = fields.UUID(dump_only=True)
     version = fields.Integer(dump_only=True)
@@ -52,9 +59,13 @@ class StorySchema(CamelSchema):
     settings = fields.Dict(dump_only=True)
     chapters = fields.List(fields.Nested(ChapterSchema), dump_only=True)
     generated_at = fields.DateTime(dump_only=True, allow_none=True)
+    missing_illustrations = fields.List(
+        fields.Nested(MissingIllustrationSchema), dump_only=True,
+        metadata={"description": "Images chapters should have and lack (their drawing failed); "
+                                 "POST /spaces/{id}/story/illustrations/retry draws them."})
 
 
-class IllustrationRequestSchema(CamelSchema):
+class IllustrationRequestSchema(JobOptionsSchema):
     prompt = fields.String(required=True, validate=validate.Length(min=1, max=MAX_PROMPT))
     style = fields.String(
         load_default="illustration",
@@ -63,7 +74,7 @@ class IllustrationRequestSchema(CamelSchema):
     force = fields.Boolean(load_default=False, metadata=FORCE_HELP)
 
 
-class TranscriptionJsonSchema(CamelSchema):
+class TranscriptionJsonSchema(JobOptionsSchema):
     """The architecture brief's contract: base64 audio and its mime type."""
 
     audio_data = fields.String(required=True, validate=validate.Length(min=1))
@@ -72,6 +83,6 @@ class TranscriptionJsonSchema(CamelSchema):
     force = fields.Boolean(load_default=False, metadata=FORCE_HELP)
 
 
-class TranscriptionFormSchema(CamelSchema):
+class TranscriptionFormSchema(JobOptionsFormSchema):
     note_id = fields.UUID(load_default=None, allow_none=True)
     force = fields.Boolean(load_default=False, metadata=FORCE_HELP)

@@ -20,12 +20,14 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qsl
 
 from PIL import Image, UnidentifiedImageError
 
 _UPLOAD_PATH = re.compile(
     r"^/v1_1/(?P<cloud>[^/]+)/(?P<rt>image|video|raw)/(?P<action>upload|destroy)$"
 )
+_LIST_PATH = re.compile(r"^/v1_1/(?P<cloud>[^/]+)/resources/(?P<rt>image|video|raw)/upload$")
 _RESOURCE_PATH = re.compile(
     r"^/v1_1/(?P<cloud>[^/]+)/resources/(?P<rt>image|video|raw)/upload/(?P<id>.+)$"
 )
@@ -57,6 +59,7 @@ class StoredAsset:
     format: str | None
     width: int | None = None
     height: int | None = None
+    created_at: float = field(default_factory=time.time)
 
 
 @dataclass
@@ -203,6 +206,7 @@ class FakeCloudinary:
             "url": url,
             "secure_url": url,
             "etag": hashlib.md5(asset.data, usedforsecurity=False).hexdigest(),
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(asset.created_at)),
             "tags": [],
         }
         if asset.resource_type == "video":
@@ -272,13 +276,37 @@ class FakeCloudinary:
             removed = self.assets.pop((rt, fields.get("public_id", "")), None)
         return 200, {"result": "ok" if removed else "not found"}
 
-    def handle_resource(
-        self, cloud: str, rt: str, public_id: str, authorization: str | None
-    ) -> tuple[int, dict[str, Any]]:
+    def _admin_authorized(self, cloud: str, authorization: str | None) -> bool:
         expected = "Basic " + base64.b64encode(
             f"{self.api_key}:{self._api_secret}".encode()
         ).decode()
-        if cloud != self.cloud_name or not hmac.compare_digest(authorization or "", expected):
+        return cloud == self.cloud_name and hmac.compare_digest(authorization or "", expected)
+
+    def handle_list(
+        self, cloud: str, rt: str, query: dict[str, str], authorization: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        """Admin API ``GET /resources/<rt>/upload``: by public id, ``max_results`` a page."""
+        if not self._admin_authorized(cloud, authorization):
+            return 401, _error("Invalid credentials")
+        prefix = query.get("prefix", "")
+        size = int(query.get("max_results") or 10)
+        start = int(query.get("next_cursor") or 0)
+        with self._lock:
+            found = sorted(
+                (a for (art, pid), a in self.assets.items()
+                 if art == rt and pid.startswith(prefix)),
+                key=lambda a: a.public_id,
+            )
+            page = [self._describe(a) for a in found[start:start + size]]
+        body: dict[str, Any] = {"resources": page}
+        if start + size < len(found):
+            body["next_cursor"] = str(start + size)
+        return 200, body
+
+    def handle_resource(
+        self, cloud: str, rt: str, public_id: str, authorization: str | None
+    ) -> tuple[int, dict[str, Any]]:
+        if not self._admin_authorized(cloud, authorization):
             return 401, _error("Invalid credentials")
         with self._lock:
             asset = self.assets.get((rt, public_id))
@@ -345,6 +373,12 @@ class _Handler(BaseHTTPRequestHandler):
                 status, result = fake.handle_upload(m["cloud"], m["rt"], fields, file)
             else:
                 status, result = fake.handle_destroy(m["cloud"], m["rt"], fields)
+            self._send_json(status, result)
+        elif method == "GET" and (m := _LIST_PATH.match(path)):
+            query = dict(parse_qsl(self.path.partition("?")[2]))
+            status, result = fake.handle_list(
+                m["cloud"], m["rt"], query, self.headers.get("Authorization")
+            )
             self._send_json(status, result)
         elif method == "GET" and (m := _RESOURCE_PATH.match(path)):
             status, result = fake.handle_resource(

@@ -1,5 +1,5 @@
 """Celery tasks, one module per job kind. Importing this package registers them all."""
 
-from workers.tasks import illustration, maintenance, story, transcription
+from workers.tasks import batch, illustration, maintenance, story, transcription, webhooks
 
-__all__ = ["illustration", "maintenance", "story", "transcription"]
+__all__ = ["batch", "illustration", "maintenance", "story", "transcription", "webhooks"]

@@ -17,7 +17,12 @@ from workers.app import celery_app
 from workers.cache import JOIN_POLL_S, cache_key, lookup_or_lease, release, store
 from workers.dispatch import create_job
 from workers.events import emit
-from workers.fanout import on_child_finished
+from workers.fanout import (
+    illustration_variants,
+    is_illustrations_only,
+    missing_illustrations,
+    on_child_finished,
+)
 from workers.runner import JobFailed, JobRun, MustWait, run_job, usage_dict
 
 SETTINGS_FIELDS = {
@@ -46,6 +51,19 @@ def note_input(note: Note) -> NoteInput:
         text_content=note.text_content,
         transcriptions=tuple(m.transcription for m in audio if m.transcription),
         image_count=sum(1 for m in note.media if m.kind == "image"),
+    )
+
+
+def create_illustration_job(run: JobRun, chapter: Chapter, story: Story, variant: int,
+                            variants: int, *, style: str) -> Job:
+    """One image of a chapter, drawn by a child of the running story job."""
+    return create_job(
+        run.session, owner_id=run.job.owner_id, kind="illustration", parent_id=run.job.id,
+        input={"prompt": chapter.illustration_prompt, "style": style,
+               "chapterId": str(chapter.id), "storyId": str(story.id),
+               "variant": variant, "variants": variants},
+        max_attempts=run.context.settings.attempts_for("illustration"),
+        queue="batch" if run.job.queue == "batch" else None,  # a batch's images wait their turn
     )
 
 
@@ -103,19 +121,11 @@ class StoryWriter:
         )
         self.session.add(chapter)
         self.chapters.append(chapter)
-        # Chapters that carry the user's own photos get no generated image (as the frontend).
-        variants = 0 if user_images or not draft.illustration_prompt else (
-            self.settings.images_per_chapter
-        )
+        variants = illustration_variants(user_images, draft.illustration_prompt,
+                                         self.settings.images_per_chapter)
         for variant in range(variants):
-            create_job(
-                self.session, owner_id=self.job.owner_id, kind="illustration",
-                parent_id=self.job.id,
-                input={"prompt": draft.illustration_prompt, "style": self.settings.image_style,
-                       "chapterId": str(chapter.id), "storyId": str(self.story.id),
-                       "variant": variant, "variants": variants},
-                max_attempts=self.run.context.settings.attempts_for("illustration"),
-            )
+            create_illustration_job(self.run, chapter, self.story, variant, variants,
+                                    style=self.settings.image_style)
         self.session.flush()
         emit(self.session, self.job.id, "chapter", chapter_event(chapter))
         self.run.progress("writing", len(self.chapters), self.note_count)  # commits
@@ -140,8 +150,35 @@ class StoryWriter:
         on_child_finished(self.session, self.job.id)
 
 
+def redraw_missing_illustrations(run: JobRun) -> None:
+    """Draw again only the images a published version lacks; its text and the chapters that
+    have their images stay as they are. Finishes through the fan-out like a story."""
+    session, job = run.session, run.job
+    story = session.get(Story, uuid.UUID(job.input["storyId"]))
+    if story is None or str(story.space_id) != job.input["spaceId"]:
+        raise JobFailed("not_found", "the story version no longer exists")
+    space = session.get(Space, story.space_id)
+    if space is None or space.owner_id != job.owner_id:
+        raise JobFailed("not_found", "the space no longer exists")
+    run.check_cancel()
+    # A retried or redelivered attempt keeps the children the first one made (some may be
+    # drawn already) rather than drawing the same images twice.
+    total = session.scalar(select(func.count()).where(Job.parent_id == job.id)) or 0
+    if not total:
+        style = story_settings(story.settings).image_style
+        missing = missing_illustrations(story)
+        for chapter, variant, variants in missing:
+            create_illustration_job(run, chapter, story, variant, variants, style=style)
+        total = len(missing)
+    run.progress("images", 0, total)  # commits the children with the step that awaits them
+    on_child_finished(session, job.id)  # none to draw, or all drawn already: finishes now
+
+
 def build_story(run: JobRun) -> None:
     session, job = run.session, run.job
+    if is_illustrations_only(job):
+        redraw_missing_illustrations(run)
+        return
     space_id = uuid.UUID(job.input["spaceId"])
     space = session.get(Space, space_id)
     if space is None or space.owner_id != job.owner_id:

@@ -21,7 +21,7 @@ def transcribe_media(run: JobRun) -> None:
     media = run.session.get(Media, media_id)
     if media is None or media.owner_id != run.job.owner_id:
         raise JobFailed("not_found", "the audio file no longer exists")
-    run.progress("transcribing", 0, 1)
+    run.progress("transcribing", 0, 1, commit=False)  # commits with the cache lease
     transcriber = run.context.provider.transcriber
     storage = run.context.storage
 
@@ -41,7 +41,7 @@ def transcribe_media(run: JobRun) -> None:
         payload={"sha256": media.sha256, "mimeType": media.mime_type},
         compute=transcribe,
     )
-    run.check_cancel()
+    # No separate cancel check: succeed() refuses a job asked to stop, rolling this back.
     media.transcription = str(value["transcription"])
     run.succeed(
         {

@@ -1,0 +1,121 @@
+"""The job as clients see it: one serialization for the API (``GET /jobs/{id}``, submit answers)
+and for webhook payloads, which the workers build without importing the API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import Schema, fields
+from sqlalchemy import select
+from sqlalchemy.orm import object_session
+
+from models import JOB_STATUSES, TERMINAL_STATUSES, WEBHOOK_EVENTS, WebhookDelivery
+
+# The one description of the job lifecycle; every client-facing list of states is JOB_STATUSES.
+JOB_LIFECYCLE = (
+    "`queued` -> `running` -> one terminal state: "
+    + ", ".join(f"`{status}`" for status in JOB_STATUSES if status in TERMINAL_STATUSES)
+    + ". A job may go back from `running` to `queued` to be retried. `canceled`: on request "
+    "(`POST /jobs/{id}/cancel`) or, with `error.reason` `deadline`, stopped by its deadline "
+    "(`Cancel-After`) while running; `expired`: its deadline passed before it started. "
+    "A terminal state never changes."
+)
+WEBHOOK_DELIVERIES_SHOWN = 20
+
+
+class JobErrorSchema(Schema):
+    code = fields.String()
+    message = fields.String()
+    retryable = fields.Boolean()
+    reason = fields.String(metadata={"description": "Why a job was canceled: `deadline` when "
+                                                    "its deadline stopped it"})
+
+
+class JobProgressSchema(Schema):
+    step = fields.String()
+    current = fields.Integer()
+    total = fields.Integer()
+
+
+class WebhookAttemptSchema(Schema):
+    # Dumped from the attempt log's dicts, which are already keyed as clients see them.
+    attempt = fields.Integer()
+    statusCode = fields.Integer(allow_none=True)
+    error = fields.String(allow_none=True)
+    at = fields.String(metadata={"format": "date-time"})
+
+
+class WebhookDeliverySchema(Schema):
+    id = fields.UUID(metadata={"description": "The `webhook-id` header of every attempt"})
+    event = fields.String(metadata={"enum": list(WEBHOOK_EVENTS)})
+    status = fields.String(metadata={"enum": ["pending", "delivered", "failed"]})
+    attempts = fields.List(fields.Nested(WebhookAttemptSchema), attribute="attempt_log")
+
+
+class RecentDeliveries(fields.List):
+    """A job's last webhook deliveries, read only for a job that has a webhook (polling any
+    other job stays one row read)."""
+
+    def get_value(self, obj: Any, attr: str, accessor: Any = None, default: Any = None) -> Any:
+        session = object_session(obj) if obj.webhook_url else None
+        if session is None:
+            return None
+        rows = session.scalars(
+            select(WebhookDelivery)
+            .where(WebhookDelivery.job_id == obj.id)
+            .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id)
+            .limit(WEBHOOK_DELIVERIES_SHOWN)
+        ).all()
+        return list(reversed(rows))
+
+
+class JobSchema(Schema):
+    id = fields.UUID(dump_only=True)
+    kind = fields.String(dump_only=True)
+    status = fields.String(dump_only=True, metadata={"enum": list(JOB_STATUSES),
+                                                     "description": JOB_LIFECYCLE})
+    attempts = fields.Integer(dump_only=True)
+    max_attempts = fields.Integer(dump_only=True, data_key="maxAttempts")
+    progress = fields.Nested(JobProgressSchema, dump_only=True, allow_none=True)
+    input = fields.Dict(dump_only=True)
+    result = fields.Dict(dump_only=True, allow_none=True)
+    error = fields.Nested(JobErrorSchema, dump_only=True, allow_none=True)
+    usage = fields.Dict(dump_only=True, allow_none=True)
+    parent_id = fields.UUID(dump_only=True, allow_none=True, data_key="parentId")
+    cancel_requested = fields.Boolean(dump_only=True, data_key="cancelRequested")
+    deadline_at = fields.DateTime(
+        dump_only=True, allow_none=True, data_key="deadlineAt",
+        metadata={"description": "Not started by then: `expired`; running then: `canceled` "
+                                 "with reason `deadline`."})
+    webhook = fields.String(dump_only=True, allow_none=True, attribute="webhook_url")
+    webhook_events = fields.List(fields.String(), dump_only=True, allow_none=True,
+                                 data_key="webhookEvents")
+    webhook_deliveries = RecentDeliveries(
+        fields.Nested(WebhookDeliverySchema), dump_only=True, allow_none=True,
+        data_key="webhookDeliveries",
+        metadata={"description": f"The webhook's last {WEBHOOK_DELIVERIES_SHOWN} deliveries, "
+                                 "oldest first, each with its attempts; null without a webhook."})
+    created_at = fields.DateTime(dump_only=True, data_key="createdAt")
+    updated_at = fields.DateTime(dump_only=True, data_key="updatedAt")
+    started_at = fields.DateTime(dump_only=True, allow_none=True, data_key="startedAt")
+    finished_at = fields.DateTime(dump_only=True, allow_none=True, data_key="finishedAt")
+    data_removed = fields.Function(
+        lambda job: job.data_removed_at is not None, dump_only=True, data_key="dataRemoved",
+        metadata={"type": "boolean", "description": "Retention pruned the job's input and "
+                  "result; its status, timestamps, error and usage remain."})
+    links = fields.Method("_links", dump_only=True)
+
+    def _links(self, job: Any) -> dict[str, str]:
+        base = f"/api/v1/jobs/{job.id}"
+        return {"self": base, "cancel": f"{base}/cancel", "events": f"{base}/events"}
+
+
+# What a webhook carries: the job resource as frozen when the event happened (its deliveries,
+# which change as this very payload is sent, are left out).
+_payload_schema = JobSchema(exclude=("webhook_deliveries",))
+
+
+def webhook_payload(job: Any) -> dict[str, Any]:
+    """The job resource a webhook delivery sends."""
+    payload: dict[str, Any] = _payload_schema.dump(job)
+    return payload

@@ -1,0 +1,353 @@
+"""Retention: finished jobs keep their input and result for a while, raw audio for less; then
+beat prunes them, and stored files nothing refers to any more are deleted.
+
+What stays: a pruned job is a tombstone (status, timestamps, error, usage — usage is billing)
+with ``data_removed_at`` set and one ``done`` event, so its stream still ends; a note's
+transcription outlives its audio; a story's generated images live as long as the story (they
+are what the user reads), whatever happens to the jobs that drew them.
+
+Rows are changed first and committed, files deleted after: a failed delete leaves an orphan
+file the next sweep retries, never a row pointing at a missing file.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import String, cast, delete, exists, or_, select, update
+from sqlalchemy.orm import Session, aliased
+
+from agents.media.storage import MediaError, MediaStorage
+from config import RetentionSettings
+from models import (
+    TERMINAL_STATUSES,
+    CacheEntry,
+    Chapter,
+    Job,
+    JobEvent,
+    Media,
+    Note,
+    Story,
+    WebhookDelivery,
+)
+from models.base import utcnow
+from workers.events import emit
+from workers.lifecycle import affected
+
+log = logging.getLogger(__name__)
+
+BATCH = 500
+# A LIKE per key: keep one query's list of them short.
+REFERENCE_BATCH = 100
+# Folders our stores write (api/media_intake.py: ``<kind>/<media id>``; illustration jobs:
+# ``illustrations/<job id>``). Keys elsewhere are not ours to judge, so never swept.
+MEDIA_FOLDERS = ("audio", "image", "video")
+ILLUSTRATIONS = "illustrations"
+_ILLUSTRATION_KEY = re.compile(
+    rf"{ILLUSTRATIONS}/[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}"
+)
+# A pending cache lease this long expired belongs to a job that is long gone.
+STALE_LEASE = timedelta(hours=1)
+
+
+@dataclass
+class RetentionReport:
+    jobs_pruned: int = 0
+    audio_removed: int = 0
+    cache_entries_purged: int = 0
+    orphans_deleted: int = 0
+    delete_failures: int = 0
+
+
+def prune_retention(
+    session: Session,
+    storage: MediaStorage,
+    settings: RetentionSettings,
+    *,
+    now: datetime | None = None,
+    time_budget_s: float = 45.0,
+) -> RetentionReport:
+    """One beat run: prune old jobs, delete old audio, purge expired cache entries, then sweep
+    orphaned files; in batches, stopping early (the next run goes on) past ``time_budget_s``."""
+    now = now or utcnow()
+    deadline = time.monotonic() + time_budget_s
+    report = RetentionReport()
+    if settings.job_ttl_s > 0:
+        report.jobs_pruned = prune_finished_jobs(
+            session, before=now - timedelta(seconds=settings.job_ttl_s), now=now,
+            deadline=deadline)
+    if settings.audio_ttl_s > 0:
+        report.audio_removed = remove_old_audio(
+            session, storage, before=now - timedelta(seconds=settings.audio_ttl_s), now=now,
+            deadline=deadline, report=report)
+    report.cache_entries_purged = purge_expired_cache_entries(session, now=now, deadline=deadline)
+    sweep_orphans(session, storage, stored_before=now - timedelta(seconds=settings.orphan_grace_s),
+                  now=now, deadline=deadline, report=report)
+    if any(asdict(report).values()):
+        log.info("retention pruned", extra={"report": asdict(report)})
+    return report
+
+
+def prune_finished_jobs(
+    session: Session, *, before: datetime, now: datetime, deadline: float
+) -> int:
+    """Tombstone jobs finished before ``before``: input, result and progress go, as do their
+    events (but a final ``done``) and webhook payloads."""
+    parent = aliased(Job)
+    # A child waits for its parent: the parent's completion reads its children's inputs.
+    parent_unfinished = exists().where(
+        parent.id == Job.parent_id, parent.status.not_in(TERMINAL_STATUSES)
+    )
+    pruned = 0
+    while time.monotonic() < deadline:
+        rows = session.execute(
+            select(Job.id, Job.status, Job.error)
+            .where(Job.status.in_(TERMINAL_STATUSES), Job.data_removed_at.is_(None),
+                   Job.finished_at < before, ~parent_unfinished)
+            .order_by(Job.finished_at)
+            .limit(BATCH)
+        ).all()
+        if not rows:
+            break
+        # Only the rows this run tombstones (a run overlapping it may take some first).
+        ids = set(session.scalars(
+            update(Job)
+            .where(Job.id.in_([job_id for job_id, _, _ in rows]), Job.data_removed_at.is_(None))
+            # updated_at kept as it was: the tombstone keeps the job's own timeline.
+            .values(input={}, result=None, progress=None, data_removed_at=now,
+                    updated_at=Job.updated_at)
+            .returning(Job.id)
+            .execution_options(synchronize_session=False)
+        ))
+        session.execute(delete(JobEvent).where(JobEvent.job_id.in_(ids)))
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.job_id.in_(ids), WebhookDelivery.status != "pending")
+            .values(payload=None)
+        )
+        for job_id, status, error in rows:
+            if job_id in ids:
+                # A stream opened on the tombstone still ends, and says why it carries nothing.
+                emit(session, job_id, "done",
+                     {"status": status, "result": None, "error": error, "dataRemoved": True})
+        session.commit()
+        pruned += len(ids)
+        if len(rows) < BATCH:
+            break
+    return pruned
+
+
+def remove_old_audio(
+    session: Session, storage: MediaStorage, *, before: datetime, now: datetime,
+    deadline: float, report: RetentionReport,
+) -> int:
+    """Delete stored audio older than ``before`` whose transcription is no longer running; the
+    media row stays (with ``removed_at``) and so does its transcription text."""
+    transcribing = exists().where(
+        Job.id == Media.transcription_job_id, Job.status.not_in(TERMINAL_STATUSES)
+    )
+    removed = 0
+    while time.monotonic() < deadline:
+        rows = session.execute(
+            select(Media.id, Media.storage_key)
+            .where(Media.kind == "audio", Media.removed_at.is_(None), Media.created_at < before,
+                   ~transcribing)
+            .order_by(Media.created_at)
+            .limit(BATCH)
+        ).all()
+        if not rows:
+            break
+        session.execute(
+            update(Media).where(Media.id.in_([media_id for media_id, _ in rows]))
+            .values(removed_at=now)
+        )
+        session.commit()
+        delete_files(storage, [key for _, key in rows], report, deadline)
+        removed += len(rows)
+        if len(rows) < BATCH:
+            break
+    return removed
+
+
+def purge_expired_cache_entries(session: Session, *, now: datetime, deadline: float) -> int:
+    """Drop cache entries past their expiry (reads already ignore them) and long-dead leases."""
+    expired = or_(
+        (CacheEntry.status == "ready") & (CacheEntry.expires_at < now),
+        (CacheEntry.status == "pending") & (CacheEntry.lease_expires_at < now - STALE_LEASE),
+    )
+    purged = 0
+    while time.monotonic() < deadline:
+        keys = list(session.scalars(select(CacheEntry.key).where(expired).limit(BATCH)))
+        if not keys:
+            break
+        # Re-checked in the DELETE: an entry refreshed meanwhile stays.
+        purged += affected(session, delete(CacheEntry).where(CacheEntry.key.in_(keys), expired))
+        session.commit()
+        if len(keys) < BATCH:
+            break
+    return purged
+
+
+def sweep_orphans(
+    session: Session, storage: MediaStorage, *, stored_before: datetime, now: datetime,
+    deadline: float, report: RetentionReport,
+) -> None:
+    """Delete stored files no row refers to (their note, space or story was deleted, or an
+    earlier delete failed). Files stored after ``stored_before`` may belong to work that has
+    not committed yet: left for a later sweep."""
+    for folder in (*MEDIA_FOLDERS, ILLUSTRATIONS):
+        batch: list[str] = []
+        try:
+            for stored in storage.iter_keys(f"{folder}/"):
+                if stored.stored_at < stored_before:
+                    batch.append(stored.key)
+                if len(batch) >= REFERENCE_BATCH:
+                    _delete_unreferenced(session, storage, batch, now, deadline, report)
+                    batch = []
+                if time.monotonic() > deadline:
+                    return
+        except MediaError as exc:
+            log.warning("orphan sweep could not list stored files",
+                        extra={"folder": folder, "code": exc.code})
+        _delete_unreferenced(session, storage, batch, now, deadline, report)
+
+
+def _delete_unreferenced(session: Session, storage: MediaStorage, keys: list[str],
+                         now: datetime, deadline: float, report: RetentionReport) -> None:
+    if not keys:
+        return
+    live = referenced_keys(session, keys, now=now, include_jobs=True)
+    session.rollback()  # end the read transaction before the slow part
+    orphans = [key for key in keys if key not in live]
+    report.orphans_deleted += delete_files(storage, orphans, report, deadline)
+
+
+def referenced_keys(
+    session: Session, keys: Iterable[str], *, now: datetime, include_jobs: bool
+) -> set[str]:
+    """The keys among ``keys`` that something still points at: a media row that was not
+    removed, a chapter, a live cache entry; with ``include_jobs``, also an unfinished job (it
+    may be storing it right now) or a job whose result has not been pruned."""
+    keys = list(dict.fromkeys(keys))
+    media_keys = [k for k in keys if k.split("/", 1)[0] in MEDIA_FOLDERS]
+    live: set[str] = set(session.scalars(
+        select(Media.storage_key).where(Media.storage_key.in_(media_keys),
+                                        Media.removed_at.is_(None))
+    )) if media_keys else set()
+    drawn = [k for k in keys if _ILLUSTRATION_KEY.fullmatch(k)]
+    # Anything else (unknown folders, odd names) counts as referenced: never deleted.
+    live.update(k for k in keys if k not in media_keys and k not in drawn)
+    for start in range(0, len(drawn), REFERENCE_BATCH):
+        live.update(_referenced_illustrations(session, drawn[start:start + REFERENCE_BATCH],
+                                              now=now, include_jobs=include_jobs))
+    return live
+
+
+def _mentioning(keys: list[str], *columns: Any) -> Any:
+    return or_(*(cast(column, String).like(f"%{key}%") for column in columns for key in keys))
+
+
+def _found_in(rows: Iterable[Any], keys: list[str]) -> set[str]:
+    return {key for row in rows for text in row if text for key in keys if key in text}
+
+
+def shown_in_chapters(session: Session, keys: list[str]) -> set[str]:
+    """The drawn images among ``keys`` some chapter shows."""
+    return _found_in(session.execute(
+        select(Chapter.generated_image_url, cast(Chapter.generated_image_urls, String))
+        .where(_mentioning(keys, Chapter.generated_image_url, Chapter.generated_image_urls))
+    ), keys)
+
+
+def _referenced_illustrations(session: Session, keys: list[str], *, now: datetime,
+                              include_jobs: bool) -> set[str]:
+    live = shown_in_chapters(session, keys)
+    live |= _found_in(session.execute(
+        select(cast(CacheEntry.value, String))
+        .where(CacheEntry.status == "ready",
+               or_(CacheEntry.expires_at.is_(None), CacheEntry.expires_at > now),
+               _mentioning(keys, CacheEntry.value))
+    ), keys)
+    if include_jobs:
+        ids = {uuid.UUID(key.split("/", 1)[1]): key for key in keys}
+        live.update(ids[job_id] for job_id in session.scalars(
+            select(Job.id).where(Job.id.in_(ids), or_(Job.status.not_in(TERMINAL_STATUSES),
+                                                      Job.data_removed_at.is_(None)))
+        ))
+        # A cached illustration's result points at the file of the job that drew it.
+        live |= _found_in(session.execute(
+            select(cast(Job.result, String))
+            .where(Job.kind == "illustration", Job.data_removed_at.is_(None),
+                   _mentioning(keys, Job.result))
+        ), keys)
+    return live
+
+
+def delete_files(storage: MediaStorage, keys: Iterable[str], report: RetentionReport,
+                 deadline: float | None = None) -> int:
+    """Delete each key (after the commit that let go of it); failures, and what is left when
+    ``deadline`` passes, stay for the orphan sweep."""
+    deleted = 0
+    for key in keys:
+        if deadline is not None and time.monotonic() > deadline:
+            break
+        try:
+            storage.delete(key)
+        except (MediaError, OSError) as exc:
+            report.delete_failures += 1
+            log.warning("stored file not deleted; the orphan sweep retries",
+                        extra={"key": key, "code": getattr(exc, "code", type(exc).__name__)})
+            continue
+        deleted += 1
+    return deleted
+
+
+# -- deleting a space or a note ----------------------------------------------------------------
+
+
+def stored_keys_of_space(session: Session, space_id: uuid.UUID) -> list[str]:
+    """Keys of every file a space holds: its moments' media and its stories' drawn images."""
+    keys = stored_keys_of_notes(session, select(Note.id).where(Note.space_id == space_id))
+    urls = session.execute(
+        select(Chapter.generated_image_url, cast(Chapter.generated_image_urls, String))
+        .join(Story, Story.id == Chapter.story_id).where(Story.space_id == space_id)
+    ).all()
+    drawn = {key for row in urls for text in row if text
+             for key in _ILLUSTRATION_KEY.findall(text)}
+    return keys + sorted(drawn)
+
+
+def stored_keys_of_notes(session: Session, note_ids: Any) -> list[str]:
+    """Keys of the stored media (audio, photos) of these notes (ids or a select of them)."""
+    return list(session.scalars(
+        select(Media.storage_key).where(Media.note_id.in_(note_ids), Media.removed_at.is_(None))
+    ))
+
+
+def delete_released_files(session: Session, storage: MediaStorage, keys: list[str]) -> int:
+    """After the commit that deleted their rows: delete the files nothing else refers to.
+
+    A drawn image may be shared through the illustration cache with another story: it stays
+    while a chapter shows it. Otherwise its cache entries go with it, so the cache never hands
+    out a deleted file nor keeps what was drawn from deleted moments.
+    """
+    media = [key for key in keys if key.split("/", 1)[0] in MEDIA_FOLDERS]
+    drawn = [key for key in keys if _ILLUSTRATION_KEY.fullmatch(key)]
+    live = referenced_keys(session, media, now=utcnow(), include_jobs=False)
+    for start in range(0, len(drawn), REFERENCE_BATCH):
+        live |= shown_in_chapters(session, drawn[start:start + REFERENCE_BATCH])
+    released = [key for key in (*media, *drawn) if key not in live]
+    for key in released:
+        if key in drawn:
+            session.execute(delete(CacheEntry).where(
+                CacheEntry.agent == "illustration", cast(CacheEntry.value, String).like(f"%{key}%")
+            ))
+    session.commit()
+    return delete_files(storage, released, RetentionReport())
