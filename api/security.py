@@ -17,7 +17,7 @@ from config import HttpSettings
 HSTS = "max-age=31536000"  # a year; no includeSubDomains: other hosts of the domain are not ours
 # What a browser may send cross-origin, and read of our answers.
 CORS_ALLOW_HEADERS = ("Authorization", "Content-Type", "Idempotency-Key", "Prefer",
-                      "Last-Event-ID", "X-Request-ID", "If-None-Match")
+                      "Cancel-After", "Last-Event-ID", "X-Request-ID", "If-None-Match")
 CORS_EXPOSE_HEADERS = ("Location", "Content-Location", "Retry-After", "ETag",
                        "Preference-Applied", "RateLimit-Limit", "RateLimit-Remaining",
                        "RateLimit-Reset", "RateLimit-Policy", "X-Request-ID", "X-Total-Count",

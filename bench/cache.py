@@ -21,8 +21,9 @@ if __name__ == "__main__" and not __package__:
 import requests
 
 from bench.perfstack import audio_b64, mark, percentile, perf_stack
+from models import TERMINAL_STATUSES
 
-FINAL = {"succeeded", "failed", "canceled"}
+FINAL = TERMINAL_STATUSES
 
 
 def main() -> int:

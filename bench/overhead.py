@@ -27,11 +27,12 @@ import requests
 
 from api.submit import POLL_INTERVAL_S
 from bench.perfstack import audio_b64, bare_finish, mark, percentile, perf_stack
+from models import TERMINAL_STATUSES
 
 POLL_INTERVAL_MS = round(POLL_INTERVAL_S * 1000)
 TARGET_P50_MS = 15.0
 TARGET_P99_MS = 50.0
-FINAL = {"succeeded", "failed", "canceled"}
+FINAL = TERMINAL_STATUSES
 
 
 def iso(text: str) -> datetime:

@@ -117,7 +117,7 @@ def run_platform(stack, args) -> tuple[float, dict]:
             with engine.connect() as conn:
                 done = conn.execute(text(
                     "select count(*) from jobs where status in "
-                    "('succeeded','failed','canceled')")).scalar_one()
+                    "('succeeded','failed','canceled','expired')")).scalar_one()
             backlog.update_finished(int(done) + backlog.errors)
             time.sleep(0.2)
 

@@ -19,6 +19,8 @@ from typing import Any
 
 import requests
 
+from models import TERMINAL_STATUSES
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -146,7 +148,7 @@ class Client:
         deadline = time.monotonic() + timeout
         while True:
             job: dict[str, Any] = self.call("GET", f"/jobs/{job_id}", expect=200).json()
-            if job["status"] in {"succeeded", "failed", "canceled"}:
+            if job["status"] in TERMINAL_STATUSES:
                 return job
             if time.monotonic() > deadline:
                 raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s: {job}")
