@@ -37,6 +37,10 @@ class AgentSettings:
     transcription_timeout_ms: int = 30_000
     story_timeout_ms: int = 60_000
     illustration_timeout_ms: int = 45_000
+    # Concurrent HTTP connections to Gemini per process (and kept alive): at least the worker's
+    # concurrency. The SDK's HTTP client otherwise allows 100 and keeps 20 alive, capping a
+    # worker at 100 calls in flight and reconnecting for most of them.
+    max_connections: int = 256
     # Only for tests that want an explicit endpoint; normally the SDK reads
     # GOOGLE_GEMINI_BASE_URL itself.
     base_url: str | None = None
@@ -55,6 +59,7 @@ class AgentSettings:
             illustration_timeout_ms=_positive_int(
                 env, "GEMINI_TIMEOUT_ILLUSTRATION_MS", cls.illustration_timeout_ms
             ),
+            max_connections=_positive_int(env, "GEMINI_MAX_CONNECTIONS", cls.max_connections),
         )
 
     @property

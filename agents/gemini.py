@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Generator
 
+import httpx2  # the SDK's HTTP client: its connection limits are set here
 from google import genai
 from google.genai import types
 
@@ -34,7 +35,7 @@ _BLOCKING_FINISH_REASONS: frozenset[types.FinishReason] = frozenset(
     }
 )
 
-_ClientKey = tuple[str, str | None, int]
+_ClientKey = tuple[str, str | None, int, int]
 
 _clients_lock = threading.Lock()
 _clients: dict[_ClientKey, genai.Client] = {}
@@ -48,7 +49,8 @@ def _client_key(settings: AgentSettings) -> _ClientKey:
         )
     # The env value is part of the key only so a changed endpoint gets a fresh client.
     base_url = settings.base_url or os.environ.get(BASE_URL_ENV) or None
-    return (settings.gemini_api_key, base_url, _default_timeout_ms(settings))
+    return (settings.gemini_api_key, base_url, _default_timeout_ms(settings),
+            settings.max_connections)
 
 
 def _default_timeout_ms(settings: AgentSettings) -> int:
@@ -71,9 +73,14 @@ def get_client(settings: AgentSettings) -> genai.Client:
             _clients_pid = os.getpid()
         client = _clients.get(key)
         if client is None:
-            api_key, _, timeout_ms = key
+            api_key, _, timeout_ms, max_connections = key
+            limits = httpx2.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            )
             # No retry_options: the SDK then makes exactly one attempt per call.
-            http_options = types.HttpOptions(timeout=timeout_ms, base_url=settings.base_url)
+            http_options = types.HttpOptions(
+                timeout=timeout_ms, base_url=settings.base_url, client_args={"limits": limits}
+            )
             client = genai.Client(vertexai=False, api_key=api_key, http_options=http_options)
             _clients[key] = client
         return client

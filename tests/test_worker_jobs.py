@@ -393,9 +393,11 @@ def test_worker_pools_follow_the_command_line_concurrency() -> None:
         assert app.conf.broker_pool_limit == 36
         assert app.conf.broker_transport_options["max_connections"] == 72
         assert app.conf.broker_transport_options["visibility_timeout"] == 3600
-        assert context._pool_size == 34
+        assert context._concurrency == 32
+        assert context.db_pool_size(32) == context.MAX_DB_POOL  # capped: PostgreSQL's limit
+        assert context.db_pool_size(4) == 6
     finally:
-        context.set_pool_size(None)
+        context.set_concurrency(None)
 
 
 def test_canceling_a_story_waiting_on_illustrations_cancels_it_and_its_children(

@@ -33,7 +33,7 @@ def _size_pools_to_concurrency(sender: Any, **_: Any) -> None:
     ``--concurrency`` on the command line does not change ``worker_concurrency`` in the config,
     and a pool smaller than the thread count makes acks wait or fail (and tasks run twice).
     """
-    from workers.context import set_pool_size
+    from workers.context import set_concurrency
 
     concurrency = int(getattr(sender, "concurrency", 0) or 0)
     if concurrency <= 0:
@@ -44,7 +44,7 @@ def _size_pools_to_concurrency(sender: Any, **_: Any) -> None:
     if "max_connections" in options:
         options["max_connections"] = concurrency * 2 + 8
         conf.broker_transport_options = options
-    set_pool_size(concurrency + 2)
+    set_concurrency(concurrency)
 
 
 @worker_process_init.connect

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -34,13 +34,21 @@ class WorkerContext:
 
 _lock = threading.Lock()
 _context: WorkerContext | None = None
-_pool_size: int | None = None
+_concurrency: int | None = None
+# Database connections per worker process, whatever its concurrency: jobs hold a connection
+# only for their short transactions (never across a model call), and PostgreSQL allows 100
+# connections by default for every process together.
+MAX_DB_POOL = 20
 
 
-def set_pool_size(size: int | None) -> None:
-    """The database pool size for this process's context (the worker's thread count + spare)."""
-    global _pool_size
-    _pool_size = size
+def set_concurrency(concurrency: int | None) -> None:
+    """The thread count this process runs jobs with: sizes its database and Gemini pools."""
+    global _concurrency
+    _concurrency = concurrency
+
+
+def db_pool_size(concurrency: int) -> int:
+    return min(concurrency + 2, MAX_DB_POOL)
 
 
 def build_context(settings: Settings, *, pool_size: int = 20) -> WorkerContext:
@@ -69,8 +77,12 @@ def get_context() -> WorkerContext:
             if _context is None:
                 from celeryconfig import worker_concurrency
 
-                size = _pool_size or worker_concurrency + 2
-                _context = build_context(Settings.from_env(), pool_size=size)
+                concurrency = _concurrency or worker_concurrency
+                settings = Settings.from_env()
+                agents = replace(settings.agents, max_connections=max(
+                    settings.agents.max_connections, concurrency))
+                _context = build_context(replace(settings, agents=agents),
+                                         pool_size=db_pool_size(concurrency))
     return _context
 
 
