@@ -490,3 +490,15 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(tmp_path
         assert all(row.n == 1 and row.v == 1 and row.ready for row in stories), stories
         # The kill did interrupt work in flight: some job was claimed again.
         assert stack.query("SELECT count(*) AS n FROM jobs WHERE attempts > 1")[0].n >= 1
+
+
+def test_a_retried_submit_with_the_same_idempotency_key_returns_the_same_batch(
+        client: FlaskClient, session: Session, admin: dict[str, str]) -> None:
+    spaces = spaces_with_a_story(session, owner(session), 2)
+    body = {"spaceIds": [str(s.id) for s in spaces]}
+    headers = {**admin, "Idempotency-Key": "regenerate-after-prompt-v7"}
+    first = client.post("/api/v1/batches/story-regenerations", json=body, headers=headers)
+    again = client.post("/api/v1/batches/story-regenerations", json=body, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.get_json()["id"] == again.get_json()["id"]
+    assert session.scalar(select(func.count()).where(Job.kind == "story_batch")) == 1

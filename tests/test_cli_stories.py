@@ -22,7 +22,8 @@ from agents.config import AgentSettings
 from agents.media.local import LocalMediaStorage
 from agents.provider import build_provider
 from config import Settings
-from models import Job, Note, Space, Story, User
+from models import CacheEntry, Job, Note, Space, Story, User
+from models.base import utcnow
 from models.db import make_engine, make_session_factory
 from tests.test_batches import run_queued
 from workers.context import WorkerContext
@@ -47,6 +48,7 @@ def world(database_url: str) -> Iterator[World]:
     factory = make_session_factory(engine)
     install_enqueue_after_commit(factory)
     tag = uuid.uuid4().hex[:8]
+    started = utcnow()
     with factory() as session:
         admin = User(email=f"ops-{tag}@example.com", password_hash="x", role="admin")
         owner = User(email=f"Owner-{tag}@example.com".lower(), password_hash="x")
@@ -66,6 +68,8 @@ def world(database_url: str) -> Iterator[World]:
     yield world
     with factory() as session:
         session.execute(delete(User).where(User.id.in_(users)))  # cascades to their rows
+        # The stories the worker wrote are cached; other tests count the cache's entries.
+        session.execute(delete(CacheEntry).where(CacheEntry.created_at >= started))
         session.commit()
     engine.dispose()
 
