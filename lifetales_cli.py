@@ -39,6 +39,16 @@ def migrate() -> None:
     command.upgrade(alembic_config(Settings.from_env().database_url), "head")
 
 
+def api_workers() -> int:
+    """API processes: ``WEB_CONCURRENCY`` (as the Procfile), else 2 when Redis holds the rate
+    limits and job notifications all processes share, else 1 (the embedded default keeps
+    rate-limit counters in process memory, which two processes would each count apart)."""
+    from config import env_int
+
+    default = 2 if os.environ.get("REDIS_URL", "").strip() else 1
+    return max(1, env_int(os.environ, "WEB_CONCURRENCY", default))
+
+
 def _platform_commands(port: int, concurrency: int, with_worker: bool) -> list[list[str]]:
     bin_dir = Path(sys.executable).parent
     commands = [
@@ -53,7 +63,7 @@ def _platform_commands(port: int, concurrency: int, with_worker: bool) -> list[l
             "--worker-class",
             "gthread",
             "--workers",
-            "1",
+            str(api_workers()),
             "--threads",
             "32",
             "--timeout",

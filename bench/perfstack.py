@@ -207,7 +207,7 @@ def perf_stack(latency: float, label: str, extra_env: dict[str, str] | None = No
         services = Services(env, tmp / "var")
         stack.callback(services.stop)
         services.migrate()
-        services.start_api()
+        services.start_api(workers=2)  # as the Procfile's web (WEB_CONCURRENCY=2)
         services.start_beat()
         body = requests.post(
             f"{services.base_url}/api/v1/auth/register",

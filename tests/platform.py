@@ -238,7 +238,7 @@ class Services:
             stderr=subprocess.DEVNULL,
         )
 
-    def start_api(self) -> None:
+    def start_api(self, workers: int = 1) -> None:
         self._spawn(
             "api",
             [
@@ -253,7 +253,7 @@ class Services:
                 "--threads",
                 "16",
                 "--workers",
-                "1",
+                str(workers),
             ],
         )
         deadline = time.monotonic() + 30

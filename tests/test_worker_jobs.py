@@ -448,7 +448,7 @@ def test_heartbeat_pump_beats_only_the_attempts_it_runs(
     for job in (ours, reclaimed):
         assert lifecycle.start_job(session, job.id, heartbeat_timeout_s=60) is not None
     long_ago = utcnow() - timedelta(minutes=5)
-    session.execute(update(Job).values(heartbeat_at=long_ago))
+    session.execute(update(Job).values(heartbeat_at=long_ago, updated_at=long_ago))
     session.commit()
     pump = HeartbeatPump(session_factory, interval_s=3600)  # beat() by hand, no thread timing
     pump.track(ours.id, 1)
@@ -459,6 +459,8 @@ def test_heartbeat_pump_beats_only_the_attempts_it_runs(
         pump.stop()
     beaten = fresh(session, ours).heartbeat_at
     assert beaten is not None and beaten > long_ago + timedelta(minutes=4)
+    # A beat is invisible to clients: updatedAt (and the job's ETag) did not move.
+    assert fresh(session, ours).updated_at == long_ago
     assert fresh(session, reclaimed).heartbeat_at == long_ago
 
 

@@ -59,6 +59,9 @@ class HeartbeatPump:
                 # A job past its deadline is asked to stop, in the same statement.
                 .values(
                     heartbeat_at=now,
+                    # A beat changes nothing a client sees: updatedAt (and so the job's ETag)
+                    # stays, or every poll of a running job would miss its 304.
+                    updated_at=Job.updated_at,
                     cancel_requested=Job.cancel_requested
                     | func.coalesce(Job.deadline_at <= now, false()),
                 )

@@ -53,7 +53,9 @@ def reap_stale_jobs(
             continue
         if send_job_message(job_id, kind, queue):
             session.execute(
-                update(Job).where(Job.id == job_id, Job.status == "queued").values(enqueued_at=now)
+                update(Job).where(Job.id == job_id, Job.status == "queued")
+                # Bookkeeping only: updatedAt (the job's ETag) stays as clients last saw it.
+                .values(enqueued_at=now, updated_at=Job.updated_at)
             )
             report.resent += 1
     session.commit()

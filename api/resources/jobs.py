@@ -7,7 +7,7 @@ import json
 import uuid
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint, Page
 from sqlalchemy import func, select
@@ -80,10 +80,14 @@ class JobById(MethodView):
     def get(self, job_id: uuid.UUID) -> Response:
         """The job; send ``If-None-Match`` with its ETag to get 304 while it is unchanged."""
         job = owned_job(job_id)
-        body = job_schema.dump(job)
-        payload = json.dumps(body, sort_keys=True, default=str).encode()
+        # Serialized once: the same bytes are hashed for the ETag and sent.
+        payload = json.dumps(job_schema.dump(job), sort_keys=True, default=str,
+                             separators=(",", ":")).encode()
         etag = hashlib.sha256(payload).hexdigest()[:32]
-        response = Response(status=304) if etag in request.if_none_match else jsonify(body)
+        if etag in request.if_none_match:
+            response = Response(status=304)
+        else:
+            response = Response(payload, mimetype="application/json")
         response.set_etag(etag)
         response.headers["Cache-Control"] = "no-cache"
         if job.status not in TERMINAL_STATUSES:

@@ -1,0 +1,194 @@
+"""API under load: submit and poll latency with about 1000 jobs in flight.
+
+    .venv/bin/python bench/api_load.py
+
+One API (gunicorn, as ``lifetales run`` starts it) and one worker against a fake Gemini that
+takes 60 s per call, so every submitted job stays in flight (running or queued) while the API
+is measured. First 1000 jobs are submitted (the backlog), then, each for ``--seconds``:
+
+1. submits at a fixed 50/s (``POST /api/v1/transcriptions``, a distinct WAV each);
+2. polls ``GET /api/v1/jobs/{id}`` at a fixed 500/s over the in-flight jobs;
+3. the same polls with ``If-None-Match`` of the job's last ETag (the 304 path).
+
+Requests are sent open-loop: each has a scheduled time and its latency counts from then, so a
+slow answer cannot hide the ones queued behind it. Clients keep their connections alive.
+Exit status 0 when submit p99 <= 50 ms, poll p99 <= 10 ms and 304 p99 <= 10 ms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from urllib.parse import urlsplit
+
+if __name__ == "__main__" and not __package__:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.perfstack import audio_b64, group_cpu_seconds, mark, percentile, perf_stack
+
+TARGET_SUBMIT_P99_MS = 50.0
+TARGET_POLL_P99_MS = 10.0
+BACKLOG = 1000
+UPSTREAM_LATENCY_S = 60.0
+
+# One request: (method, path, body, extra headers) -> expected status.
+Request = tuple[str, str, bytes | None, dict[str, str]]
+
+
+class Client:
+    """A keep-alive HTTP/1.1 connection (http.client: the cheapest client, so the load
+    generator takes as little of the shared CPU as it can)."""
+
+    def __init__(self, base_url: str, token: str) -> None:
+        parts = urlsplit(base_url)
+        self._host, self._port = parts.hostname or "127.0.0.1", parts.port or 80
+        self._headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
+        self._conn = http.client.HTTPConnection(self._host, self._port, timeout=30)
+
+    def send(self, method: str, path: str, body: bytes | None = None,
+             headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+        for attempt in (1, 2):
+            try:
+                self._conn.request(method, path, body=body,
+                                   headers={**self._headers, **(headers or {})})
+                response = self._conn.getresponse()
+                data = response.read()
+                return response.status, dict(response.getheaders()), data
+            except (http.client.HTTPException, OSError):
+                self._conn.close()
+                self._conn = http.client.HTTPConnection(self._host, self._port, timeout=30)
+                if attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
+
+
+def open_loop(rate: float, seconds: float, threads: int, make_client: Callable[[], Client],
+              request_for: Callable[[int], Request], expect: int) -> tuple[list[float], int]:
+    """Send ``rate`` requests/s for ``seconds``, request i due at start + i/rate; latency of
+    each from its due time (ms). Returns (latencies, unexpected answers)."""
+    total = int(rate * seconds)
+    start = time.perf_counter() + 0.2
+    latencies: list[float] = []
+    errors = 0
+    lock = threading.Lock()
+    counter = iter(range(total))
+
+    def run() -> None:
+        nonlocal errors
+        client = make_client()
+        while True:
+            with lock:
+                i = next(counter, None)
+            if i is None:
+                return
+            due = start + i / rate
+            if (delay := due - time.perf_counter()) > 0:
+                time.sleep(delay)
+            method, path, body, headers = request_for(i)
+            status, _, _ = client.send(method, path, body, headers)
+            elapsed = (time.perf_counter() - due) * 1000
+            with lock:
+                latencies.append(elapsed)
+                if status != expect:
+                    errors += 1
+
+    workers = [threading.Thread(target=run, daemon=True) for _ in range(threads)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+    return latencies, errors
+
+
+def summary(name: str, values: list[float], target: float, errors: int, seconds: float) -> bool:
+    p99 = percentile(values, 99)
+    print(f"{name}: {len(values) / seconds:.0f} req/s, p50 {percentile(values, 50):.1f} ms, "
+          f"p90 {percentile(values, 90):.1f} ms, p99 {p99:.1f} ms (target <= {target:.0f}) "
+          f"{mark(p99 <= target)}; unexpected answers {errors}", flush=True)
+    return p99 <= target
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="each measured phase")
+    parser.add_argument("--backlog", type=int, default=BACKLOG, help="jobs in flight")
+    parser.add_argument("--submit-rate", type=float, default=50.0)
+    parser.add_argument("--poll-rate", type=float, default=500.0)
+    args = parser.parse_args()
+    print(f"{args.backlog} jobs in flight (fake Gemini {UPSTREAM_LATENCY_S:.0f} s per call); "
+          f"phases of {args.seconds:.0f} s", flush=True)
+    with perf_stack(UPSTREAM_LATENCY_S, "apiload") as stack:
+        stack.services.start_worker("worker-1", concurrency=64)
+        api_pid = stack.services.processes["api"].pid
+
+        def make_client() -> Client:
+            return Client(stack.base_url, stack.token)
+
+        def submit_request(n: int) -> Request:
+            body = json.dumps({"audioData": audio_b64(n), "mimeType": "audio/wav"}).encode()
+            return "POST", "/api/v1/transcriptions", body, {}
+
+        # The backlog, as fast as 8 clients go (not measured).
+        job_ids: list[str] = []
+        lock = threading.Lock()
+        counter = iter(range(args.backlog))
+
+        def fill() -> None:
+            client = make_client()
+            while (n := next(counter, None)) is not None:
+                status, _, data = client.send(*submit_request(1_000_000 + n))
+                if status == 202:
+                    with lock:
+                        job_ids.append(json.loads(data)["id"])
+
+        fillers = [threading.Thread(target=fill) for _ in range(8)]
+        for t in fillers:
+            t.start()
+        for t in fillers:
+            t.join()
+        etags: dict[str, str] = {}
+        client = make_client()
+        for job_id in job_ids:
+            _, headers, _ = client.send("GET", f"/api/v1/jobs/{job_id}")
+            etags[job_id] = headers.get("ETag", "")
+        print(f"backlog: {len(job_ids)} jobs submitted and in flight", flush=True)
+
+        ok = True
+        cpu0 = group_cpu_seconds(api_pid)
+        submits, errors = open_loop(args.submit_rate, args.seconds, 8, make_client,
+                                    submit_request, 202)
+        cpu1 = group_cpu_seconds(api_pid)
+        ok &= summary("submit at 50/s", submits, TARGET_SUBMIT_P99_MS, errors, args.seconds)
+        print(f"  API CPU {(cpu1 - cpu0) / args.seconds:.2f} cores", flush=True)
+
+        def poll(i: int) -> Request:
+            return "GET", f"/api/v1/jobs/{job_ids[i % len(job_ids)]}", None, {}
+
+        polls, errors = open_loop(args.poll_rate, args.seconds, 16, make_client, poll, 200)
+        cpu2 = group_cpu_seconds(api_pid)
+        ok &= summary("poll GET /jobs/{id} at 500/s", polls, TARGET_POLL_P99_MS, errors,
+                      args.seconds)
+        print(f"  API CPU {(cpu2 - cpu1) / args.seconds:.2f} cores", flush=True)
+
+        # Jobs that changed since their ETag was read answer 200 instead: not counted as 304s.
+        def poll_etag(i: int) -> Request:
+            job_id = job_ids[i % len(job_ids)]
+            return "GET", f"/api/v1/jobs/{job_id}", None, {"If-None-Match": etags[job_id]}
+
+        not_modified, errors = open_loop(args.poll_rate, args.seconds, 16, make_client,
+                                         poll_etag, 304)
+        cpu3 = group_cpu_seconds(api_pid)
+        ok &= summary("poll with If-None-Match (304) at 500/s", not_modified,
+                      TARGET_POLL_P99_MS, errors, args.seconds)
+        print(f"  API CPU {(cpu3 - cpu2) / args.seconds:.2f} cores", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
