@@ -54,7 +54,8 @@ def final_events(session: Session, job_id: uuid.UUID, status: str, *,
 
 
 class Notifier:
-    """Publishes 'job changed' after commit; no Redis (embedded default): streams poll."""
+    """Publishes 'job changed' after commit (api/job_watch.py listens); no Redis (embedded
+    default): waiters poll."""
 
     def __init__(self, redis_url: str | None) -> None:
         self._redis_url = redis_url
@@ -68,19 +69,6 @@ class Notifier:
                 self._redis_url, socket_connect_timeout=1, socket_timeout=1
             )
         return self._client
-
-    def subscribe(self, job_id: uuid.UUID) -> Any:
-        """A pub/sub subscription to one job's notifications, or None (poll instead)."""
-        client = self.client()
-        if client is None:
-            return None
-        try:
-            pubsub = client.pubsub(ignore_subscribe_messages=True)
-            pubsub.subscribe(channel(job_id))
-        except Exception as exc:  # streams fall back to polling the log
-            log.warning("job event subscription failed", extra={"error": type(exc).__name__})
-            return None
-        return pubsub
 
     def publish(self, job_ids: set[uuid.UUID]) -> None:
         client = self.client()

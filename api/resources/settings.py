@@ -10,7 +10,6 @@ from flask_smorest import Blueprint
 from agents.types import StorySettings
 from api.auth import SECURITY, current_user, login_required
 from api.errors import error_responses
-from api.schemas.base import camelcase
 from api.schemas.settings import FullStorySettingsSchema, StorySettingsSchema
 from api.state import db
 from models import UserSettings
@@ -18,12 +17,6 @@ from models import UserSettings
 blp = Blueprint("settings", __name__, url_prefix="/api/v1", description="Story settings")
 
 FIELDS = tuple(StorySettings.__dataclass_fields__)
-
-
-def settings_dict(saved: UserSettings | None) -> dict[str, Any]:
-    """Saved settings as the camelCase dict jobs carry; the frontend's defaults where unsaved."""
-    source: object = saved if saved is not None else StorySettings()
-    return {camelcase(name): getattr(source, name) for name in FIELDS}
 
 
 @blp.route("/settings")
