@@ -22,8 +22,8 @@ from flask.testing import FlaskClient
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from config import BatchSettings
-from models import Job, Note, Space, Story, User
+from config import BatchSettings, WebhookSettings
+from models import Job, Note, Space, Story, User, WebhookDelivery
 from models.base import utcnow
 from models.db import make_engine
 from tests.conftest import REDIS_BASE, assert_error, register
@@ -502,3 +502,29 @@ def test_a_retried_submit_with_the_same_idempotency_key_returns_the_same_batch(
     assert first.status_code == again.status_code == 202
     assert first.get_json()["id"] == again.get_json()["id"]
     assert session.scalar(select(func.count()).where(Job.kind == "story_batch")) == 1
+
+
+def test_a_batch_announces_its_end_to_its_webhook_and_takes_no_deadline(
+        client: FlaskClient, session: Session, worker: WorkerContext, admin: dict[str, str],
+        app: Flask, fake_gemini: FakeGemini) -> None:
+    app_state = app.extensions["lifetales"]
+    app_state.settings = dataclasses.replace(
+        app_state.settings, webhooks=WebhookSettings(allow_http=True, allow_private=True))
+    spaces = spaces_with_a_story(session, owner(session), 2)
+    ids = [str(s.id) for s in spaces]
+    refused = client.post("/api/v1/batches/story-regenerations", headers={
+        **admin, "Cancel-After": "60"}, json={"spaceIds": ids})
+    assert refused.status_code == 422 and "deadline" in refused.get_json()["message"]
+    batch = submit_batch(client, admin, spaceIds=ids, settings={"imagesPerChapter": 0},
+                         webhook="http://127.0.0.1:9/hook")
+    assert batch["webhook"] == "http://127.0.0.1:9/hook"
+    assert batch["webhookEvents"] == ["completed"]
+    run_queued(session, worker)
+    assert batch_row(session, batch["id"]).status == "succeeded"
+    # The outbox holds the batch's one delivery, frozen with the finished batch in it.
+    deliveries = session.scalars(select(WebhookDelivery).where(
+        WebhookDelivery.job_id == uuid.UUID(batch["id"]))).all()
+    assert [d.event for d in deliveries] == ["completed"]
+    # Children are ordinary story jobs: they do not inherit the batch's webhook.
+    children = session.scalars(select(Job).where(Job.parent_id == uuid.UUID(batch["id"]))).all()
+    assert len(children) == 2 and all(child.webhook_url is None for child in children)

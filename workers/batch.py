@@ -178,13 +178,15 @@ def count_targets(session: Session, selection: Mapping[str, Any]) -> int:
 
 def create_batch(session: Session, *, owner_id: uuid.UUID, selection: Mapping[str, Any],
                  overrides: Mapping[str, Any], force: bool, targets: int,
-                 idempotency_key: str | None = None, request_hash: str | None = None) -> Job:
-    """Add the queued batch job (``selection`` frozen); its task fans out once this commits."""
+                 idempotency_key: str | None = None, request_hash: str | None = None,
+                 **job_args: Any) -> Job:
+    """Add the queued batch job (``selection`` frozen); its task fans out once this commits.
+    ``job_args``: its webhook (``create_job``'s options)."""
     return create_job(
         session, owner_id=owner_id, kind=KIND, queue=QUEUE, max_attempts=MAX_ATTEMPTS,
         input={"selection": dict(selection), "settings": dict(overrides), "force": force,
                "targets": targets},
-        idempotency_key=idempotency_key, request_hash=request_hash,
+        idempotency_key=idempotency_key, request_hash=request_hash, **job_args,
     )
 
 

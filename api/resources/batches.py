@@ -18,7 +18,7 @@ from api.schemas.base import camelcase
 from api.schemas.batches import BatchEstimateSchema, BatchSchema, StoryRegenerationRequestSchema
 from api.schemas.jobs import JobSchema
 from api.state import db, state
-from api.submit import SUBMIT_HEADERS, SUBMITTED, submit
+from api.submit import SUBMIT_HEADERS, SUBMITTED, job_options, submit
 from models import TERMINAL_STATUSES, Job
 from workers.batch import (
     KIND,
@@ -88,6 +88,11 @@ class StoryRegenerations(MethodView):
         # What the admin asked for (the frozen creation time aside): a retry replays the batch.
         request = {"selection": {k: v for k, v in selection.items() if k != "createdBefore"},
                    "settings": overrides, "force": data["force"]}
+        options = job_options(data)
+        if options.deadline_s is not None:
+            # Its stories run for minutes each; a batch is stopped with /cancel instead.
+            abort(422, message="a batch takes no deadline (Cancel-After): cancel it instead",
+                  errors={"headers": {"Cancel-After": ["not accepted for a batch"]}})
 
         def create(key: str | None, request_hash: str) -> Job:
             targets = count_targets(db(), selection)
@@ -95,9 +100,10 @@ class StoryRegenerations(MethodView):
                 abort(422, message="no space with moments matches the selection")
             return create_batch(db(), owner_id=user.id, selection=selection,
                                 overrides=overrides, force=data["force"], targets=targets,
-                                idempotency_key=key, request_hash=request_hash)
+                                idempotency_key=key, request_hash=request_hash,
+                                **options.job_args())
 
-        return submit(user.id, request, create)
+        return submit(user.id, request, create, options=options)
 
 
 @blp.route("/<uuid:batch_id>")

@@ -6,15 +6,17 @@ from typing import Any
 from marshmallow import ValidationError, fields, validate, validates_schema
 
 from api.schemas.base import CamelSchema
+from api.schemas.jobs import WebhookOptionsSchema
 from api.schemas.settings import StorySettingsSchema
 from api.schemas.stories import FORCE_HELP
 from models import JOB_STATUSES
 from workers.batch import MAX_SPACE_IDS
 
 
-class StoryRegenerationRequestSchema(CamelSchema):
+class StoryRegenerationRequestSchema(WebhookOptionsSchema):
     """Which spaces to regenerate: ``spaceIds``, or a filter (``userId``, ``updatedBefore``,
-    ``all: true``; the filters combine). Only spaces with moments count."""
+    ``all: true``; the filters combine). Only spaces with moments count. ``webhook``: told
+    when the batch starts and finishes (``completed``), like any job's."""
 
     space_ids = fields.List(fields.UUID(), validate=validate.Length(min=1, max=MAX_SPACE_IDS),
                             metadata={"description": "These spaces (not with a filter)"})

@@ -44,8 +44,8 @@ _DEADLINE_HELP = (
     "(both: they must agree).")
 
 
-class JobOptionsSchema(CamelSchema):
-    """What every submit body may add to its job: a webhook and a deadline."""
+class WebhookOptionsSchema(CamelSchema):
+    """What every submit body may add to its job: a webhook."""
 
     webhook = fields.String(load_default=None, allow_none=True,
                             validate=validate.Length(min=1, max=2048),
@@ -53,6 +53,11 @@ class JobOptionsSchema(CamelSchema):
     webhook_events = fields.List(fields.String(validate=validate.OneOf(WEBHOOK_EVENTS)),
                                  load_default=None, allow_none=True,
                                  metadata={"description": _EVENTS_HELP})
+
+
+class JobOptionsSchema(WebhookOptionsSchema):
+    """What every submit body may add to its job: a webhook and a deadline."""
+
     deadline_seconds = fields.Integer(load_default=None, allow_none=True, strict=True,
                                       validate=_DEADLINE, metadata={"description": _DEADLINE_HELP})
 
