@@ -206,6 +206,10 @@ def test_old_audio_is_deleted_and_its_transcription_kept(
     assert row is not None and row.removed_at is not None
     shown = client.get(f"/api/v1/spaces/{space}/notes/{note}", headers=auth).get_json()
     assert shown["transcriptions"][0] == gemini.transcription_text
+    # The resource says the file is gone (its url no longer answers); the others still there.
+    removed = {m["id"]: m["removedAt"] for m in shown["media"]}
+    assert removed[old["id"]] is not None
+    assert all(removed[m["id"]] is None for m in (transcribing, recent, photo))
 
 
 def test_deleting_a_moment_deletes_its_files_only(

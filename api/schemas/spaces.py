@@ -33,6 +33,9 @@ class MediaSchema(CamelSchema):
     transcription = fields.String(dump_only=True, allow_none=True)
     transcription_job_id = fields.UUID(dump_only=True, allow_none=True)
     created_at = fields.DateTime(dump_only=True)
+    removed_at = fields.DateTime(dump_only=True, allow_none=True, metadata={
+        "description": "When retention deleted the stored file (its url then answers 404); "
+                       "an audio file's transcription stays."})
 
 
 class NoteCreateSchema(CamelSchema):
