@@ -28,8 +28,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "story_batch": ("lifetales.run_story_batch", "batch"),
 }
 
-_PENDING = "lifetales.pending_jobs"
-_PENDING_TASKS = "lifetales.pending_tasks"
+_PENDING = "lifetales.pending_tasks"
 
 
 def create_job(
@@ -78,15 +77,17 @@ def create_job(
 
 def enqueue_after_commit(session: Session, job: Job, *, countdown: float | None = None) -> None:
     """Queue the job's message for sending when (and only if) the transaction commits."""
-    session.info.setdefault(_PENDING, []).append((job.id, job.kind, job.queue, countdown))
+    enqueue_task_after_commit(session, TASKS[job.kind][0], job.queue, [str(job.id)],
+                              countdown=countdown)
 
 
 def enqueue_task_after_commit(
     session: Session, task_name: str, queue: str, args: list[Any], *,
     countdown: float | None = None,
 ) -> None:
-    """Queue any task message (a webhook delivery's) for sending when the transaction commits."""
-    session.info.setdefault(_PENDING_TASKS, []).append((task_name, queue, args, countdown))
+    """Queue a task message (a job's, a webhook delivery's) for sending when (and only if)
+    the transaction commits."""
+    session.info.setdefault(_PENDING, []).append((task_name, queue, args, countdown))
 
 
 def install_enqueue_after_commit(factory: sessionmaker[Session]) -> None:
@@ -96,15 +97,10 @@ def install_enqueue_after_commit(factory: sessionmaker[Session]) -> None:
 
 def _drop_pending(session: Session) -> None:
     session.info.pop(_PENDING, None)
-    session.info.pop(_PENDING_TASKS, None)
 
 
 def _send_pending(session: Session) -> None:
-    pending = session.info.pop(_PENDING, [])
-    for job_id, kind, queue, countdown in pending:
-        send_job_message(job_id, kind, queue, countdown=countdown)
-    tasks = session.info.pop(_PENDING_TASKS, None)
-    for task_name, queue, args, countdown in tasks or ():
+    for task_name, queue, args, countdown in session.info.pop(_PENDING, ()):
         send_task_message(task_name, queue, args, countdown=countdown)
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, aliased
 
 from models import TERMINAL_STATUSES, Job, Story
 from models.base import utcnow
-from workers.dispatch import send_job_message
+from workers.dispatch import TASKS, send_job_message
 from workers.events import final_events, status_event
 from workers.fanout import abandon_story_attempt, child_counts, complete_story
 from workers.lifecycle import DEADLINE_CANCELED, affected, end_overdue, waiting_on_children
@@ -49,7 +49,7 @@ def reap_stale_jobs(
         .limit(BATCH)
     ).all()
     for job_id, kind, queue in queued:
-        if kind not in ("transcription", "illustration", "story", "story_batch"):
+        if kind not in TASKS:
             continue
         if send_job_message(job_id, kind, queue):
             session.execute(
