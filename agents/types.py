@@ -31,6 +31,18 @@ class StorySettings:
     background_music: bool = True
 
 
+# The camelCase key of each StorySettings field, as the frontend and a story job's input carry it.
+STORY_SETTINGS_KEYS: dict[str, str] = {
+    "narrativeTone": "narrative_tone",
+    "storyMode": "story_mode",
+    "creativity": "creativity",
+    "imageStyle": "image_style",
+    "imagesPerChapter": "images_per_chapter",
+    "voiceStyle": "voice_style",
+    "backgroundMusic": "background_music",
+}
+
+
 @dataclass(frozen=True)
 class Usage:
     """Token usage of one model call (from the response's usageMetadata)."""

@@ -25,12 +25,13 @@ from sqlalchemy import Select, and_, exists, func, or_, select, update
 from sqlalchemy.orm import Session, aliased
 
 from agents.config import AgentSettings
-from agents.types import StorySettings
+from agents.types import STORY_SETTINGS_KEYS, StorySettings
 from config import estimated_cost_usd
 from models import TERMINAL_STATUSES, Job, Media, Note, Space, UserSettings
 from models.base import utcnow
 from workers.dispatch import create_job, enqueue_after_commit
 from workers.events import emit, final_events, status_event
+from workers.fanout import child_counts
 from workers.lifecycle import CANCELED, affected, request_cancel
 from workers.usage import UsageRow, total_cost_usd
 
@@ -71,14 +72,9 @@ def story_settings_for(session: Session, owner_id: uuid.UUID,
     camelCase ``overrides``."""
     saved = session.get(UserSettings, owner_id)
     source: object = saved if saved is not None else StorySettings()
-    settings = {_camel(name): getattr(source, name) for name in StorySettings.__dataclass_fields__}
+    settings = {key: getattr(source, attr) for key, attr in STORY_SETTINGS_KEYS.items()}
     settings.update(overrides)
     return settings
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(part.title() for part in rest)
 
 
 # --- which spaces a batch regenerates ----------------------------------------------------------
@@ -246,9 +242,7 @@ def unfinished_children(session: Session, batch_id: uuid.UUID) -> int:
 def child_totals(session: Session, batch_id: uuid.UUID) -> dict[str, int]:
     """Children by status; ``expired`` (never started) counts as canceled."""
     totals = dict.fromkeys(("queued", "running", "succeeded", "failed", "canceled"), 0)
-    rows = session.execute(select(Job.status, func.count()).where(Job.parent_id == batch_id)
-                           .group_by(Job.status)).all()
-    for status, count in rows:
+    for status, count in child_counts(session, batch_id).items():
         totals["canceled" if status == "expired" else status] += count
     return totals
 

@@ -11,7 +11,14 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import selectinload
 
-from agents.types import ChapterDraft, NoteInput, StoryRestart, StoryResult, StorySettings
+from agents.types import (
+    STORY_SETTINGS_KEYS,
+    ChapterDraft,
+    NoteInput,
+    StoryRestart,
+    StoryResult,
+    StorySettings,
+)
 from models import Chapter, Job, Note, Space, Story
 from workers.app import celery_app
 from workers.cache import JOIN_POLL_S, cache_key, lookup_or_lease, release, store
@@ -25,20 +32,10 @@ from workers.fanout import (
 )
 from workers.runner import JobFailed, JobRun, MustWait, run_job, usage_dict
 
-SETTINGS_FIELDS = {
-    "narrativeTone": "narrative_tone",
-    "storyMode": "story_mode",
-    "creativity": "creativity",
-    "imageStyle": "image_style",
-    "imagesPerChapter": "images_per_chapter",
-    "voiceStyle": "voice_style",
-    "backgroundMusic": "background_music",
-}
-
 
 def story_settings(data: dict[str, Any]) -> StorySettings:
     return StorySettings(
-        **{attr: data[key] for key, attr in SETTINGS_FIELDS.items() if key in data}
+        **{attr: data[key] for key, attr in STORY_SETTINGS_KEYS.items() if key in data}
     )
 
 
