@@ -73,34 +73,17 @@ def _platform_commands(port: int, concurrency: int, with_worker: bool) -> list[l
         ]
     ]
     if with_worker:
-        commands.append(
-            [
-                str(bin_dir / "celery"),
-                "-A",
-                "workers.app",
-                "worker",
-                "--beat",
-                "--queues",
-                QUEUES,
-                "--pool",
-                "threads",
-                "--concurrency",
-                str(concurrency),
-                "--loglevel",
-                "INFO",
-                "--without-mingle",
-                "--without-gossip",
-            ]
-        )
-        commands.append(_batch_worker_command(bin_dir))
+        # The main worker runs beat too; batches get a worker of their own (see BATCH_QUEUES).
+        commands.append(_worker_command(bin_dir, QUEUES, concurrency, "--beat"))
+        commands.append(_worker_command(bin_dir, BATCH_QUEUES, BATCH_CONCURRENCY,
+                                        "--hostname", "batch@%h"))
     return commands
 
 
-def _batch_worker_command(bin_dir: Path) -> list[str]:
-    return [str(bin_dir / "celery"), "-A", "workers.app", "worker", "--queues", BATCH_QUEUES,
-            "--pool", "threads", "--concurrency", str(BATCH_CONCURRENCY),
-            "--hostname", "batch@%h", "--loglevel", "INFO", "--without-mingle",
-            "--without-gossip"]
+def _worker_command(bin_dir: Path, queues: str, concurrency: int, *extra: str) -> list[str]:
+    return [str(bin_dir / "celery"), "-A", "workers.app", "worker", *extra, "--queues", queues,
+            "--pool", "threads", "--concurrency", str(concurrency), "--loglevel", "INFO",
+            "--without-mingle", "--without-gossip"]
 
 
 def run(port: int, concurrency: int, with_worker: bool) -> int:
