@@ -23,10 +23,10 @@ from urllib.parse import urlsplit
 from prometheus_client import Counter, Histogram, start_http_server
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.orm.util import identity_key
 
 from config import estimated_cost_usd
 from models import Job, JobEvent
+from models.job import loaded_job
 
 log = logging.getLogger(__name__)
 
@@ -143,8 +143,8 @@ def _collect_job_changes(session: Session, _flush_context: object) -> None:
     ids = set(finished) | {job_id for job_id, _code in retried}
     for job_id in ids:
         # A worker finishing its own job has it loaded: no query for that one.
-        loaded = session.identity_map.get(identity_key(Job, job_id))
-        if isinstance(loaded, Job) and {"kind", "created_at"} <= loaded.__dict__.keys():
+        loaded = loaded_job(session, job_id)
+        if loaded is not None and {"kind", "created_at"} <= loaded.__dict__.keys():
             jobs[job_id] = (loaded.kind, loaded.created_at)
     if missing := ids - jobs.keys():
         # Bulk cancels and the like: one primary-key lookup for all the jobs not loaded.

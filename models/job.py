@@ -16,7 +16,8 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm.util import identity_key
 
 from models.base import Base, utcnow
 
@@ -73,6 +74,12 @@ class Job(Base):
     @property
     def finished(self) -> bool:
         return self.status in TERMINAL_STATUSES
+
+
+def loaded_job(session: Session, job_id: uuid.UUID) -> Job | None:
+    """The job if this session already holds it (no query)."""
+    found = session.identity_map.get(identity_key(Job, job_id))
+    return found if isinstance(found, Job) else None
 
 
 class JobEvent(Base):

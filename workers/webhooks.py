@@ -26,11 +26,11 @@ from urllib.parse import urlsplit
 import urllib3
 from sqlalchemy import func, insert, inspect, literal, or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
-from sqlalchemy.orm.util import identity_key
 
 from config import WebhookSettings
 from models import Job, User, WebhookDelivery
 from models.base import utcnow
+from models.job import loaded_job
 from workers.job_resource import webhook_payload
 
 log = logging.getLogger(__name__)
@@ -155,12 +155,6 @@ def resolve_target(url: str, *, allow_http: bool, allow_private: bool) -> Target
 _SEND = "lifetales.pending_webhooks"
 
 
-def _loaded_job(session: Session, job_id: uuid.UUID) -> Job | None:
-    """The job if this session already holds it (no query)."""
-    found = session.identity_map.get(identity_key(Job, job_id))
-    return found if isinstance(found, Job) else None
-
-
 def _known_without_webhook(job: Job | None) -> bool:
     # webhook_url never changes after the job is created, so a loaded value is current.
     return job is not None and "webhook_url" in inspect(job).dict and job.webhook_url is None
@@ -189,7 +183,7 @@ def _add_delivery(session: Session, job: Job, event: str, payload: dict[str, Any
 
 def on_start(session: Session, job_id: uuid.UUID) -> None:
     """A worker started the job: a ``start`` delivery if its webhook asked for them."""
-    job = _loaded_job(session, job_id)
+    job = loaded_job(session, job_id)
     if _wants(job, "start"):
         assert job is not None
         _add_delivery(session, job, "start", webhook_payload(job))
@@ -198,7 +192,7 @@ def on_start(session: Session, job_id: uuid.UUID) -> None:
 def on_progress(session: Session, job_id: uuid.UUID, progress: dict[str, Any]) -> None:
     """Progress: a ``progress`` delivery if asked for; one not yet attempted takes the newer
     payload instead of a second delivery queuing behind it (a fast job sends few)."""
-    job = _loaded_job(session, job_id)
+    job = loaded_job(session, job_id)
     if not _wants(job, "progress"):
         return
     assert job is not None
@@ -223,7 +217,7 @@ def on_completed(session: Session, job_id: uuid.UUID) -> None:
     that inserts nothing without a webhook. The payload is taken on the first attempt: the job
     is terminal, its resource no longer changes.
     """
-    if _known_without_webhook(_loaded_job(session, job_id)):
+    if _known_without_webhook(loaded_job(session, job_id)):
         return
     now = utcnow()
     new_id = uuid.uuid4()
