@@ -32,11 +32,16 @@ SUBSCRIBE_WAIT_S = 0.5
 class Watch:
     """One waiter's wake-up flag for one job."""
 
-    def __init__(self) -> None:
+    def __init__(self, watcher: JobWatcher) -> None:
+        self._watcher = watcher
         self._event = threading.Event()
 
-    def wait(self, timeout: float) -> bool:
-        """True when the job's events changed since the last call; False on timeout."""
+    def wait(self, timeout: float, *, poll_s: float) -> bool:
+        """Until the job's events change (True) or ``timeout`` passes; while no notifications
+        arrive (no Redis, or not subscribed yet) only ``poll_s``, so the caller re-reads."""
+        if not self._watcher.live:
+            time.sleep(min(timeout, poll_s))
+            return False
         woken = self._event.wait(timeout)
         self._event.clear()
         return woken
@@ -57,13 +62,13 @@ class JobWatcher:
 
     @property
     def live(self) -> bool:
-        """Whether notifications arrive (else waiters should poll briskly)."""
+        """Whether notifications arrive (else waiters poll briskly)."""
         return self._redis_url is not None and self._subscribed.is_set()
 
     @contextmanager
     def watch(self, job_id: uuid.UUID) -> Iterator[Watch]:
         """Register before reading the job, so a change right after the read still wakes."""
-        watch = Watch()
+        watch = Watch(self)
         key = str(job_id)
         with self._lock:
             self._watches.setdefault(key, set()).add(watch)

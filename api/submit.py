@@ -228,20 +228,16 @@ def wait_for_job(job: Job, wait_s: float) -> Job:
     notifications (the embedded default has no Redis). Reads the status alone while waiting
     and the whole job once, at the end."""
     deadline = time.monotonic() + wait_s
-    app_state = state()
     status_of = select(Job.status).where(Job.id == job.id)
     session = db()
-    with app_state.watcher.watch(job.id) as watch:
+    with state().watcher.watch(job.id) as watch:
         while True:
             status = session.scalar(status_of)
             session.commit()  # hand the connection back while waiting
             remaining = deadline - time.monotonic()
             if status is None or status in TERMINAL_STATUSES or remaining <= 0:
                 break
-            if app_state.watcher.live:
-                watch.wait(min(remaining, WAKE_TIMEOUT_S))
-            else:
-                time.sleep(min(remaining, POLL_INTERVAL_S))
+            watch.wait(min(remaining, WAKE_TIMEOUT_S), poll_s=POLL_INTERVAL_S)
     if status is None or status == job.status:
         return job
     return session.get(Job, job.id, populate_existing=True) or job

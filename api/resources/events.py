@@ -90,10 +90,7 @@ def event_stream(
                     return
             if len(events) == BATCH:
                 continue
-            if watcher.live:
-                watch.wait(WAKE_TIMEOUT_S)
-            else:
-                time.sleep(POLL_S)
+            watch.wait(WAKE_TIMEOUT_S, poll_s=POLL_S)
             if time.monotonic() - last_sent > KEEPALIVE_S:
                 last_sent = time.monotonic()
                 yield ": keep-alive\n\n"
