@@ -84,13 +84,18 @@ class JobRun:
         if commit:
             self.session.commit()
 
+    @property
+    def in_batch(self) -> bool:
+        """A batch's job: its calls are held to the batch share of the rate limit as well."""
+        return self.job.queue == "batch"
+
     def acquire_upstream(self, model: str, estimated_tokens: int) -> None:
         """Take room for one model call in the global rate limit, or re-schedule the job."""
         limiter = self.context.limiter
         if limiter is None:
             telemetry.model_call_started(self.job.kind, model)
             return
-        batch = self.job.queue == "batch"  # held to the batch share of the limit as well
+        batch = self.in_batch
         wait = limiter.acquire(model, estimated_tokens, batch=batch)
         if 0 < wait <= MAX_INLINE_WAIT_S:
             telemetry.observe_rate_limit_wait(model, "waited", wait)
@@ -106,8 +111,7 @@ class JobRun:
         telemetry.model_call_finished(self.job.kind, model, usage)
         if self.context.limiter is not None:
             used = usage.input_tokens + usage.output_tokens
-            self.context.limiter.settle(model, estimated_tokens, used,
-                                        batch=self.job.queue == "batch")
+            self.context.limiter.settle(model, estimated_tokens, used, batch=self.in_batch)
 
     def call_upstream(self, model: str, estimated_tokens: int, call: Callable[[], R]) -> R:
         """Make one model call within the global rate limit, then charge its real token usage."""
