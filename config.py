@@ -16,9 +16,22 @@ DEFAULT_VAR_DIR = Path("var")
 DEFAULT_CONCURRENCY = 16
 
 # USD per 1M tokens (input, output) per model: Google's list prices for the paid Gemini API tier
-# when written. They change: keep them current. Used for the cost metric and `lifetales usage`;
-# a model missing here (the offline provider's) has no estimated cost.
+# (ai.google.dev/gemini-api/docs/pricing, read 2026-12-01). They change: keep them current.
+# Used for the cost metric and `lifetales usage`; a model missing here (the offline provider's)
+# has no estimated cost. How Gemini bills what our usage records:
+# - thinking tokens are output tokens (agents.gemini.usage_of adds them to the output count);
+# - an illustration asks for IMAGE output only, so its output tokens are image tokens, billed
+#   at the image rate (1,120 tokens per 1K image: $0.0336 at $30/M);
+# - a narration's output tokens are audio tokens, at the TTS models' audio rate.
+# The 3.8 Flash and 3.8 TTS prices are launch prices "through December 31, 2026"; Google
+# doubles them on January 1, 2027 (3.8 Flash: $1.50/$7.50, Flash TTS: $1.00/$18.00).
 MODEL_PRICES_USD_PER_MTOK: dict[str, tuple[float, float]] = {
+    "gemini-3.8-flash": (0.75, 3.75),
+    "gemini-3.5-flash-lite": (0.30, 2.50),
+    "gemini-nano-banana-2.1": (1.50, 30.00),
+    "gemini-3.8-flash-tts": (0.50, 9.00),
+    "gemini-3.8-flash-lite-tts": (0.50, 6.00),
+    # Retired models, still priced so jobs they ran keep their cost in `lifetales usage`.
     "gemini-2.5-flash": (0.30, 2.50),
     "gemini-2.5-flash-image": (0.30, 30.00),
 }

@@ -220,8 +220,9 @@ def model_call_started(agent: str, model: str) -> None:
 
 
 def model_call_finished(agent: str, model: str, usage: _Usage) -> None:
-    """The call answered: its latency, tokens and estimated cost."""
-    _end_call("ok", calls=usage.calls)
+    """The call answered: its latency, tokens and estimated cost, labelled with the model that
+    answered (a fallback's, when the configured one is retired)."""
+    _end_call("ok", calls=usage.calls, answered_by=usage.model)
     MODEL_TOKENS.labels(agent, usage.model, "in").inc(usage.input_tokens)
     MODEL_TOKENS.labels(agent, usage.model, "out").inc(usage.output_tokens)
     cost = estimated_cost_usd(usage.model, usage.input_tokens, usage.output_tokens)
@@ -234,12 +235,13 @@ def model_call_failed(outcome: str) -> None:
     _end_call(outcome)
 
 
-def _end_call(outcome: str, *, calls: int = 1) -> None:
+def _end_call(outcome: str, *, calls: int = 1, answered_by: str | None = None) -> None:
     in_flight = _call_in_flight.get()
     if in_flight is None:
         return
     _call_in_flight.set(None)
     agent, model, started = in_flight
+    model = answered_by or model
     MODEL_CALLS.labels(agent, model, outcome).inc(max(1, calls))
     MODEL_LATENCY.labels(agent, model, outcome).observe(time.perf_counter() - started)
 

@@ -5,22 +5,105 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+# The agents that call a Gemini model, as their settings are named: GEMINI_MODEL_<AGENT>,
+# GEMINI_FALLBACK_MODELS_<AGENT>, GEMINI_THINKING_<AGENT>.
+AGENT_NAMES: tuple[str, ...] = ("transcription", "story", "image", "tts")
+
+# Thinking settings: a level, ``lowest`` (the lowest level the model accepts) or ``default``
+# (send nothing: the model's own default).
+THINKING_CHOICES: tuple[str, ...] = ("lowest", "minimal", "low", "medium", "high", "default")
+
+# Today's generally available models (Google's Gemini API docs, read 2026-12-01; see README,
+# "Models"). Each agent's fallbacks are tried in order when its model answers "not found".
+DEFAULT_MODELS: Mapping[str, tuple[str, tuple[str, ...]]] = {
+    "transcription": ("gemini-3.5-flash-lite", ("gemini-3.8-flash",)),
+    "story": ("gemini-3.8-flash", ("gemini-3.5-flash-lite",)),
+    "image": ("gemini-nano-banana-2.1", ()),
+    "tts": ("gemini-3.8-flash-tts", ("gemini-3.8-flash-lite-tts",)),
+}
+# Transcription thinks as little as the model allows; a story thinks a little, so its first
+# chapter still streams within a second or so. Images and speech keep the model's default.
+DEFAULT_THINKING: Mapping[str, str] = {
+    "transcription": "lowest", "story": "low", "image": "default", "tts": "default",
+}
+# The text agents' former shared setting, still honoured when their own is unset.
+LEGACY_TEXT_MODEL = "GEMINI_MODEL_FLASH"
+_LEGACY_USERS = frozenset({"transcription", "story"})
+
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
     return env.get(name, "").strip() or None
 
 
-def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+def _positive_int(env: Mapping[str, str], name: str, default: int, unit: str) -> int:
     raw = env.get(name, "").strip()
     if not raw:
         return default
     try:
         value = int(raw)
     except ValueError as exc:
-        raise ValueError(f"{name} must be an integer number of milliseconds") from exc
+        raise ValueError(f"{name} must be an integer number of {unit}") from exc
     if value <= 0:
         raise ValueError(f"{name} must be positive")
     return value
+
+
+def _model_list(value: str) -> tuple[str, ...]:
+    names = [name.strip() for name in value.split(",")]
+    return tuple(dict.fromkeys(name for name in names if name and name.lower() != "none"))
+
+
+@dataclass(frozen=True)
+class ModelRoute:
+    """Which model an agent calls, what it falls back to, and how much it may think."""
+
+    agent: str
+    model: str
+    fallbacks: tuple[str, ...] = ()
+    thinking: str = "default"
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """The model, then its fallbacks, each once."""
+        return tuple(dict.fromkeys((self.model, *self.fallbacks)))
+
+    @property
+    def setting(self) -> str:
+        """The environment variable that names this agent's model (for error messages)."""
+        return f"GEMINI_MODEL_{self.agent.upper()}"
+
+    @property
+    def fallback_setting(self) -> str:
+        return f"GEMINI_FALLBACK_MODELS_{self.agent.upper()}"
+
+    @classmethod
+    def default(cls, agent: str) -> ModelRoute:
+        model, fallbacks = DEFAULT_MODELS[agent]
+        return cls(agent, model, fallbacks, DEFAULT_THINKING[agent])
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], agent: str) -> ModelRoute:
+        """``GEMINI_MODEL_<AGENT>`` (the text agents fall back on ``GEMINI_MODEL_FLASH``),
+        ``GEMINI_FALLBACK_MODELS_<AGENT>`` (comma list; ``none`` for none) and
+        ``GEMINI_THINKING_<AGENT>``; unset or empty values take the defaults."""
+        default = cls.default(agent)
+        key = agent.upper()
+        model = _text(env, f"GEMINI_MODEL_{key}")
+        if model is None and agent in _LEGACY_USERS:
+            model = _text(env, LEGACY_TEXT_MODEL)
+        fallbacks_text = _text(env, f"GEMINI_FALLBACK_MODELS_{key}")
+        fallbacks = default.fallbacks if fallbacks_text is None else _model_list(fallbacks_text)
+        thinking = (_text(env, f"GEMINI_THINKING_{key}") or default.thinking).lower()
+        if thinking not in THINKING_CHOICES:
+            raise ValueError(
+                f"GEMINI_THINKING_{key} must be one of {', '.join(THINKING_CHOICES)}, "
+                f"not {thinking!r}"
+            )
+        return cls(agent, model or default.model, fallbacks, thinking)
+
+
+def _default_route(agent: str) -> ModelRoute:
+    return ModelRoute.default(agent)
 
 
 @dataclass(frozen=True)
@@ -32,11 +115,16 @@ class AgentSettings:
 
     # repr=False: the key must never reach logs or tracebacks.
     gemini_api_key: str | None = field(default=None, repr=False)
-    model_flash: str = "gemini-2.5-flash"
-    model_image: str = "gemini-2.5-flash-image"
+    transcription: ModelRoute = field(default_factory=lambda: _default_route("transcription"))
+    story: ModelRoute = field(default_factory=lambda: _default_route("story"))
+    image: ModelRoute = field(default_factory=lambda: _default_route("image"))
+    tts: ModelRoute = field(default_factory=lambda: _default_route("tts"))
     transcription_timeout_ms: int = 30_000
     story_timeout_ms: int = 60_000
     illustration_timeout_ms: int = 45_000
+    tts_timeout_ms: int = 60_000
+    # How long a process remembers that a model answered "not found" before trying it again.
+    model_recheck_s: int = 600
     # Concurrent HTTP connections to Gemini per process (and kept alive): at least the worker's
     # concurrency. The SDK's HTTP client otherwise allows 100 and keeps 20 alive, capping a
     # worker at 100 calls in flight and reconnecting for most of them.
@@ -48,20 +136,33 @@ class AgentSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AgentSettings:
         """Build settings from an environment mapping; empty values count as unset."""
+        d = cls()
         return cls(
             gemini_api_key=_text(env, "GEMINI_API_KEY"),
-            model_flash=_text(env, "GEMINI_MODEL_FLASH") or cls.model_flash,
-            model_image=_text(env, "GEMINI_MODEL_IMAGE") or cls.model_image,
+            transcription=ModelRoute.from_env(env, "transcription"),
+            story=ModelRoute.from_env(env, "story"),
+            image=ModelRoute.from_env(env, "image"),
+            tts=ModelRoute.from_env(env, "tts"),
             transcription_timeout_ms=_positive_int(
-                env, "GEMINI_TIMEOUT_TRANSCRIPTION_MS", cls.transcription_timeout_ms
+                env, "GEMINI_TIMEOUT_TRANSCRIPTION_MS", d.transcription_timeout_ms, "ms"
             ),
-            story_timeout_ms=_positive_int(env, "GEMINI_TIMEOUT_STORY_MS", cls.story_timeout_ms),
+            story_timeout_ms=_positive_int(
+                env, "GEMINI_TIMEOUT_STORY_MS", d.story_timeout_ms, "ms"),
             illustration_timeout_ms=_positive_int(
-                env, "GEMINI_TIMEOUT_ILLUSTRATION_MS", cls.illustration_timeout_ms
+                env, "GEMINI_TIMEOUT_ILLUSTRATION_MS", d.illustration_timeout_ms, "ms"
             ),
-            max_connections=_positive_int(env, "GEMINI_MAX_CONNECTIONS", cls.max_connections),
+            tts_timeout_ms=_positive_int(env, "GEMINI_TIMEOUT_TTS_MS", d.tts_timeout_ms, "ms"),
+            model_recheck_s=_positive_int(
+                env, "GEMINI_MODEL_RECHECK_SECONDS", d.model_recheck_s, "seconds"),
+            max_connections=_positive_int(
+                env, "GEMINI_MAX_CONNECTIONS", d.max_connections, "connections"),
         )
 
     @property
     def has_api_key(self) -> bool:
         return bool(self.gemini_api_key)
+
+    @property
+    def routes(self) -> tuple[ModelRoute, ...]:
+        """Every agent's model route, in ``AGENT_NAMES`` order."""
+        return tuple(getattr(self, agent) for agent in AGENT_NAMES)

@@ -56,6 +56,7 @@ ERROR_CODES: tuple[str, ...] = (
     "blocked",
     "invalid_model_output",
     "invalid_input",
+    "model_unavailable",
 )
 
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
@@ -63,6 +64,10 @@ _QUOTA_FAILURE = "type.googleapis.com/google.rpc.QuotaFailure"
 _ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)s\s*$")
 _DETAIL_LIMIT = 300
+# How Gemini says a model is gone: 404 NOT_FOUND "models/X is not found for API version v1beta,
+# or is not supported for generateContent", or a 400 that the model is not supported for the
+# method called.
+_NOT_SUPPORTED = re.compile(r"not (?:found|supported) for (?:API version|\w*generate\w*)", re.I)
 
 
 class AgentError(Exception):
@@ -209,6 +214,14 @@ def _from_api_error(exc: genai_errors.APIError) -> AgentError:
         return AgentError(
             "upstream_auth",
             f"The AI provider rejected our credentials ({label}).",
+            retryable=False,
+            **common,
+        )
+    if status == 404 or (status == 400 and _NOT_SUPPORTED.search(str(exc.message or ""))):
+        # Retired or unknown: no retry helps. ``agents.gemini`` names the model and setting.
+        return AgentError(
+            "model_unavailable",
+            f"The AI model is not available ({label}).",
             retryable=False,
             **common,
         )

@@ -6,18 +6,22 @@ defaults to API version ``v1``. Its retries stay off: Celery owns retries and ba
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 import time
-from collections.abc import Generator
+from collections.abc import Generator, Iterable
 
 import httpx2  # the SDK's HTTP client: its connection limits are set here
 from google import genai
 from google.genai import types
 
-from agents.config import AgentSettings
+from agents.config import AgentSettings, ModelRoute
 from agents.errors import SDK_ERRORS, AgentError, from_sdk_error
+from agents.models import ModelCheck, availability, for_model, unavailable_error
 from agents.types import Usage
+
+log = logging.getLogger(__name__)
 
 BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"
 
@@ -59,6 +63,7 @@ def _default_timeout_ms(settings: AgentSettings) -> int:
         settings.transcription_timeout_ms,
         settings.story_timeout_ms,
         settings.illustration_timeout_ms,
+        settings.tts_timeout_ms,
     )
 
 
@@ -87,7 +92,8 @@ def get_client(settings: AgentSettings) -> genai.Client:
 
 
 def reset_clients() -> None:
-    """Forget every client; call after fork (e.g. Celery ``worker_process_init``) and in tests.
+    """Forget every client and what was learnt about models' availability; call after fork
+    (e.g. Celery ``worker_process_init``) and in tests.
 
     Clients are dropped, not closed: after a fork their connections are shared with the parent.
     """
@@ -95,6 +101,7 @@ def reset_clients() -> None:
     with _clients_lock:
         _clients.clear()
         _clients_pid = None
+    availability.clear()
 
 
 def with_timeout(
@@ -160,6 +167,127 @@ def generate_stream(
         close = getattr(chunks, "close", None)
         if close is not None:
             close()
+
+
+def _candidates(settings: AgentSettings, route: ModelRoute) -> list[str]:
+    models = availability.candidates(route, settings.model_recheck_s)
+    if not models:
+        # Every model of the route was found unavailable a moment ago: fail without a call.
+        raise unavailable_error(route, route.chain)
+    return models
+
+
+def _unavailable(model: str, route: ModelRoute, error: AgentError) -> None:
+    availability.mark_unavailable(model, error.detail)
+    log.error("model unavailable", extra={
+        "agent": route.agent, "model": model, "setting": route.setting,
+        "upstream_status": error.upstream_status, "detail": error.detail,
+    })
+
+
+def generate_routed(
+    settings: AgentSettings,
+    *,
+    route: ModelRoute,
+    contents: types.ContentListUnionDict,
+    config: types.GenerateContentConfig,
+    timeout_ms: int,
+    temperature: float | None = None,
+) -> tuple[types.GenerateContentResponse, str]:
+    """Call the route's model, moving to its next model while one is retired or unknown.
+
+    Returns the answer and the model that gave it. Each model gets the thinking field (and the
+    temperature, if its family takes one) that suits it."""
+    tried: list[str] = []
+    for model in _candidates(settings, route):
+        tried.append(model)
+        try:
+            response = generate(
+                settings, model=model, contents=contents, timeout_ms=timeout_ms,
+                config=for_model(config, model, route, temperature=temperature),
+            )
+        except AgentError as exc:
+            if exc.code != "model_unavailable":
+                raise
+            _unavailable(model, route, exc)
+            continue
+        availability.mark_answered(model)
+        return response, model
+    raise unavailable_error(route, tried)
+
+
+def stream_routed(
+    settings: AgentSettings,
+    *,
+    route: ModelRoute,
+    contents: types.ContentListUnionDict,
+    config: types.GenerateContentConfig,
+    timeout_ms: int,
+    temperature: float | None = None,
+) -> Generator[tuple[str, types.GenerateContentResponse], None, None]:
+    """``generate_stream`` on the route's first model that answers: yields (model, chunk).
+
+    A model that is retired fails before its first chunk, so moving on never repeats text."""
+    tried: list[str] = []
+    for model in _candidates(settings, route):
+        tried.append(model)
+        chunks = generate_stream(
+            settings, model=model, contents=contents, timeout_ms=timeout_ms,
+            config=for_model(config, model, route, temperature=temperature),
+        )
+        try:
+            first = next(chunks)
+        except StopIteration:
+            return
+        except AgentError as exc:
+            chunks.close()
+            if exc.code != "model_unavailable":
+                raise
+            _unavailable(model, route, exc)
+            continue
+        availability.mark_answered(model)
+        try:
+            yield model, first
+            for chunk in chunks:
+                yield model, chunk
+        finally:
+            chunks.close()
+        return
+    raise unavailable_error(route, tried)
+
+
+def check_models(
+    settings: AgentSettings, models: Iterable[str], *, timeout_ms: int = 10_000
+) -> list[ModelCheck]:
+    """Ask the API about each model once (``models.get``) and remember what it said.
+
+    A 404 means not found; any other failure leaves the model's status unknown."""
+    from google.genai import errors as genai_errors
+
+    client = get_client(settings)
+    checks: list[ModelCheck] = []
+    for model in dict.fromkeys(models):
+        now = time.time()
+        try:
+            info = client.models.get(model=model, config=types.GetModelConfig(
+                http_options=types.HttpOptions(timeout=timeout_ms)))
+        except genai_errors.APIError as exc:
+            error = from_sdk_error(exc)
+            found = False if error.code == "model_unavailable" else None
+            check = ModelCheck(model, found, now, error.message)
+        except SDK_ERRORS as exc:
+            check = ModelCheck(model, None, now, from_sdk_error(exc).message)
+        else:
+            check = ModelCheck(
+                model, True, now,
+                input_token_limit=info.input_token_limit,
+                output_token_limit=info.output_token_limit,
+                supported_actions=tuple(info.supported_actions or ()),
+            )
+        if check.found is not None:
+            availability.record(check)
+        checks.append(check)
+    return checks
 
 
 def raise_if_blocked(response: types.GenerateContentResponse, *, final: bool = True) -> None:

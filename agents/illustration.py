@@ -1,4 +1,5 @@
-"""Illustration agent: a scene description and a style in, a 4:3 image out (Gemini image)."""
+"""Illustration agent: a scene description and a style in, a 4:3 image out (a Gemini image
+model through ``generate_content`` with image output)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from PIL import Image, UnidentifiedImageError
 from agents import gemini
 from agents.config import AgentSettings
 from agents.errors import AgentError
+from agents.models import availability
 from agents.prompts import (
     ILLUSTRATION_PROMPT_VERSION,
     ILLUSTRATION_STYLE_TEMPLATES,
@@ -69,14 +71,15 @@ class GeminiIllustrator:
 
     @property
     def model(self) -> str:
-        return self._settings.model_image
+        """The model the next call goes to: the route's first one not known to be retired."""
+        return availability.active(self._settings.image, self._settings.model_recheck_s)
 
     def illustrate(self, prompt: str, style: str) -> ImageResult:
         """Generate one 4:3 image; raises ``AgentError`` on any failure."""
         scene = check_illustration_input(prompt, style)
-        response = gemini.generate(
+        response, model = gemini.generate_routed(
             self._settings,
-            model=self.model,
+            route=self._settings.image,
             contents=illustration_prompt(scene, style),
             config=types.GenerateContentConfig(
                 response_modalities=["IMAGE"],
@@ -91,5 +94,5 @@ class GeminiIllustrator:
             mime_type=mime_type,
             width=width,
             height=height,
-            usage=gemini.usage_of(response, self.model),
+            usage=gemini.usage_of(response, model),
         )

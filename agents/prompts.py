@@ -23,7 +23,9 @@ TRANSCRIPTION_INSTRUCTION = (
 # --- Story builder -------------------------------------------------------------------------
 
 # v2: answers are streamed, repaired when safe, and retried once with STORY_CORRECTION.
-STORY_PROMPT_VERSION = "story-v2"
+# v3: the settings' creativity is said in words (CREATIVITY_GUIDANCE): Gemini 3.x models take
+# no temperature.
+STORY_PROMPT_VERSION = "story-v3"
 
 STORY_SYSTEM_INSTRUCTION = (
     "You are LifeTales' story writer. You turn a person's moments (short notes, voice-note "
@@ -149,12 +151,34 @@ ILLUSTRATION_STYLE_TEMPLATES: Mapping[str, str] = MappingProxyType(
     }
 )
 
+# The frontend's creativity (0-2) in words, by its upper bound: Gemini 3.x advises against
+# sampling tweaks, so the prompt carries what the temperature used to (2.x models still get
+# ``min(1.5, creativity * 0.75)`` as well).
+CREATIVITY_GUIDANCE: tuple[tuple[float, str], ...] = (
+    (0.5, "Creativity: literal. Retell only what the notes say, in their order, adding no "
+          "detail, image or feeling they do not state."),
+    (1.0, "Creativity: restrained. Stay close to the notes; you may add plain connecting "
+          "sentences and obvious sensory details, nothing more."),
+    (1.5, "Creativity: expressive. Shape the notes into lively scenes with sensory detail, "
+          "rhythm and transitions, without changing any fact."),
+    (float("inf"), "Creativity: free. Be bold and imaginative in imagery, structure and "
+                   "voice; invent atmosphere and inner life freely, but never contradict "
+                   "the facts in the notes."),
+)
+
+
+def creativity_guidance(creativity: float) -> str:
+    """The sentence that tells the model how freely to write (creativity 0-2)."""
+    return next(text for bound, text in CREATIVITY_GUIDANCE if creativity < bound)
+
+
 ILLUSTRATION_SUFFIX = "No text, letters, captions or watermarks in the image. Aspect ratio 4:3."
 
 
-def story_system_instruction(tone: str, mode: str) -> str:
+def story_system_instruction(tone: str, mode: str, creativity: float = 1.0) -> str:
     """The full system instruction of the story builder for a known tone and mode."""
-    return "\n\n".join((STORY_SYSTEM_INSTRUCTION, TONE_INSTRUCTIONS[tone], MODE_INSTRUCTIONS[mode]))
+    return "\n\n".join((STORY_SYSTEM_INSTRUCTION, TONE_INSTRUCTIONS[tone],
+                        MODE_INSTRUCTIONS[mode], creativity_guidance(creativity)))
 
 
 def story_correction(problems: Sequence[str], mode: str, note_ids: Sequence[str]) -> str:

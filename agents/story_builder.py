@@ -1,4 +1,4 @@
-"""Story builder agent: a space's notes in, chapters out (Gemini flash, JSON schema output).
+"""Story builder agent: a space's notes in, chapters out (Gemini, JSON schema output).
 
 The answer is streamed: ``ChapterStreamParser`` cuts each chapter object out of the JSON text as
 soon as it closes, ``StoryAssembler`` checks and repairs it on the spot and judges the whole set
@@ -21,6 +21,7 @@ from google.genai import types
 from agents import gemini
 from agents.config import AgentSettings
 from agents.errors import AgentError
+from agents.models import availability
 from agents.prompts import (
     MODE_INSTRUCTIONS,
     STORY_PROMPT_VERSION,
@@ -89,10 +90,13 @@ class StoryRequest:
     config: types.GenerateContentConfig
     notes: tuple[NoteInput, ...]
     mode: str
+    # Sent only to model families that take one (2.x); 3.x get the creativity in the prompt.
+    temperature: float | None = None
 
 
 def temperature_for(creativity: float) -> float:
-    """The frontend's rule: ``min(1.5, creativity * 0.75)``, never below 0."""
+    """The frontend's rule for models that take a temperature: ``min(1.5, creativity * 0.75)``,
+    never below 0."""
     return max(0.0, min(1.5, creativity * 0.75))
 
 
@@ -203,12 +207,13 @@ def check_story_input(notes: Sequence[NoteInput], settings: StorySettings) -> No
 def build_story_request(
     notes: Sequence[NoteInput], space_title: str, settings: StorySettings, model: str
 ) -> StoryRequest:
-    """Prepare one story call: the context, the JSON schema, the temperature."""
+    """Prepare one story call: the context, the JSON schema, the creativity (in the prompt,
+    and as a temperature for the model families that take one)."""
     check_story_input(notes, settings)
     ordered = tuple(sort_notes(notes))
     config = types.GenerateContentConfig(
-        system_instruction=story_system_instruction(settings.narrative_tone, settings.story_mode),
-        temperature=temperature_for(settings.creativity),
+        system_instruction=story_system_instruction(
+            settings.narrative_tone, settings.story_mode, settings.creativity),
         response_mime_type="application/json",
         response_schema=story_response_schema(settings.story_mode, len(ordered)),
     )
@@ -218,6 +223,7 @@ def build_story_request(
         config=config,
         notes=ordered,
         mode=settings.story_mode,
+        temperature=temperature_for(settings.creativity),
     )
 
 
@@ -557,7 +563,7 @@ class _Attempt:
 
 
 class GeminiStoryBuilder:
-    """Writes a story from notes with Gemini flash, streamed chapter by chapter."""
+    """Writes a story from notes with the story route's model, streamed chapter by chapter."""
 
     prompt_version = STORY_PROMPT_VERSION
 
@@ -566,7 +572,8 @@ class GeminiStoryBuilder:
 
     @property
     def model(self) -> str:
-        return self._settings.model_flash
+        """The model the next call goes to: the route's first one not known to be retired."""
+        return availability.active(self._settings.story, self._settings.model_recheck_s)
 
     def build(
         self, notes: Sequence[NoteInput], space_title: str, settings: StorySettings
@@ -627,17 +634,18 @@ class GeminiStoryBuilder:
         parser = ChapterStreamParser()
         assembler = StoryAssembler(request.notes, request.mode)
         usage = Usage(model=request.model)
-        chunks = gemini.generate_stream(
+        chunks = gemini.stream_routed(
             self._settings,
-            model=request.model,
+            route=self._settings.story,
             contents=contents,
             config=request.config,
             timeout_ms=self._settings.story_timeout_ms,
+            temperature=request.temperature,
         )
         try:
-            for chunk in chunks:
+            for model, chunk in chunks:
                 if chunk.usage_metadata is not None:  # cumulative: the last one counts
-                    usage = gemini.usage_of(chunk, request.model)
+                    usage = gemini.usage_of(chunk, model)
                 for section in parser.feed(gemini.response_text(chunk)):
                     chapter = assembler.add(section)
                     if chapter is not None:

@@ -1,4 +1,4 @@
-"""Transcription agent: a voice note's audio in, its text out (Gemini flash, audio inline)."""
+"""Transcription agent: a voice note's audio in, its text out (Gemini, audio inline)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from google.genai import types
 from agents import gemini
 from agents.config import AgentSettings
 from agents.errors import AgentError
+from agents.models import availability
 from agents.prompts import TRANSCRIPTION_INSTRUCTION, TRANSCRIPTION_PROMPT_VERSION
 from agents.types import TranscriptionResult
 
@@ -40,7 +41,7 @@ def check_audio(audio: bytes, mime_type: str) -> str:
 
 
 class GeminiTranscriber:
-    """Transcribes audio with Gemini flash."""
+    """Transcribes audio with the transcription route's model (``GEMINI_MODEL_TRANSCRIPTION``)."""
 
     prompt_version = TRANSCRIPTION_PROMPT_VERSION
 
@@ -49,14 +50,15 @@ class GeminiTranscriber:
 
     @property
     def model(self) -> str:
-        return self._settings.model_flash
+        """The model the next call goes to: the route's first one not known to be retired."""
+        return availability.active(self._settings.transcription, self._settings.model_recheck_s)
 
     def transcribe(self, audio: bytes, mime_type: str) -> TranscriptionResult:
         """Transcribe one voice note; raises ``AgentError`` on any failure."""
         normalized = check_audio(audio, mime_type)
-        response = gemini.generate(
+        response, model = gemini.generate_routed(
             self._settings,
-            model=self.model,
+            route=self._settings.transcription,
             contents=types.Content(
                 role="user",
                 parts=[
@@ -72,4 +74,4 @@ class GeminiTranscriber:
             raise AgentError(
                 "invalid_model_output", "The transcription came back empty.", retryable=True
             )
-        return TranscriptionResult(text=text, usage=gemini.usage_of(response, self.model))
+        return TranscriptionResult(text=text, usage=gemini.usage_of(response, model))

@@ -82,7 +82,7 @@ def test_transcription_sends_inline_audio_and_returns_text(
 
     assert result.text == "Hello from the fake Gemini"
     (request,) = fake.requests
-    assert request.path == "/v1/models/gemini-2.5-flash:generateContent"
+    assert request.path == "/v1/models/gemini-3.5-flash-lite:generateContent"
     assert request.api_version == "v1"
     assert request.headers["x-goog-api-key"] == API_KEY
     assert request.headers["x-server-timeout"] == "30"  # the 30 000 ms transcription timeout
@@ -91,12 +91,13 @@ def test_transcription_sends_inline_audio_and_returns_text(
     assert base64.b64decode(inline["data"]) == audio
     assert TRANSCRIPTION_INSTRUCTION in request.prompt_text
     assert request.usage is not None
-    assert result.usage.model == "gemini-2.5-flash"
+    assert result.usage.model == "gemini-3.5-flash-lite"
+    assert request.thinking == {"thinkingLevel": "MINIMAL"}
     assert result.usage.input_tokens == request.usage["promptTokenCount"]
     assert result.usage.output_tokens == request.usage["candidatesTokenCount"]
 
 
-def test_story_sends_context_schema_and_temperature(
+def test_story_sends_context_schema_thinking_and_creativity(
     fake: FakeGemini, settings: AgentSettings
 ) -> None:
     story_settings = StorySettings(narrative_tone="poetic", story_mode="chapter", creativity=1.2)
@@ -106,11 +107,14 @@ def test_story_sends_context_schema_and_temperature(
     assert [c.source_note_id for c in result.chapters] == ["n-1", "n-2", "n-3"]
     assert all(c.title and c.content and c.illustration_prompt for c in result.chapters)
     (request,) = fake.requests
-    assert request.path == "/v1/models/gemini-2.5-flash:streamGenerateContent"
+    assert request.path == "/v1/models/gemini-3.8-flash:streamGenerateContent"
     assert request.query == {"alt": ["sse"]}
     assert request.headers["x-server-timeout"] == "60"
     config = request.generation_config
-    assert config["temperature"] == pytest.approx(0.9)
+    # Gemini 3.x: a thinking level, no temperature; creativity 1.2 is said in the prompt.
+    assert "temperature" not in config
+    assert request.thinking == {"thinkingLevel": "LOW"}
+    assert "Creativity: expressive" in request.system_instruction
     assert config["responseMimeType"] == "application/json"
     schema = config["responseSchema"]
     assert schema["type"] == "ARRAY"
@@ -129,13 +133,27 @@ def test_story_sends_context_schema_and_temperature(
     assert result.usage.input_tokens == request.usage["promptTokenCount"]
 
 
-@pytest.mark.parametrize(("creativity", "temperature"), [(0.0, 0.0), (1.0, 0.75), (2.0, 1.5)])
-def test_story_temperature_follows_creativity(
-    fake: FakeGemini, settings: AgentSettings, creativity: float, temperature: float
+@pytest.mark.parametrize(("creativity", "temperature", "words"), [
+    (0.0, 0.0, "literal"), (0.7, 0.525, "restrained"), (1.0, 0.75, "expressive"),
+    (2.0, 1.5, "free"),
+])
+def test_story_creativity_is_in_the_prompt_and_a_temperature_only_for_2x(
+    fake: FakeGemini, creativity: float, temperature: float, words: str
 ) -> None:
-    GeminiStoryBuilder(settings).build(NOTES, "Lisbon", StorySettings(creativity=creativity))
+    fake.models.revive(["gemini-2.5-flash"])  # a deployment still on a 2.x model
+    old = AgentSettings.from_env({"GEMINI_API_KEY": API_KEY, "GEMINI_MODEL_STORY": "gemini-2.5-flash"})
+    story = StorySettings(creativity=creativity)
 
-    assert fake.requests[0].generation_config["temperature"] == pytest.approx(temperature)
+    GeminiStoryBuilder(old).build(NOTES, "Lisbon", story)
+    GeminiStoryBuilder(AgentSettings(gemini_api_key=API_KEY)).build(NOTES, "Lisbon", story)
+
+    on_2x, on_3x = fake.requests
+    assert on_2x.generation_config["temperature"] == pytest.approx(temperature)
+    assert on_2x.thinking == {"thinkingBudget": 1024}  # "low", as a 2.x budget
+    assert "temperature" not in on_3x.generation_config
+    assert on_3x.thinking == {"thinkingLevel": "LOW"}
+    for request in (on_2x, on_3x):
+        assert f"Creativity: {words}." in request.system_instruction
 
 
 def test_clean_mode_keeps_known_ids_and_drops_unknown_ones(
@@ -165,38 +183,39 @@ def test_illustration_asks_for_a_4_3_image_and_decodes_it(
     with Image.open(io.BytesIO(result.data)) as image:
         assert image.format == "PNG" and image.size == (result.width, result.height)
     (request,) = fake.requests
-    assert request.path == "/v1/models/gemini-2.5-flash-image:generateContent"
+    assert request.path == "/v1/models/gemini-nano-banana-2.1:generateContent"
     assert request.headers["x-server-timeout"] == "45"
     assert request.generation_config["responseModalities"] == ["IMAGE"]
     assert request.generation_config["imageConfig"] == {"aspectRatio": "4:3"}
     assert "A yellow tram climbing a hill" in request.prompt_text
     assert ILLUSTRATION_STYLE_TEMPLATES["pastel"].split("Scene:")[0].strip() in request.prompt_text
-    assert result.usage.model == "gemini-2.5-flash-image" and result.usage.output_tokens > 0
+    assert result.usage.model == "gemini-nano-banana-2.1" and result.usage.output_tokens > 0
+    assert request.thinking == {}  # the model's own default
 
 
 def test_models_and_timeouts_come_from_the_environment(fake: FakeGemini) -> None:
     settings = AgentSettings.from_env({
         "GEMINI_API_KEY": API_KEY,
-        "GEMINI_MODEL_FLASH": "gemini-flash-custom",
+        "GEMINI_MODEL_FLASH": "gemini-3.6-flash",  # the text agents' former shared setting
         "GEMINI_TIMEOUT_TRANSCRIPTION_MS": "12000",
     })
 
     GeminiTranscriber(settings).transcribe(b"abc", "audio/ogg")
 
-    assert fake.requests[0].path == "/v1/models/gemini-flash-custom:generateContent"
+    assert fake.requests[0].path == "/v1/models/gemini-3.6-flash:generateContent"
     assert fake.requests[0].headers["x-server-timeout"] == "12"
 
 
 def test_stream_helper_reads_server_sent_events(fake: FakeGemini, settings: AgentSettings) -> None:
     chunks = list(gemini.generate_stream(
-        settings, model="gemini-2.5-flash", contents="Say hello",
+        settings, model="gemini-3.8-flash", contents="Say hello",
         config=types.GenerateContentConfig(), timeout_ms=5_000,
     ))
 
     assert len(chunks) == 2
     assert "".join(gemini.response_text(c) for c in chunks) == fake.text_reply
     (request,) = fake.requests
-    assert request.path == "/v1/models/gemini-2.5-flash:streamGenerateContent"
+    assert request.path == "/v1/models/gemini-3.8-flash:streamGenerateContent"
     assert request.query == {"alt": ["sse"]}
 
 
@@ -272,7 +291,7 @@ def test_daily_quota_is_not_retryable(fake: FakeGemini, settings: AgentSettings)
         (503, "upstream_unavailable", True),
         (408, "upstream_timeout", True),
         (400, "upstream_bad_request", False),
-        (404, "upstream_bad_request", False),
+        (404, "model_unavailable", False),  # generateContent 404s name only the model
         (401, "upstream_auth", False),
         (403, "upstream_auth", False),
     ],
@@ -332,7 +351,7 @@ def test_malformed_stream_is_a_clean_error(fake: FakeGemini, settings: AgentSett
 
     with pytest.raises(AgentError) as info:
         list(gemini.generate_stream(
-            settings, model="gemini-2.5-flash", contents="hi",
+            settings, model="gemini-3.8-flash", contents="hi",
             config=types.GenerateContentConfig(), timeout_ms=5_000,
         ))
 
@@ -519,7 +538,7 @@ def test_settings_hide_the_key_and_treat_empty_as_unset() -> None:
     settings = AgentSettings.from_env({"GEMINI_API_KEY": API_KEY, "GEMINI_MODEL_IMAGE": ""})
 
     assert API_KEY not in repr(settings)
-    assert settings.model_image == "gemini-2.5-flash-image"
+    assert settings.image.model == "gemini-nano-banana-2.1"
     assert AgentSettings.from_env({"GEMINI_API_KEY": "  "}).gemini_api_key is None
     with pytest.raises(ValueError, match="GEMINI_TIMEOUT_STORY_MS"):
         AgentSettings.from_env({"GEMINI_TIMEOUT_STORY_MS": "soon"})

@@ -213,14 +213,15 @@ def test_no_key_means_offline_provider() -> None:
 
 
 def test_a_key_means_gemini_provider() -> None:
-    provider = build_provider(AgentSettings(gemini_api_key="k", model_flash="flash-x"))
+    provider = build_provider(AgentSettings.from_env(
+        {"GEMINI_API_KEY": "k", "GEMINI_MODEL_FLASH": "flash-x"}))
 
     assert provider.mode == "gemini"
     assert isinstance(provider.transcriber, GeminiTranscriber)
     assert isinstance(provider.story_builder, GeminiStoryBuilder)
     assert isinstance(provider.illustrator, GeminiIllustrator)
     assert provider.transcriber.model == provider.story_builder.model == "flash-x"
-    assert provider.illustrator.model == "gemini-2.5-flash-image"
+    assert provider.illustrator.model == "gemini-nano-banana-2.1"
 
 
 INTERFACES: list[tuple[type, str, list[object]]] = [

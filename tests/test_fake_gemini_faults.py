@@ -161,7 +161,7 @@ def test_a_malformed_stream_is_an_unavailable_error(
 
     with pytest.raises(AgentError) as info:
         list(gemini.generate_stream(
-            settings, model="gemini-2.5-flash", contents="hi",
+            settings, model="gemini-3.8-flash", contents="hi",
             config=types.GenerateContentConfig(), timeout_ms=5_000,
         ))
 

@@ -235,7 +235,7 @@ def test_a_surplus_chapter_is_not_repaired() -> None:
 def test_fake_streams_a_story_in_pieces_cut_mid_chapter(
     fake: FakeGemini, settings: AgentSettings
 ) -> None:
-    request = build_story_request(NOTES, "Lisbon", StorySettings(), settings.model_flash)
+    request = build_story_request(NOTES, "Lisbon", StorySettings(), settings.story.model)
 
     chunks = list(gemini.generate_stream(
         settings, model=request.model, contents=request.context, config=request.config,
@@ -258,7 +258,7 @@ def test_a_scripted_reply_is_streamed_in_pieces_too(
     scripted = by_ids("n-1", "n-2")
     fake.reply_next("story", scripted)
     fake.set_story_stream(0.0, chunks=5)
-    request = build_story_request(NOTES, "Lisbon", StorySettings(), settings.model_flash)
+    request = build_story_request(NOTES, "Lisbon", StorySettings(), settings.story.model)
 
     chunks = list(gemini.generate_stream(
         settings, model=request.model, contents=request.context, config=request.config,

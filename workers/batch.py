@@ -151,10 +151,10 @@ def estimate_batch(session: Session, selection: Mapping[str, Any],
         story_calls += 1
         illustration_calls += images
         cost += estimated_cost_usd(
-            agents.model_flash, STORY_PROMPT_TOKENS + STORY_TOKENS_PER_NOTE * notes,
+            agents.story.model, STORY_PROMPT_TOKENS + STORY_TOKENS_PER_NOTE * notes,
             STORY_TOKENS_PER_CHAPTER * chapters) or 0.0
         cost += images * (estimated_cost_usd(
-            agents.model_image, ILLUSTRATION_PROMPT_TOKENS, IMAGE_OUTPUT_TOKENS) or 0.0)
+            agents.image.model, ILLUSTRATION_PROMPT_TOKENS, IMAGE_OUTPUT_TOKENS) or 0.0)
     return BatchEstimate(spaces, story_calls, illustration_calls, cost)
 
 

@@ -47,6 +47,13 @@ from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image, ImageDraw
 
+from tests.fakes.gemini_models import (
+    ModelCatalog,
+    not_found_message,
+    thinking_error,
+    thinking_of,
+)
+
 KINDS: tuple[str, ...] = ("transcription", "story", "illustration", "text")
 ANY_KIND = "any"
 DEFAULT_TRANSCRIPTION = "Hello from the fake Gemini"
@@ -57,6 +64,7 @@ NOTE_ID_LINE = re.compile(r"^id: (\S+)[ \t]*$", re.MULTILINE)
 _ROUTE = re.compile(
     r"^/(?P<version>v1|v1beta|v1alpha)/models/(?P<model>[^/:]+):(?P<method>[A-Za-z]+)$"
 )
+_MODEL_ROUTE = re.compile(r"^/(?P<version>v1|v1beta|v1alpha)/models(?:/(?P<model>[^/:]+))?$")
 _DAILY_QUOTA_ID = "GenerateRequestsPerDayPerProjectPerModel-FreeTier"
 _STATUS_NAMES: Mapping[int, str] = {
     400: "INVALID_ARGUMENT",
@@ -114,6 +122,11 @@ class RecordedRequest:
     def generation_config(self) -> dict[str, Any]:
         config = self.body.get("generationConfig") if isinstance(self.body, dict) else None
         return config if isinstance(config, dict) else {}
+
+    @property
+    def thinking(self) -> dict[str, Any]:
+        """The thinking config sent, camelCase keys (``{}``: none)."""
+        return thinking_of(self.generation_config)
 
     @property
     def prompt_text(self) -> str:
@@ -363,6 +376,9 @@ class FakeGemini:
         self._initial_faults = (self._fault_rate, dict(self._fault_weights))
         self._fault_counts: dict[str, int] = dict.fromkeys(RANDOM_FAULT_KINDS, 0)
         self._last_fault_at: float | None = None
+        # Which models exist and which are retired (404); tests change it, reset restores it.
+        self.models = ModelCatalog()
+        self.model_lookups: list[str] = []  # model names asked for with GET (models.get)
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -459,6 +475,8 @@ class FakeGemini:
             self._last_fault_at = None
             self._random = random.Random(self._seed)
             self._story_stream = self._initial_story_stream
+            self.models = ModelCatalog()
+            self.model_lookups.clear()
 
     # --- behaviour ---------------------------------------------------------------------
 
@@ -548,11 +566,28 @@ class FakeGemini:
 
     # --- used by the handler -----------------------------------------------------------
 
-    def _record(self, request: RecordedRequest) -> tuple[_Fault | None, int]:
+    def _record(
+        self, request: RecordedRequest, *, scripted: bool = True
+    ) -> tuple[_Fault | None, int]:
+        """Record the request; ``scripted``: it also takes the next scripted fault of its kind
+        (a request refused before any model work, e.g. for a retired model, does not)."""
         with self._lock:
             self._requests.append(request)
             self._counter += 1
-            return self._script.pop(request.kind), self._counter
+            return (self._script.pop(request.kind) if scripted else None), self._counter
+
+    def _rejection(self, request: RecordedRequest, method: str) -> tuple[int, Any] | None:
+        """404 for a retired or unknown model, 400 for an invalid thinking config."""
+        model = self.models.live(request.model or "")
+        version = request.api_version or "v1beta"
+        if model is None or method not in model.methods and method != "streamGenerateContent":
+            wire_method = "StreamGenerateContent" if request.stream else method
+            return 404, google_error(404, not_found_message(
+                request.model or "", version, wire_method))
+        problem = thinking_error(model, request.generation_config)
+        if problem is not None:
+            return 400, google_error(400, problem)
+        return None
 
     def _draw_fault(self) -> _Fault | None:
         """One random draw per valid request the script left alone (under the lock, so a seed
@@ -694,7 +729,26 @@ class _Handler(BaseHTTPRequestHandler):
         """Silence the per-request stderr lines."""
 
     def do_GET(self) -> None:
-        self._send_json(404, google_error(404, "Only generateContent is faked."))
+        fake = self.server.fake
+        route = _MODEL_ROUTE.match(urlsplit(self.path).path)
+        if route is None:
+            self._send_json(404, google_error(404, f"No route for {self.path}."))
+            return
+        if fake.require_api_key and not self.headers.get("x-goog-api-key"):
+            self._send_json(403, google_error(403, "Method doesn't allow unregistered callers."))
+            return
+        name = route.group("model")
+        if name is None:  # models.list (one page: the catalog is small)
+            self._send_json(200, {"models": fake.models.listing()})
+            return
+        with fake._lock:
+            fake.model_lookups.append(name)
+        model = fake.models.live(name)
+        if model is None:
+            self._send_json(404, google_error(404, not_found_message(
+                name, route.group("version"), "get")))
+            return
+        self._send_json(200, model.resource())
 
     def do_POST(self) -> None:
         fake = self.server.fake
@@ -717,20 +771,28 @@ class _Handler(BaseHTTPRequestHandler):
             model=route.group("model") if route else None,
             stream=bool(route and route.group("method") == "streamGenerateContent"),
         )
-        fault, number = fake._record(request)
         if route is None or route.group("method") not in (
             "generateContent", "streamGenerateContent",
         ):
+            fake._record(request, scripted=False)
             self._finish(request, 404, google_error(404, f"No route for {url.path}."))
             return
         if body is None or not isinstance(body, dict):
+            fake._record(request, scripted=False)
             self._finish(request, 400, google_error(400, "Invalid JSON payload received."))
             return
         if fake.require_api_key and not request.headers.get("x-goog-api-key"):
+            fake._record(request, scripted=False)
             self._finish(request, 403, google_error(
                 403, "Method doesn't allow unregistered callers (callers without established "
                 "identity). Please use API Key or other form of API consumer identity."))
             return
+        rejection = fake._rejection(request, route.group("method"))
+        if rejection is not None:
+            fake._record(request, scripted=False)
+            self._finish(request, *rejection)
+            return
+        fault, number = fake._record(request)
         if fault is None:
             fault = fake._draw_fault()
         if fault is not None and fault.action != "reply":
