@@ -308,6 +308,61 @@ def _progress_line(status: str, report: dict[str, Any]) -> str:
             f"cost {report['cost_usd']:.4f} USD  {status} ETA {left}")
 
 
+def models(as_json: bool) -> int:
+    """Print each agent's model and fallbacks and what the Gemini API says about each; exit
+    status 1 when an agent has no working model."""
+    from agents.config import AgentSettings
+    from agents.gemini import check_routes
+
+    settings = AgentSettings.from_env(os.environ)
+    if not settings.has_api_key:
+        rows = [{"agent": r.agent, "model": r.model, "fallbacks": list(r.fallbacks),
+                 "state": "offline"} for r in settings.routes]
+        if as_json:
+            print(json.dumps({"provider": "offline", "agents": rows}, indent=2))
+        else:
+            print("provider: offline (no GEMINI_API_KEY): every agent answers locally; "
+                  "the models below are used once a key is set")
+            for row in rows:
+                print(f"  {row['agent']:<14} {row['model']}  fallbacks: "
+                      f"{', '.join(row['fallbacks']) or '-'}")
+        return 0
+    statuses = check_routes(settings)
+    report: list[dict[str, Any]] = [{
+        "agent": status.route.agent,
+        "setting": status.route.setting,
+        "state": status.state,
+        "answering": status.answering,
+        "models": [{
+            "model": model,
+            "role": "model" if model == status.route.model else "fallback",
+            "found": None if check is None else check.found,
+            "inputTokenLimit": check.input_token_limit if check else None,
+            "outputTokenLimit": check.output_token_limit if check else None,
+            "supportedMethods": list(check.supported_actions) if check else [],
+            "detail": check.detail if check else None,
+        } for model, check in zip(status.route.chain, status.checks, strict=True)],
+    } for status in statuses]
+    if as_json:
+        print(json.dumps({"provider": "gemini", "agents": report}, indent=2))
+    else:
+        for agent in report:
+            print(f"{agent['agent']} ({agent['setting']}): {agent['state'].upper()}"
+                  f"{'' if agent['answering'] is None else ', answered by ' + agent['answering']}")
+            for m in agent["models"]:
+                found = {True: "found", False: "NOT FOUND", None: "unknown"}[m["found"]]
+                limits = (f"in {m['inputTokenLimit']:,} / out {m['outputTokenLimit']:,} tokens"
+                          if m["found"] else (m["detail"] or ""))
+                methods = ", ".join(m["supportedMethods"])
+                print(f"  {m['role']:<8} {m['model']:<28} {found:<9} {limits}"
+                      f"{'  methods: ' + methods if methods else ''}")
+    broken = [a["agent"] for a in report if a["state"] == "unavailable"]
+    if broken:
+        return _fail(f"no working model for: {', '.join(broken)} (set GEMINI_MODEL_<AGENT> or "
+                     "GEMINI_FALLBACK_MODELS_<AGENT>)")
+    return 0
+
+
 def _fail(message: str) -> int:
     print(f"lifetales: {message}", file=sys.stderr)
     return 1
@@ -330,6 +385,9 @@ def main(argv: list[str] | None = None) -> int:
     usage_p = sub.add_parser("usage", help="model calls, tokens and estimated cost from the jobs")
     usage_p.add_argument("--since", default="7d", help="window: 30m, 24h, 7d... (default 7d)")
     usage_p.add_argument("--json", action="store_true", help="machine-readable output")
+    models_p = sub.add_parser(
+        "models", help="each agent's Gemini model and fallbacks, as the API sees them now")
+    models_p.add_argument("--json", action="store_true", help="machine-readable output")
     users_p = sub.add_parser("users", help="account administration")
     users_sub = users_p.add_subparsers(dest="users_command", required=True)
     promote_p = users_sub.add_parser("promote", help="give an account the admin role")
@@ -360,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "migrate":
         migrate()
         return 0
+    if args.command == "models":
+        return models(args.json)
     if args.command == "usage":
         from workers.usage import parse_since
 

@@ -18,7 +18,14 @@ from google.genai import types
 
 from agents.config import AgentSettings, ModelRoute
 from agents.errors import SDK_ERRORS, AgentError, from_sdk_error
-from agents.models import ModelCheck, availability, for_model, unavailable_error
+from agents.models import (
+    ModelCheck,
+    RouteStatus,
+    availability,
+    for_model,
+    route_status,
+    unavailable_error,
+)
 from agents.types import Usage
 
 log = logging.getLogger(__name__)
@@ -284,10 +291,25 @@ def check_models(
                 output_token_limit=info.output_token_limit,
                 supported_actions=tuple(info.supported_actions or ()),
             )
-        if check.found is not None:
-            availability.record(check)
+        availability.record(check)
         checks.append(check)
     return checks
+
+
+def check_routes(
+    settings: AgentSettings, *, max_age_s: float | None = None, timeout_ms: int = 10_000
+) -> list[RouteStatus]:
+    """Check every model of every agent's route (those not checked within ``max_age_s``; all
+    when None) and say, per agent, which model answers."""
+    now = time.time()
+    stale = [
+        model for route in settings.routes for model in route.chain
+        if max_age_s is None or (last := availability.last(model)) is None
+        or now - last.checked_at >= max_age_s
+    ]
+    if stale:
+        check_models(settings, stale, timeout_ms=timeout_ms)
+    return [route_status(route) for route in settings.routes]
 
 
 def raise_if_blocked(response: types.GenerateContentResponse, *, final: bool = True) -> None:

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from google.genai import types
 
@@ -123,6 +123,10 @@ class ModelAvailability:
 
     def record(self, check: ModelCheck) -> None:
         with self._lock:
+            known = self._checks.get(check.model)
+            if check.found is None and known is not None and known.found is not None:
+                # The check itself failed: what we knew of the model still stands.
+                check = replace(known, checked_at=check.checked_at)
             self._checks[check.model] = check
 
     def mark_unavailable(self, model: str, detail: str | None = None) -> None:
@@ -172,3 +176,32 @@ def unavailable_error(route: ModelRoute, tried: Sequence[str]) -> AgentError:
         f"unknown). Set {route.setting} (or {route.fallback_setting}) to a current model.",
         retryable=False,
     )
+
+
+@dataclass(frozen=True)
+class RouteStatus:
+    """An agent's route and what is known of each of its models, in order."""
+
+    route: ModelRoute
+    checks: tuple[ModelCheck | None, ...]  # one per model of ``route.chain``
+
+    @property
+    def answering(self) -> str | None:
+        """The first model known to answer."""
+        return next((c.model for c in self.checks if c is not None and c.found), None)
+
+    @property
+    def state(self) -> str:
+        """``ok`` (its model answers), ``fallback`` (a fallback does), ``unavailable`` (every
+        model was found missing) or ``unknown`` (the API could not be asked)."""
+        answering = self.answering
+        if answering is not None:
+            return "ok" if answering == self.route.model else "fallback"
+        if self.checks and all(c is not None and c.found is False for c in self.checks):
+            return "unavailable"
+        return "unknown"
+
+
+def route_status(route: ModelRoute) -> RouteStatus:
+    """What this process knows of each model of the route."""
+    return RouteStatus(route, tuple(availability.last(m) for m in route.chain))

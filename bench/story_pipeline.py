@@ -3,6 +3,12 @@ against the frontend's sequential flow (whole story, then one image after anothe
 the same fake Gemini in the same run.
 
     .venv/bin/python bench/story_pipeline.py [--notes 8] [--story-seconds 6] [--image-seconds 4]
+        [--thinking LOW=0.6,MEDIUM=2,HIGH=5]
+
+With ``--thinking`` the fake "thinks" before its first token for as long as it says for the
+level the story call sends (``GEMINI_THINKING_STORY``, ``low`` by default): the first-chapter
+figure then includes what the thinking setting would cost. Google publishes no such latencies,
+so by default the fake does not think (thinking is free), as before.
 
 Needs PostgreSQL (127.0.0.1:5432) and Redis; starts and stops everything else itself.
 """
@@ -75,16 +81,26 @@ def platform_flow(client: Client, notes: int) -> tuple[float, float, int]:
     return first_chapter or float("nan"), time.monotonic() - started, illustrations
 
 
+def thinking_profile(text: str) -> dict[str, float]:
+    """``LOW=0.6,HIGH=5`` -> seconds of thinking before the first token, per level."""
+    pairs = (item.split("=", 1) for item in text.split(",") if item.strip())
+    return {level.strip().upper(): float(seconds) for level, seconds in pairs}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--notes", type=int, default=8)
     parser.add_argument("--story-seconds", type=float, default=6.0)
     parser.add_argument("--image-seconds", type=float, default=4.0)
+    # Seconds before the first token per thinking level: an assumption to test against, not a
+    # measurement of Google's models.
+    parser.add_argument("--thinking", type=thinking_profile, default={})
     args = parser.parse_args()
 
     with FakeGemini(story_stream_seconds=args.story_seconds) as gemini, \
             tempfile.TemporaryDirectory(prefix="lifetales-bench-") as tmp:
         gemini.set_latency(args.image_seconds, "illustration")
+        gemini.thinking_seconds.update(args.thinking)
         sequential = sequential_frontend_flow(gemini.base_url, args.notes)
         with running_stack(Path(tmp), gemini) as stack:
             stack.services.start_worker("bench", concurrency=max(16, args.notes * 2))
@@ -92,7 +108,8 @@ def main() -> int:
 
     ratio = complete / sequential
     print(f"story: {args.notes} moments, {args.story_seconds:g} s streamed story, "
-          f"{args.image_seconds:g} s per image")
+          f"{args.image_seconds:g} s per image, thinking before the first token "
+          f"{args.thinking or 'none'}")
     print(f"frontend sequential flow     {sequential:6.2f} s")
     print(f"platform: first chapter      {first:6.2f} s   target <= 1.50 s")
     print(f"platform: story complete     {complete:6.2f} s   ({images} illustrations)")

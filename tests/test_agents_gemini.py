@@ -141,7 +141,8 @@ def test_story_creativity_is_in_the_prompt_and_a_temperature_only_for_2x(
     fake: FakeGemini, creativity: float, temperature: float, words: str
 ) -> None:
     fake.models.revive(["gemini-2.5-flash"])  # a deployment still on a 2.x model
-    old = AgentSettings.from_env({"GEMINI_API_KEY": API_KEY, "GEMINI_MODEL_STORY": "gemini-2.5-flash"})
+    old = AgentSettings.from_env(
+        {"GEMINI_API_KEY": API_KEY, "GEMINI_MODEL_STORY": "gemini-2.5-flash"})
     story = StorySettings(creativity=creativity)
 
     GeminiStoryBuilder(old).build(NOTES, "Lisbon", story)

@@ -142,8 +142,10 @@ def test_story_flow_on_postgresql_redis_with_fake_gemini_and_cloudinary(
             part.get("mimeType", part.get("mime_type")) == "audio/webm" for part in audio_parts
         )
         paths = [r.path for r in gemini.requests]
-        assert any(p.startswith("/v1/models/gemini-2.5-flash:generateContent") for p in paths)
-        assert any(p.startswith("/v1/models/gemini-2.5-flash-image:generateContent") for p in paths)
+        assert any(p.startswith("/v1/models/gemini-3.5-flash-lite:generateContent") for p in paths)
+        assert any(p.startswith("/v1/models/gemini-3.8-flash:stream") for p in paths)
+        assert any(p.startswith("/v1/models/gemini-nano-banana-2.1:generateContent")
+                   for p in paths)
         assert all(r.headers.get("x-goog-api-key") == "fake-key-for-tests" for r in gemini.requests)
         # One upload per illustration, named after its job: a retry would overwrite it.
         illustration_uploads = [

@@ -99,10 +99,10 @@ def transcription_body(frequency: float) -> dict[str, str]:
 def test_metrics_logs_and_usage_after_the_end_to_end_flow(stack: Stack) -> None:
     client, services, gemini = stack.client, stack.services, stack.gemini
     exporter_port = free_port()
-    # Only the worker reads these: its exporter, and one flash call a second so that two
-    # transcriptions arriving together make one of them wait for rate-limit room.
+    # Only the worker reads these: its exporter, and one transcription-model call a second so
+    # that two transcriptions arriving together make one of them wait for rate-limit room.
     services.platform.env.update(
-        WORKER_METRICS_PORT=str(exporter_port), GEMINI_RPM_GEMINI_2_5_FLASH="60"
+        WORKER_METRICS_PORT=str(exporter_port), GEMINI_RPM_GEMINI_3_5_FLASH_LITE="60"
     )
     request_id = f"obs-{uuid.uuid4().hex[:12]}"
 
@@ -153,7 +153,7 @@ def test_metrics_logs_and_usage_after_the_end_to_end_flow(stack: Stack) -> None:
 
     # --- the worker's exporter
     worker = scrape(requests.get(f"http://127.0.0.1:{exporter_port}/metrics", timeout=5).text)
-    flash, image = "gemini-2.5-flash", "gemini-2.5-flash-image"
+    lite, flash, image = "gemini-3.5-flash-lite", "gemini-3.8-flash", "gemini-nano-banana-2.1"
     assert value(worker, "lifetales_jobs_submitted_total", kind="illustration") == 2
     for kind in ("transcription", "story", "illustration"):
         finished = 3 if kind == "transcription" else 2 if kind == "illustration" else 1
@@ -165,7 +165,7 @@ def test_metrics_logs_and_usage_after_the_end_to_end_flow(stack: Stack) -> None:
     assert value(worker, "lifetales_job_duration_seconds_sum", kind="story") > 0
     assert value(worker, "lifetales_job_retries_total",
                  kind="transcription", code="upstream_unavailable") == 1
-    for agent, model in (("transcription", flash), ("story", flash), ("illustration", image)):
+    for agent, model in (("transcription", lite), ("story", flash), ("illustration", image)):
         assert value(worker, "lifetales_model_calls_total",
                      agent=agent, model=model, outcome="ok") >= 1, agent
         assert value(worker, "lifetales_model_call_duration_seconds_count",
@@ -174,14 +174,14 @@ def test_metrics_logs_and_usage_after_the_end_to_end_flow(stack: Stack) -> None:
             assert value(worker, "lifetales_model_tokens_total",
                          agent=agent, model=model, direction=direction) > 0
         assert value(worker, "lifetales_model_cost_usd_total", agent=agent, model=model) > 0
-    assert value(worker, "lifetales_model_calls_total", agent="transcription", model=flash,
+    assert value(worker, "lifetales_model_calls_total", agent="transcription", model=lite,
                  outcome="upstream_unavailable") == 1
     assert value(worker, "lifetales_cache_lookups_total", agent="transcription",
                  result="hit") == 1
     assert value(worker, "lifetales_cache_lookups_total", agent="transcription",
                  result="miss") >= 2
-    assert value(worker, "lifetales_ratelimit_wait_seconds_count", model=flash) >= 1
-    assert value(worker, "lifetales_ratelimit_wait_seconds_sum", model=flash) > 0
+    assert value(worker, "lifetales_ratelimit_wait_seconds_count", model=lite) >= 1
+    assert value(worker, "lifetales_ratelimit_wait_seconds_sum", model=lite) > 0
 
     # --- one request followed from the API to the worker, in JSON lines
     api_log, worker_log = log_lines(services.log("api")), log_lines(services.log("w1"))
@@ -216,7 +216,7 @@ def test_metrics_logs_and_usage_after_the_end_to_end_flow(stack: Stack) -> None:
     assert report["total"]["output_tokens"] == expected_out
     assert report["total"]["cost_usd"] == pytest.approx(expected_cost)
     assert {(r["agent"], r["model"]) for r in report["rows"]} == {
-        ("transcription", flash), ("story", flash), ("illustration", image)}
+        ("transcription", lite), ("story", flash), ("illustration", image)}
     assert value(worker, "lifetales_model_tokens_total", direction="in") == expected_in
     assert value(worker, "lifetales_model_tokens_total", direction="out") == expected_out
     assert value(worker, "lifetales_model_cost_usd_total") == pytest.approx(expected_cost)
@@ -405,8 +405,13 @@ def test_usage_windows_and_prices() -> None:
     for bad in ("7", "d", "0d", "-1h", "7 days"):
         with pytest.raises(ValueError):
             parse_since(bad)
+    # Today's list prices (thinking billed as output, image and audio outputs at their rates),
+    # and the retired models' so that their old jobs keep a cost.
+    assert MODEL_PRICES_USD_PER_MTOK["gemini-3.8-flash"] == (0.75, 3.75)
+    assert MODEL_PRICES_USD_PER_MTOK["gemini-3.5-flash-lite"] == (0.30, 2.50)
+    assert MODEL_PRICES_USD_PER_MTOK["gemini-nano-banana-2.1"] == (1.50, 30.00)
+    assert MODEL_PRICES_USD_PER_MTOK["gemini-3.8-flash-tts"] == (0.50, 9.00)
     assert MODEL_PRICES_USD_PER_MTOK["gemini-2.5-flash"] == (0.30, 2.50)
-    assert MODEL_PRICES_USD_PER_MTOK["gemini-2.5-flash-image"] == (0.30, 30.00)
     assert estimated_cost_usd("offline", 10, 10) is None
 
 

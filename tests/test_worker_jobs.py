@@ -119,7 +119,7 @@ def test_transcription_succeeds_and_records_usage(
     done = fresh(session, job)
     assert done.status == "succeeded" and done.attempts == 1
     assert done.result is not None and done.result["transcription"] == gemini.transcription_text
-    assert done.usage is not None and done.usage["model"] == "gemini-2.5-flash"
+    assert done.usage is not None and done.usage["model"] == "gemini-3.5-flash-lite"
     assert done.usage["inputTokens"] > 0
     media = session.get(Media, uuid.UUID(done.input["mediaId"]), populate_existing=True)
     assert media is not None and media.transcription == gemini.transcription_text
@@ -471,7 +471,7 @@ def test_throttled_job_waits_for_quota_without_spending_an_attempt(
 
     # One request a minute: the first job takes it, the second must come back in ~60 s.
     limited = dataclasses.replace(
-        ctx, limiter=LocalRateLimiter({"gemini-2.5-flash": ModelLimit(1, None)})
+        ctx, limiter=LocalRateLimiter({"gemini-3.5-flash-lite": ModelLimit(1, None)})
     )
     first, second = audio_job(session, ctx, user), audio_job(session, ctx, user)
     run_job(str(first.id), transcribe_media, context=limited)

@@ -96,6 +96,16 @@ def _start_metrics_exporter(sender: Any, **_: Any) -> None:
     })
 
 
+@worker_ready.connect
+def _check_models(**_: Any) -> None:
+    """One ``models.get`` per configured model, in the background: a retired model is logged
+    as an error now, and remembered, instead of failing the first job that uses it."""
+    from workers.context import get_context
+    from workers.model_check import check_models_at_start
+
+    check_models_at_start(get_context().settings.agents)
+
+
 @task_prerun.connect
 def _bind_task(task_id: str | None = None, **_: Any) -> None:
     """Every line a task logs carries its task id; pooled threads start each task clean."""

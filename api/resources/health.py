@@ -9,6 +9,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from sqlalchemy import text
 
+from agents.gemini import check_routes
 from api.errors import error_responses
 from api.state import db, state
 
@@ -19,7 +20,21 @@ READINESS = {"description": "ready (200) or unavailable (503), with each check's
                  "type": "object", "required": ["status", "checks", "provider", "media"],
                  "properties": {"status": {"type": "string", "enum": ["ready", "unavailable"]},
                                 "checks": {"type": "object"}, "provider": {"type": "string"},
-                                "media": {"type": "string"}}}}}}
+                                "media": {"type": "string"},
+                                "models": {"type": "object", "additionalProperties": {
+                                    "type": "object", "required": ["model", "state"],
+                                    "properties": {
+                                        "model": {"type": "string"},
+                                        "fallbacks": {"type": "array",
+                                                      "items": {"type": "string"}},
+                                        "state": {"type": "string", "enum": [
+                                            "ok", "fallback", "unavailable", "unknown",
+                                            "offline"]},
+                                        "answering": {"type": ["string", "null"]},
+                                        "found": {"type": "object"}}}}}}}}}
+# A readiness probe never waits long on Google: each model is asked at most this often, with
+# this timeout; between checks the answer comes from memory (also fed by the agents' calls).
+MODEL_CHECK_TIMEOUT_MS = 3000
 
 
 @blp.route("/health")
@@ -40,17 +55,44 @@ class Ready(MethodView):
 
     @blp.doc(responses={"200": READINESS, "503": READINESS})
     def get(self) -> Response:
-        """Readiness: database and broker reachable; which AI provider is active."""
+        """Readiness: database and broker reachable, and a working model for each agent (503
+        when every model of an agent was found retired); which AI provider is active."""
         checks: dict[str, Any] = {"database": _check_database(), "broker": _check_broker()}
-        ok = all(value == "ok" for value in checks.values())
+        models = _model_states()
+        ok = all(value == "ok" for value in checks.values()) and all(
+            m["state"] != "unavailable" for m in models.values())
         body = jsonify({
             "status": "ready" if ok else "unavailable",
             "checks": checks,
             "provider": state().provider_mode,
             "media": "cloudinary" if state().settings.cloudinary_url else "local",
+            "models": models,
         })
         body.status_code = 200 if ok else 503
         return body
+
+
+def _model_states() -> dict[str, dict[str, Any]]:
+    """Each agent's model, fallbacks and which of them answers, from checks at most
+    ``GEMINI_MODEL_RECHECK_SECONDS`` old."""
+    agents = state().settings.agents
+    if not agents.has_api_key:
+        return {route.agent: {"model": route.model, "fallbacks": list(route.fallbacks),
+                              "state": "offline", "answering": None, "found": {}}
+                for route in agents.routes}
+    statuses = check_routes(agents, max_age_s=agents.model_recheck_s,
+                            timeout_ms=MODEL_CHECK_TIMEOUT_MS)
+    return {
+        status.route.agent: {
+            "model": status.route.model,
+            "fallbacks": list(status.route.fallbacks),
+            "state": status.state,
+            "answering": status.answering,
+            "found": {model: None if check is None else check.found
+                      for model, check in zip(status.route.chain, status.checks, strict=True)},
+        }
+        for status in statuses
+    }
 
 
 def _check_database() -> str:

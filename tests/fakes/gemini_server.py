@@ -350,6 +350,9 @@ class FakeGemini:
         self.latency = latency
         self._initial_latency = latency
         self.latencies: dict[str, float] = {}
+        # Seconds a model "thinks" before its first token, per thinking level sent (MINIMAL,
+        # LOW, MEDIUM, HIGH; BUDGET for any 2.x budget above 0). Empty: thinking is free.
+        self.thinking_seconds: dict[str, float] = {}
         self.transcription_text = transcription_text
         self.text_reply = text_reply
         self.image_width = image_width
@@ -468,6 +471,7 @@ class FakeGemini:
             self._counter = 0
             self._script = _Script()
             self.latencies.clear()
+            self.thinking_seconds.clear()
             self.latency = self._initial_latency
             self._fault_rate, weights = self._initial_faults
             self._fault_weights = dict(weights)
@@ -580,7 +584,7 @@ class FakeGemini:
         """404 for a retired or unknown model, 400 for an invalid thinking config."""
         model = self.models.live(request.model or "")
         version = request.api_version or "v1beta"
-        if model is None or method not in model.methods and method != "streamGenerateContent":
+        if model is None or (method not in model.methods and method != "streamGenerateContent"):
             wire_method = "StreamGenerateContent" if request.stream else method
             return 404, google_error(404, not_found_message(
                 request.model or "", version, wire_method))
@@ -611,6 +615,14 @@ class FakeGemini:
         if kind == "drop":
             return _Fault("drop", name=kind)
         return _Fault("malformed", name=kind)
+
+    def _thinking_delay(self, request: RecordedRequest) -> float:
+        thinking = request.thinking
+        level = thinking.get("thinkingLevel")
+        if level is None and (thinking.get("thinkingBudget") or 0) != 0:
+            level = "BUDGET"
+        with self._lock:
+            return self.thinking_seconds.get(str(level).upper(), 0.0) if level else 0.0
 
     def _delay_for(self, kind: str) -> float:
         with self._lock:
@@ -798,7 +810,7 @@ class _Handler(BaseHTTPRequestHandler):
         if fault is not None and fault.action != "reply":
             request.fault = fault.name
 
-        fake._sleep(fake._delay_for(request.kind))
+        fake._sleep(fake._delay_for(request.kind) + fake._thinking_delay(request))
         if fault is not None and fault.action == "hang":
             fake._sleep(fault.seconds)
         if fake._stopping.is_set():
