@@ -249,6 +249,33 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
     return seconds
 
 
+@dataclass(frozen=True)
+class FilmSettings:
+    """Films (workers/film.py, workers/tasks/render.py): the music library and render bounds."""
+
+    # Tracks by mood: <dir>/<mood>/*.mp3|ogg|wav|m4a (README, "Films"); None: films have no music.
+    music_library_dir: Path | None = None
+    render_timeout_s: int = 900  # the ffmpeg run's wall clock
+    render_memory_mb: int = 2048  # RLIMIT_AS of the ffmpeg child
+    render_concurrency: int = 1  # films rendered at once per render worker process
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> FilmSettings:
+        d = cls()
+        music = _get(env, "MUSIC_LIBRARY_DIR")
+        settings = cls(
+            music_library_dir=Path(music).resolve() if music else None,
+            render_timeout_s=env_int(env, "RENDER_TIMEOUT_SECONDS", d.render_timeout_s),
+            render_memory_mb=env_int(env, "RENDER_MEMORY_MB", d.render_memory_mb),
+            render_concurrency=env_int(env, "RENDER_CONCURRENCY", d.render_concurrency),
+        )
+        if min(settings.render_timeout_s, settings.render_memory_mb,
+               settings.render_concurrency) < 1:
+            raise RuntimeError("RENDER_TIMEOUT_SECONDS, RENDER_MEMORY_MB and RENDER_CONCURRENCY "
+                               "must be positive whole numbers")
+        return settings
+
+
 DAY_S = 24 * 3600
 
 
@@ -310,6 +337,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
+    film: FilmSettings = field(default_factory=FilmSettings)
 
     def attempts_for(self, kind: str) -> int:
         """Attempts a job of this kind gets (first try + retries); configurable per kind."""
@@ -359,6 +387,7 @@ class Settings:
             retention=RetentionSettings.from_env(env),
             webhooks=WebhookSettings.from_env(env),
             batch=BatchSettings.from_env(env),
+            film=FilmSettings.from_env(env),
         )
 
 
@@ -376,7 +405,7 @@ def env_int(env: Mapping[str, str], name: str, default: int) -> int:
 def _attempts_by_kind(env: Mapping[str, str]) -> dict[str, int]:
     """JOB_MAX_ATTEMPTS_<KIND> overrides, e.g. fewer retries for interactive transcriptions."""
     overrides = {}
-    for kind in ("transcription", "story", "illustration"):
+    for kind in ("transcription", "story", "illustration", "narration", "film", "render"):
         attempts = env_int(env, f"JOB_MAX_ATTEMPTS_{kind.upper()}", 0)
         if attempts > 0:
             overrides[kind] = attempts

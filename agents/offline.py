@@ -15,6 +15,12 @@ from datetime import UTC, datetime
 
 from PIL import Image, ImageDraw, ImageFont
 
+from agents.film_script import (
+    SCENE_MAX_S,
+    WORDS_PER_SECOND,
+    check_script_input,
+    estimated_seconds,
+)
 from agents.illustration import check_illustration_input
 from agents.story_builder import (
     ONE_SECTION_PER_NOTE_MODES,
@@ -24,14 +30,19 @@ from agents.story_builder import (
 )
 from agents.transcription import check_audio
 from agents.types import (
+    TRANSITIONS,
     ChapterDraft,
+    ChapterInput,
     ImageResult,
     NoteInput,
+    ScriptResult,
+    ScriptScene,
     StoryResult,
     StorySettings,
     StoryStreamItem,
     TranscriptionResult,
     Usage,
+    VideoScript,
 )
 
 OFFLINE_MODEL = "offline"
@@ -239,3 +250,38 @@ def _draw(scene: str, style: str, digest: bytes) -> bytes:
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", optimize=False)
     return buffer.getvalue()
+
+
+# Music moods that suit each narrative tone (the offline script's choice).
+_TONE_MOODS: dict[str, str] = {
+    "cinematic": "dramatic", "funny": "upbeat", "neutral": "neutral",
+    "emotional": "emotional", "journalistic": "neutral", "poetic": "calm",
+}
+
+
+class OfflineScriptWriter:
+    """A deterministic script: each chapter's own text is its narration."""
+
+    model = OFFLINE_MODEL
+    prompt_version = "offline-film-script-v1"
+
+    def write(self, chapters: Sequence[ChapterInput], title: str, tone: str) -> ScriptResult:
+        check_script_input(chapters)
+        scenes = []
+        for index, chapter in enumerate(chapters):
+            words = chapter.content.split()[:int(SCENE_MAX_S * WORDS_PER_SECOND)]
+            narration = " ".join(words) or chapter.title
+            scenes.append(ScriptScene(
+                chapter_id=chapter.id,
+                narration_text=narration,
+                visual_description=chapter.illustration_prompt or chapter.title,
+                duration_seconds=estimated_seconds(narration),
+                transition=TRANSITIONS[index % len(TRANSITIONS)],
+            ))
+        script = VideoScript(
+            title=title.strip() or "Untitled",
+            total_duration_seconds=sum(s.duration_seconds for s in scenes),
+            music_mood=_TONE_MOODS.get(tone, "neutral"),
+            scenes=tuple(scenes),
+        )
+        return ScriptResult(script, _usage())

@@ -126,6 +126,41 @@ STORY_REQUIREMENTS: Mapping[str, str] = MappingProxyType(
     }
 )
 
+# --- Film script -----------------------------------------------------------------------------
+
+FILM_SCRIPT_PROMPT_VERSION = "film-script-v1"
+
+FILM_SCRIPT_INSTRUCTION = (
+    "You are LifeTales' film writer. You turn an illustrated story, chapter by chapter, into the "
+    "script of a short narrated film: one scene per chapter, in the chapters' order.\n"
+    "Rules:\n"
+    "- Write the narration in the language of the story, to be read aloud by one narrator: "
+    "spoken sentences, no headings, no stage directions, no emoji; about 2.5 words per second "
+    "of the scene.\n"
+    "- Each scene has the exact `chapter` id of its chapter as chapterId, copied verbatim from "
+    "the context; its narrationText; a visualDescription (one English sentence: what is on "
+    "screen); durationSeconds between 8 and 45; and a transition into it: fade, slide or "
+    "zoom.\n"
+    "- musicMood is one of upbeat, calm, emotional, dramatic, neutral: the mood of a music bed "
+    "for the whole film.\n"
+    "- Stay faithful to the story; never invent names, places or events.\n"
+    "- Answer only with the JSON object described by the response schema."
+)
+
+FILM_SCRIPT_CORRECTION = (
+    "Your previous answer could not be used: {problems}.\n"
+    "Write the whole script again as one JSON object following every rule above. It must "
+    "contain exactly {count} scenes, one per chapter, in the chapters' order, with these "
+    "chapterIds: {ids}."
+)
+
+
+def film_script_correction(problems: Sequence[str], chapter_ids: Sequence[str]) -> str:
+    """The corrective instruction of a script's second attempt."""
+    return FILM_SCRIPT_CORRECTION.format(problems="; ".join(problems), count=len(chapter_ids),
+                                         ids=", ".join(chapter_ids))
+
+
 # --- Illustration --------------------------------------------------------------------------
 
 ILLUSTRATION_PROMPT_VERSION = "illustration-v1"

@@ -7,13 +7,21 @@ from dataclasses import dataclass
 from typing import Literal, Protocol, runtime_checkable
 
 from agents.config import AgentSettings
+from agents.film_script import GeminiScriptWriter
 from agents.illustration import GeminiIllustrator
-from agents.offline import OfflineIllustrator, OfflineStoryBuilder, OfflineTranscriber
+from agents.offline import (
+    OfflineIllustrator,
+    OfflineScriptWriter,
+    OfflineStoryBuilder,
+    OfflineTranscriber,
+)
 from agents.story_builder import GeminiStoryBuilder
 from agents.transcription import GeminiTranscriber
 from agents.types import (
+    ChapterInput,
     ImageResult,
     NoteInput,
+    ScriptResult,
     StoryResult,
     StorySettings,
     StoryStreamItem,
@@ -74,14 +82,28 @@ class Illustrator(Protocol):
     def illustrate(self, prompt: str, style: str) -> ImageResult: ...
 
 
+@runtime_checkable
+class ScriptWriter(Protocol):
+    """A story version's chapters in, a film script (one scene per chapter) out."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def prompt_version(self) -> str: ...
+
+    def write(self, chapters: Sequence[ChapterInput], title: str, tone: str) -> ScriptResult: ...
+
+
 @dataclass(frozen=True)
 class Provider:
-    """The three agents of one provider; ``mode`` is what /ready and logs report."""
+    """The agents of one provider; ``mode`` is what /ready and logs report."""
 
     mode: ProviderMode
     transcriber: Transcriber
     story_builder: StoryBuilder
     illustrator: Illustrator
+    script_writer: ScriptWriter
 
 
 def build_provider(settings: AgentSettings) -> Provider:
@@ -92,10 +114,12 @@ def build_provider(settings: AgentSettings) -> Provider:
             transcriber=GeminiTranscriber(settings),
             story_builder=GeminiStoryBuilder(settings),
             illustrator=GeminiIllustrator(settings),
+            script_writer=GeminiScriptWriter(settings),
         )
     return Provider(
         mode="offline",
         transcriber=OfflineTranscriber(),
         story_builder=OfflineStoryBuilder(),
         illustrator=OfflineIllustrator(),
+        script_writer=OfflineScriptWriter(),
     )

@@ -115,3 +115,44 @@ class StoryRestart:
 # What a story builder's ``stream()`` yields: chapters as they are written, possibly a restart
 # (then chapters again), and last exactly one StoryResult.
 StoryStreamItem = ChapterDraft | StoryRestart | StoryResult
+
+
+MUSIC_MOODS: tuple[str, ...] = ("upbeat", "calm", "emotional", "dramatic", "neutral")
+TRANSITIONS: tuple[str, ...] = ("fade", "slide", "zoom")
+
+
+@dataclass(frozen=True)
+class ChapterInput:
+    """One chapter of the story version a film is made of, as the script writer reads it."""
+
+    id: str
+    title: str
+    content: str
+    illustration_prompt: str | None = None
+
+
+@dataclass(frozen=True)
+class ScriptScene:
+    """One scene of a film: a chapter, narrated."""
+
+    chapter_id: str
+    narration_text: str
+    visual_description: str
+    duration_seconds: int  # 8-45: what the script intends; the narration's length rules
+    transition: str  # how the scene is entered: fade | slide | zoom
+
+
+@dataclass(frozen=True)
+class VideoScript:
+    """The frontend's VideoScript: one scene per chapter, in the chapters' order."""
+
+    title: str
+    total_duration_seconds: int
+    music_mood: str
+    scenes: tuple[ScriptScene, ...]
+
+
+@dataclass(frozen=True)
+class ScriptResult:
+    script: VideoScript
+    usage: Usage

@@ -2,6 +2,7 @@
 
 from models.base import Base
 from models.cache import CacheEntry
+from models.film import Film
 from models.job import (
     JOB_KINDS,
     JOB_STATUSES,
@@ -24,6 +25,7 @@ __all__ = [
     "Base",
     "CacheEntry",
     "Chapter",
+    "Film",
     "Job",
     "JobEvent",
     "Media",

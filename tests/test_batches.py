@@ -255,7 +255,7 @@ def test_cancel_while_waiting_stops_running_children_and_ends_with_the_last(
     run = lifecycle.cancel_running_job(session, claimed)
     session.commit()
     assert run
-    from workers.fanout import on_child_finished
+    from workers.parents import on_child_finished
 
     on_child_finished(session, uuid.UUID(batch["id"]))
     assert batch_row(session, batch["id"]).status == "canceled"

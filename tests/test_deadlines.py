@@ -22,6 +22,7 @@ from workers import lifecycle
 from workers.context import WorkerContext
 from workers.dispatch import create_job
 from workers.heartbeat import HeartbeatPump
+from workers.parents import cancel_job
 from workers.reaper import reap_stale_jobs
 from workers.runner import JobRun, run_job
 from workers.tasks.illustration import illustrate
@@ -205,7 +206,7 @@ def test_a_user_cancel_has_no_deadline_reason(
     job = illustration_job(session, user, deadline_s=600)
 
     def handler(run: JobRun) -> None:
-        lifecycle.request_cancel(run.session, run.job)
+        cancel_job(run.session, run.job)
         run.check_cancel()
 
     run_job(str(job.id), handler, context=ctx)

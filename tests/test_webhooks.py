@@ -35,6 +35,7 @@ from tests.test_worker_jobs import ctx, gemini, user
 from workers import lifecycle
 from workers.context import WorkerContext
 from workers.dispatch import create_job
+from workers.parents import cancel_job
 from workers.runner import run_job
 from workers.tasks.illustration import illustrate
 from workers.webhooks import Outcome, deliver, resend_due_deliveries
@@ -422,7 +423,7 @@ def test_a_terminal_event_of_a_job_the_session_does_not_hold_still_announces_it(
     session.commit()
     session.expunge(with_hook)
     session.expunge(without)
-    lifecycle.request_cancel(session, parent)
+    cancel_job(session, parent)
     [delivery] = session.scalars(select(WebhookDelivery)).all()
     assert delivery.job_id == with_hook.id and delivery.event == "completed"
     assert delivery.payload is None  # taken on the first attempt: the job no longer changes
@@ -436,7 +437,7 @@ def test_the_reaper_resends_deliveries_whose_message_was_lost(
     job = create_job(session, owner_id=user.id, kind="illustration", input={},
                      webhook_url=receiver.url)
     session.commit()
-    lifecycle.request_cancel(session, job)
+    cancel_job(session, job)
     assert resend_due_deliveries(session, overdue_s=3600) == 0  # not overdue yet
     assert resend_due_deliveries(session, overdue_s=-1) == 1
 

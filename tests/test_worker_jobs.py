@@ -27,6 +27,7 @@ from tests.fakes.gemini_server import FakeGemini
 from workers import lifecycle
 from workers.context import WorkerContext
 from workers.dispatch import create_job
+from workers.parents import cancel_job
 from workers.reaper import reap_stale_jobs
 from workers.runner import run_job
 from workers.tasks.illustration import illustrate
@@ -240,7 +241,7 @@ def test_canceled_queued_job_never_runs(
     session: Session, ctx: WorkerContext, user: User, gemini: FakeGemini
 ) -> None:
     job = audio_job(session, ctx, user)
-    lifecycle.request_cancel(session, job)
+    cancel_job(session, job)
     run_job(str(job.id), transcribe_media, context=ctx)
     assert fresh(session, job).status == "canceled"
     assert gemini.requests == []
@@ -409,12 +410,12 @@ def test_canceling_a_story_waiting_on_illustrations_cancels_it_and_its_children(
     # One illustration is already being drawn when the user cancels.
     assert lifecycle.start_job(session, children[0].id, heartbeat_timeout_s=60) is not None
 
-    lifecycle.request_cancel(session, fresh(session, job))
+    cancel_job(session, fresh(session, job))
     assert fresh(session, job).status == "running"  # waits for the drawing one to stop
     assert {fresh(session, c).status for c in children[1:]} == {"canceled"}
 
     run_job(str(children[0].id), illustrate, context=ctx)  # a duplicate message: not claimable
-    from workers.fanout import on_child_finished
+    from workers.parents import on_child_finished
 
     session.execute(update(Job).where(Job.id == children[0].id).values(status="canceled"))
     session.commit()

@@ -31,8 +31,7 @@ from models import TERMINAL_STATUSES, Job, Media, Note, Space, UserSettings
 from models.base import utcnow
 from workers.dispatch import create_job, enqueue_after_commit
 from workers.events import emit, final_events, status_event
-from workers.fanout import child_counts
-from workers.lifecycle import CANCELED, affected, request_cancel
+from workers.lifecycle import CANCELED, affected, child_counts, request_cancel
 from workers.usage import UsageRow, total_cost_usd
 
 KIND = "story_batch"

@@ -11,13 +11,13 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from models import TERMINAL_STATUSES, Chapter, Job, Space, Story
 from models.base import utcnow
 from workers.events import emit, final_events
-from workers.lifecycle import CANCELED, affected
+from workers.lifecycle import CANCELED, affected, child_counts
 
 ILLUSTRATIONS_ONLY = "illustrations"  # input.mode of a story job that only redraws images
 
@@ -48,77 +48,39 @@ def is_illustrations_only(job: Job) -> bool:
     return job.kind == "story" and (job.input or {}).get("mode") == ILLUSTRATIONS_ONLY
 
 
-def child_counts(session: Session, parent_id: uuid.UUID) -> dict[str, int]:
-    rows = session.execute(
-        select(Job.status, func.count()).where(Job.parent_id == parent_id).group_by(Job.status)
-    ).all()
-    return {status: count for status, count in rows}
-
-
-def on_child_finished(session: Session, parent_id: uuid.UUID) -> None:
-    """Advance the parent's progress; once its text is written, the last child completes it.
-
-    Runs after the child's own commit (and once by the story itself when its text is done), so
-    whoever commits last sees every sibling finished; the fenced update makes a second
-    completion a no-op.
-    """
-    parent = session.get(Job, parent_id, populate_existing=True)
-    if parent is None or parent.status != "running":
-        return
-    if parent.kind == "story_batch":  # a batch finishes by its own rules
-        from workers.batch import settle_batch
-
-        settle_batch(session, parent_id)
-        return
+def settle_story(session: Session, parent: Job) -> bool:
+    """Advance a running story job's progress; once its text is written, the last child
+    completes it. True when this call completed it (``workers.parents`` calls this)."""
     if is_illustrations_only(parent):
         story = session.get(Story, uuid.UUID(parent.input["storyId"]))
         # Its children commit together with the step ``images``; before that, nothing to do.
         if story is None or (parent.progress or {}).get("step") != "images":
-            return
+            return False
     else:
-        story = session.scalar(select(Story).where(Story.job_id == parent_id))
+        story = session.scalar(select(Story).where(Story.job_id == parent.id))
         if story is None or story.status != "illustrating":
-            return  # still writing: the story job settles itself when its text is complete
-    counts = child_counts(session, parent_id)
+            return False  # still writing: the story job settles itself when its text is done
+    counts = child_counts(session, parent.id)
     total = sum(counts.values())
     finished = sum(n for status, n in counts.items() if status in TERMINAL_STATUSES)
     if finished < total:
-        progress = {"step": "images", "current": finished, "total": total}
-        if affected(
-            session,
-            update(Job)
-            .where(Job.id == parent_id, Job.status == "running")
-            .values(progress=progress, heartbeat_at=utcnow(), updated_at=utcnow()),
-        ):
-            emit(session, parent_id, "progress", progress)
-        session.commit()
-        return
+        report_progress(session, parent.id, {"step": "images", "current": finished,
+                                             "total": total})
+        return False
     if is_illustrations_only(parent):
-        complete_illustrations_only(session, parent, story, counts)
-    elif complete_story(session, parent, story, counts) and parent.parent_id is not None:
-        on_child_finished(session, parent.parent_id)  # a batch's story: the batch counts it
+        return complete_illustrations_only(session, parent, story, counts)
+    return complete_story(session, parent, story, counts)
 
 
-def abandon_story_attempt(session: Session, parent_id: uuid.UUID) -> None:
-    """The story job stopped without completing (retry, failure, cancel): stop its
-    illustrations and mark its half-written version so it is never shown."""
-    now = utcnow()
-    queued = list(session.scalars(
-        update(Job).where(Job.parent_id == parent_id, Job.status == "queued")
-        .values(status="canceled", cancel_requested=True, error=CANCELED, finished_at=now,
-                updated_at=now)
-        .returning(Job.id).execution_options(synchronize_session=False)
-    ))
-    for job_id in queued:
-        final_events(session, job_id, "canceled", error=CANCELED)
-    session.execute(
-        update(Job).where(Job.parent_id == parent_id, Job.status == "running")
-        .values(cancel_requested=True, updated_at=now)
-    )
-    session.execute(
-        update(Story).where(Story.job_id == parent_id, Story.status.in_(("writing",)))
-        .values(status="failed")
-    )
+def report_progress(session: Session, parent_id: uuid.UUID, progress: dict[str, Any]) -> None:
+    """A waiting parent's progress (and a beat of its heart), committed with its event."""
+    if affected(
+        session,
+        update(Job)
+        .where(Job.id == parent_id, Job.status == "running")
+        .values(progress=progress, heartbeat_at=utcnow(), updated_at=utcnow()),
+    ):
+        emit(session, parent_id, "progress", progress)
     session.commit()
 
 
@@ -181,8 +143,8 @@ def _illustration_summary(
     }, drawn
 
 
-def _finish_parent(session: Session, parent: Job, result: dict[str, Any] | None,
-                   total: int) -> bool:
+def finish_parent(session: Session, parent: Job, result: dict[str, Any] | None,
+                  total: int) -> bool:
     """Move the waiting parent to its final status (canceled if asked to stop, else succeeded)
     in the caller's transaction; False (rolled back) if another process got there first."""
     now = utcnow()
@@ -211,14 +173,14 @@ def complete_story(session: Session, parent: Job, story: Story, counts: dict[str
     """Publish the story version and finish its job, in one transaction (or drop it if the job
     was canceled meanwhile). Failed illustrations do not fail the story: its result lists them."""
     if parent.cancel_requested:
-        if not _finish_parent(session, parent, None, 0):
+        if not finish_parent(session, parent, None, 0):
             return False
         story.status = "canceled"
         session.commit()
         return True
     summary, _ = _illustration_summary(session, parent, story, counts)
     result = {**(parent.result or {}), **summary}  # the writing step's (e.g. cached) first
-    if not _finish_parent(session, parent, result, sum(counts.values())):
+    if not finish_parent(session, parent, result, sum(counts.values())):
         return False
     story.status = "ready"
     story.generated_at = utcnow()
@@ -243,12 +205,12 @@ def complete_illustrations_only(
     themselves to their chapters as they were drawn. Its result says what is now resolved and
     what is still missing."""
     if parent.cancel_requested:
-        done = _finish_parent(session, parent, None, 0)
+        done = finish_parent(session, parent, None, 0)
     else:
         summary, resolved = _illustration_summary(session, parent, story, counts)
         result = {**summary, "mode": ILLUSTRATIONS_ONLY, "storyJobId": str(story.job_id),
                   "resolved": resolved}
-        done = _finish_parent(session, parent, result, sum(counts.values()))
+        done = finish_parent(session, parent, result, sum(counts.values()))
     if done:
         session.commit()
     return done

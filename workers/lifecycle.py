@@ -8,12 +8,13 @@ import uuid
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, exists, or_, select, update
+from sqlalchemy import CursorResult, Table, exists, func, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
-from models import Job, Story
+from models import Film, Job, Story
 from models.base import utcnow
+from models.film import FILM_WAITING
 from workers.events import emit, final_events, status_event
 
 CANCELED = {"code": "canceled", "message": "the job was canceled", "retryable": False}
@@ -36,12 +37,16 @@ def mirror(job: Job, **values: Any) -> None:
 
 
 def waiting_on_children() -> Any:
-    """SQL: the job is a story whose text is written and which now waits for its illustrations.
+    """SQL: the job waits on its children: a story whose text is written, waiting for its
+    illustrations, or a film whose script is written, waiting for its narrations or render.
 
     Such a job has no worker (its children do the work), so it is never taken over or reaped
     as lost; a story still being written is, like any other job.
     """
-    return exists().where(Story.job_id == Job.id, Story.status == "illustrating")
+    return or_(
+        exists().where(Story.job_id == Job.id, Story.status == "illustrating"),
+        exists().where(Film.job_id == Job.id, Film.status.in_(FILM_WAITING)),
+    )
 
 
 # Fenced transitions are Core UPDATEs of the table: the ORM-enabled form (``update(Job)``)
@@ -258,8 +263,35 @@ def cancel_requested(session: Session, job_id: uuid.UUID) -> bool:
     return bool(session.scalar(select(Job.cancel_requested).where(Job.id == job_id)))
 
 
+def child_counts(session: Session, parent_id: uuid.UUID) -> dict[str, int]:
+    """A parent's children by status."""
+    rows = session.execute(
+        select(Job.status, func.count()).where(Job.parent_id == parent_id).group_by(Job.status)
+    ).all()
+    return {status: count for status, count in rows}
+
+
+def stop_children(session: Session, parent_id: uuid.UUID) -> None:
+    """Cancel the parent's queued children now, ask its running ones to stop (in the caller's
+    transaction)."""
+    now = utcnow()
+    queued = list(session.scalars(
+        update(Job).where(Job.parent_id == parent_id, Job.status == "queued")
+        .values(status="canceled", cancel_requested=True, error=CANCELED, finished_at=now,
+                updated_at=now)
+        .returning(Job.id).execution_options(synchronize_session=False)
+    ))
+    for child_id in queued:
+        final_events(session, child_id, "canceled", error=CANCELED)
+    session.execute(
+        update(Job).where(Job.parent_id == parent_id, Job.status == "running")
+        .values(cancel_requested=True, updated_at=now)
+    )
+
+
 def request_cancel(session: Session, job: Job) -> Job:
-    """Cancel now if queued; ask a running job to stop at its next safe point; children too."""
+    """Cancel now if queued; ask a running job to stop at its next safe point; children too.
+    (A parent waiting on children is settled by ``workers.parents.cancel_job``.)"""
     now = utcnow()
     ids = [job.id, *session.scalars(select(Job.id).where(Job.parent_id == job.id))]
     queued = list(
@@ -286,10 +318,5 @@ def request_cancel(session: Session, job: Job) -> Job:
         .execution_options(synchronize_session=False)
     )
     session.commit()
-    if job.kind == "story":
-        # A story waiting on illustrations has no worker to notice the request: settle it here.
-        from workers.fanout import on_child_finished
-
-        on_child_finished(session, job.id)
     session.refresh(job)
     return job

@@ -14,8 +14,8 @@ from models import TERMINAL_STATUSES, Job, Story
 from models.base import utcnow
 from workers.dispatch import TASKS, send_job_message
 from workers.events import final_events, status_event
-from workers.fanout import abandon_story_attempt, child_counts, complete_story
 from workers.lifecycle import DEADLINE_CANCELED, affected, end_overdue, waiting_on_children
+from workers.parents import abandon_attempt, on_child_finished
 from workers.webhooks import resend_due_deliveries
 
 log = logging.getLogger(__name__)
@@ -74,10 +74,11 @@ def reap_stale_jobs(
         .execution_options(populate_existing=True)  # fences compare the row's real attempts
     ).all()
     for job in lost:
-        story = session.scalar(select(Story).where(Story.job_id == job.id))
-        if story is not None and story.status == "illustrating":
-            # Every illustration finished but the completion was lost with its worker.
-            if complete_story(session, job, story, child_counts(session, job.id)):
+        if session.scalar(select(waiting_on_children()).where(Job.id == job.id)):
+            # Every child finished but the parent's completion was lost with its worker.
+            on_child_finished(session, job.id)
+            session.refresh(job)
+            if job.status != "running":
                 report.completed_parents += 1
             continue
         fence = update(Job).where(
@@ -109,8 +110,6 @@ def reap_stale_jobs(
             session.commit()
             report.failed += 1
             if job.parent_id is not None:
-                from workers.fanout import on_child_finished
-
                 on_child_finished(session, job.parent_id)
     session.commit()
 
@@ -126,8 +125,6 @@ def enforce_deadlines(session: Session) -> int:
     started), never waiting for a worker. Running: asked to stop at their next safe point; a
     story waiting on its illustrations has no worker to ask, so it is ended here and its
     illustrations stopped. Returns how many jobs were acted on."""
-    from workers.fanout import on_child_finished
-
     ended = end_overdue(session)
     session.commit()
     for _, parent_id in ended:
@@ -154,5 +151,5 @@ def enforce_deadlines(session: Session) -> int:
                             .values(status="canceled"))
             final_events(session, job_id, "canceled", error=DEADLINE_CANCELED)
         session.commit()
-        abandon_story_attempt(session, job_id)
+        abandon_attempt(session, job_id)
     return len(ended) + len(overdue)

@@ -228,12 +228,12 @@ def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = No
             log.info("job finished", extra={"job_id": job_id, "status": job.status,
                                             "seconds": round(_run_s(job), 3)})
             if job.status != "running":
-                from workers.fanout import abandon_story_attempt, on_child_finished
+                from workers.parents import WAITING_KINDS, abandon_attempt, on_child_finished
 
                 if job.parent_id is not None:
                     on_child_finished(session, job.parent_id)
-                if job.kind == "story":
-                    abandon_story_attempt(session, job.id)
+                if job.kind in WAITING_KINDS:
+                    abandon_attempt(session, job.id)
             telemetry.end_job(log_context)
 
 

@@ -30,6 +30,9 @@ EXTENSION_BY_MIME: dict[str, str] = {
     "image/webp": "webp",
     "image/heic": "heic",
     "image/heif": "heif",
+    # Films: what the renderer makes (never accepted as uploads).
+    "video/mp4": "mp4",
+    "text/vtt": "vtt",
 }
 MIME_BY_EXTENSION: dict[str, str] = {ext: mime for mime, ext in EXTENSION_BY_MIME.items()}
 FALLBACK_EXTENSION = "bin"

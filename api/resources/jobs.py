@@ -19,7 +19,7 @@ from api.schemas.jobs import JobQuerySchema, JobSchema
 from api.state import db
 from api.submit import job_response, job_schema, retry_after_s
 from models import TERMINAL_STATUSES, Job
-from workers.lifecycle import request_cancel
+from workers.parents import cancel_job
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Jobs")
 
@@ -107,7 +107,7 @@ class CancelJob(MethodView):
         """Cancel a queued job now, or ask a running one to stop at its next safe point."""
         job = owned_job(job_id)
         if job.status not in TERMINAL_STATUSES:
-            job = request_cancel(db(), job)
+            job = cancel_job(db(), job)
         response = job_response(job)
         response.status_code = 200
         return response

@@ -6,6 +6,9 @@ and decides what kind of call it is from the request, as the real model would be
 
 - ``generationConfig.responseModalities`` containing ``IMAGE`` -> ``illustration``: an inline
   PNG drawn with Pillow in the requested ``imageConfig.aspectRatio`` (4:3 by default);
+- a JSON response schema with ``scenes`` -> ``script``: a film script, one scene per
+  ``chapter: <id>`` line of the prompt (``tests/fakes/gemini_script.py``), each narration
+  ``script_narration_words`` long;
 - ``generationConfig.responseMimeType == "application/json"`` -> ``story``: a JSON array with
   one chapter per note id found in the prompt; streamed, its text (or a ``reply_next`` text) is
   cut into ``story_stream_chunks`` pieces of equal length - boundaries fall mid-chapter - sent
@@ -53,8 +56,9 @@ from tests.fakes.gemini_models import (
     thinking_error,
     thinking_of,
 )
+from tests.fakes.gemini_script import is_script_request, script_answer
 
-KINDS: tuple[str, ...] = ("transcription", "story", "illustration", "text")
+KINDS: tuple[str, ...] = ("transcription", "story", "script", "illustration", "text")
 ANY_KIND = "any"
 DEFAULT_TRANSCRIPTION = "Hello from the fake Gemini"
 DEFAULT_TEXT_REPLY = "A plain answer from the fake Gemini"
@@ -97,6 +101,7 @@ DEFAULT_FAULT_MIX: Mapping[str, float] = {
 DEFAULT_HANG_SECONDS = 65.0  # past the longest default agent timeout (story, 60 s)
 DEFAULT_RATE_LIMIT_DELAY = "1s"
 DEFAULT_STORY_STREAM_CHUNKS = 16
+DEFAULT_SCRIPT_WORDS = 12  # words per scene of a film script (~5 s spoken)
 
 
 @dataclass
@@ -213,6 +218,8 @@ def classify(body: Any) -> str:
     modalities = [str(m).upper() for m in config.get("responseModalities") or []]
     if "IMAGE" in modalities:
         return "illustration"
+    if is_script_request(config):
+        return "script"
     if config.get("responseMimeType") == "application/json":
         return "story"
     if any(_mime_type(p).startswith("audio/") for p in _inline_parts(body)):
@@ -353,6 +360,7 @@ class FakeGemini:
         # Seconds a model "thinks" before its first token, per thinking level sent (MINIMAL,
         # LOW, MEDIUM, HIGH; BUDGET for any 2.x budget above 0). Empty: thinking is free.
         self.thinking_seconds: dict[str, float] = {}
+        self.script_narration_words = DEFAULT_SCRIPT_WORDS
         self.transcription_text = transcription_text
         self.text_reply = text_reply
         self.image_width = image_width
@@ -472,6 +480,7 @@ class FakeGemini:
             self._script = _Script()
             self.latencies.clear()
             self.thinking_seconds.clear()
+            self.script_narration_words = DEFAULT_SCRIPT_WORDS
             self.latency = self._initial_latency
             self._fault_rate, weights = self._initial_faults
             self._fault_weights = dict(weights)
@@ -673,6 +682,8 @@ class FakeGemini:
             return [{"inlineData": {"mimeType": "image/png", "data": data}}]
         if request.kind == "story":
             return [{"text": self._story(request)}]
+        if request.kind == "script":
+            return [{"text": script_answer(request.prompt_text, self.script_narration_words)}]
         if request.kind == "transcription":
             return [{"text": self.transcription_text}]
         return [{"text": self.text_reply}]

@@ -24,12 +24,8 @@ from workers.app import celery_app
 from workers.cache import JOIN_POLL_S, cache_key, lookup_or_lease, release, store
 from workers.dispatch import create_job
 from workers.events import emit
-from workers.fanout import (
-    illustration_variants,
-    is_illustrations_only,
-    missing_illustrations,
-    on_child_finished,
-)
+from workers.fanout import illustration_variants, is_illustrations_only, missing_illustrations
+from workers.parents import on_child_finished
 from workers.runner import JobFailed, JobRun, MustWait, run_job, usage_dict
 
 
