@@ -1,0 +1,232 @@
+"""The one ffmpeg command that renders a film: inputs, filter graph, encoder settings.
+
+Pictures: each normalised photo is one decoded frame that ``zoompan`` turns into a slow zoom or
+pan (Ken Burns) for its share of the scene; a scene's pictures are joined by short cross-fades,
+scenes by the script's transition (``xfade``). A scene without pictures is a plain charcoal
+background (``#14141C``). The intro clip, scaled and letter-boxed to the frame, plays first.
+Sound: each narration is placed after the scene's lead-in and padded to the scene's length, the
+segments are joined end to end, and the music bed (looped, faded in and out) is ducked under
+the voice by a side-chain compressor keyed on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agents.film.inputs import StagedMedia
+from agents.film.timeline import AUDIO_RATE, LEAD_SECONDS, SceneTiming, Timeline
+from agents.film.types import XFADE_BY_TRANSITION
+
+BACKGROUND_COLOUR = "0x14141C"
+# x264 "veryfast" with the still-image tuning: the pictures move slowly, so the encoder's
+# cheapest motion search loses little (see bench/film_render.py for what it costs).
+VIDEO_CODEC = ("-c:v", "libx264", "-preset", "veryfast", "-tune", "stillimage", "-crf", "23",
+               "-profile:v", "high", "-pix_fmt", "yuv420p")
+AUDIO_CODEC = ("-c:a", "aac", "-b:a", "160k", "-ar", str(AUDIO_RATE), "-ac", "2")
+KEN_BURNS_ZOOM = 1.12  # how far a picture zooms (or sits zoomed, while it pans)
+MUSIC_VOLUME = 0.30
+MUSIC_FADE_IN_SECONDS = 1.5
+MUSIC_FADE_OUT_SECONDS = 3.0
+FILM_FADE_IN_SECONDS = 0.5
+FILM_FADE_OUT_SECONDS = 0.8
+# Ducking: the music drops well under the voice as soon as someone speaks, and comes back
+# slowly after (ffmpeg's defaults are tuned for drums, not speech).
+DUCKING = "threshold=0.02:ratio=8:attack=40:release=600"
+_STEREO = f"aformat=sample_fmts=fltp:sample_rates={AUDIO_RATE}:channel_layouts=stereo"
+_CENTRE_X = "(iw-iw/zoom)/2"
+_CENTRE_Y = "(ih-ih/zoom)/2"
+
+
+@dataclass(frozen=True)
+class StagedScene:
+    """A scene's files in the scratch folder."""
+
+    images: tuple[str, ...]  # normalised JPEGs
+    narration: StagedMedia | None
+    transition: str
+
+
+@dataclass(frozen=True)
+class StagedFilm:
+    """Everything ffmpeg reads for a film, by bare file name inside the scratch folder."""
+
+    scenes: tuple[StagedScene, ...]
+    width: int
+    height: int
+    intro: StagedMedia | None = None
+    intro_has_audio: bool = False
+    music: StagedMedia | None = None
+    subtitles: str | None = None  # our WebVTT; None when no scene has words
+
+
+def _motion(index: int, frames: int) -> tuple[str, str, str]:
+    """The zoompan z, x, y expressions of the ``index``-th picture: four moves, in turn."""
+    last = max(1, frames - 1)
+    step = f"{KEN_BURNS_ZOOM - 1:.4f}*on/{last}"
+    moves = (
+        (f"1+{step}", _CENTRE_X, _CENTRE_Y),  # zoom in on the centre
+        (f"{KEN_BURNS_ZOOM}", f"(iw-iw/zoom)*on/{last}", _CENTRE_Y),  # pan to the right
+        (f"{KEN_BURNS_ZOOM}-{step}", _CENTRE_X, _CENTRE_Y),  # zoom out from the centre
+        (f"{KEN_BURNS_ZOOM}", f"(iw-iw/zoom)*(1-on/{last})", f"(ih-ih/zoom)*(1-on/{last})"),
+    )
+    return moves[index % len(moves)]
+
+
+class _Graph:
+    """Inputs and filter chains of one ffmpeg command, each input opened the same safe way."""
+
+    def __init__(self) -> None:
+        self.inputs: list[str] = []
+        self.chains: list[str] = []
+        self._count = 0
+
+    def input(self, name: str, demuxer: str, *before: str) -> int:
+        self.inputs += [*before, "-protocol_whitelist", "file", "-f", demuxer, "-i", name]
+        self._count += 1
+        return self._count - 1
+
+    def add(self, chain: str) -> None:
+        self.chains.append(chain)
+
+
+def _xfade_chain(graph: _Graph, labels: list[str], lengths: list[int], effects: list[str],
+                 overlap: int, fps: int, out: str) -> None:
+    """Join clips of ``lengths`` frames, each next one entering over ``overlap`` frames."""
+    if len(labels) == 1:
+        graph.add(f"[{labels[0]}]null[{out}]")
+        return
+    current, joined = labels[0], lengths[0]
+    for k in range(1, len(labels)):
+        target = out if k == len(labels) - 1 else f"{out}_{k}"
+        offset = (joined - overlap) / fps
+        graph.add(f"[{current}][{labels[k]}]xfade=transition={effects[k - 1]}:"
+                  f"duration={overlap / fps:.6f}:offset={offset:.6f}[{target}]")
+        current, joined = target, joined + lengths[k] - overlap
+
+
+def _scene_video(graph: _Graph, number: int, scene: StagedScene, timing: SceneTiming,
+                 staged: StagedFilm, timeline: Timeline, picture_index: int) -> int:
+    """Label ``v{number}``: the scene's pictures (or background); returns pictures used."""
+    size = f"{staged.width}x{staged.height}"
+    fps = timeline.fps
+    if not scene.images:
+        graph.add(f"color=c={BACKGROUND_COLOUR}:s={size}:r={fps},format=yuv420p,"
+                  f"trim=end_frame={timing.clip_frames[0]},setsar=1[v{number}]")
+        return 0
+    labels = []
+    for k, frames in enumerate(timing.clip_frames):
+        source = graph.input(scene.images[k], "image2", "-pattern_type", "none")
+        z, x, y = _motion(picture_index + k, frames)
+        label = f"p{number}_{k}"
+        # Converted once, before zoompan, so no frame it makes needs converting again.
+        graph.add(f"[{source}:v]format=yuv420p,zoompan=z='{z}':x='{x}':y='{y}':d={frames}:"
+                  f"s={size}:fps={fps},setsar=1[{label}]")
+        labels.append(label)
+    _xfade_chain(graph, labels, list(timing.clip_frames), ["fade"] * (len(labels) - 1),
+                 timeline.image_fade_frames, fps, f"v{number}")
+    return len(labels)
+
+
+def _intro_video(graph: _Graph, intro: StagedMedia, staged: StagedFilm, timeline: Timeline,
+                 source: int) -> None:
+    width, height = staged.width, staged.height
+    frames = timeline.intro_frames + timeline.transition_frames
+    graph.add(
+        f"[{source}:v]scale={width}:{height}:force_original_aspect_ratio=decrease,"
+        f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1,fps={timeline.fps},"
+        f"format=yuv420p,tpad=stop_mode=clone:stop_duration={timeline.seconds(frames):.6f},"
+        f"trim=end_frame={frames},setpts=PTS-STARTPTS[vintro]"
+    )
+
+
+def _silence(samples: int, out: str) -> str:
+    return f"anullsrc=r={AUDIO_RATE}:cl=stereo,atrim=end_sample={samples}[{out}]"
+
+
+def _sound(graph: _Graph, staged: StagedFilm, timeline: Timeline, intro_source: int | None,
+           ) -> str:
+    """The label of the film's finished sound track."""
+    segments = []
+    if staged.intro is not None and intro_source is not None:
+        samples = timeline.samples(timeline.intro_frames)
+        if staged.intro_has_audio:
+            graph.add(f"[{intro_source}:a]{_STEREO},asetpts=PTS-STARTPTS,"
+                      f"apad=whole_len={samples},atrim=end_sample={samples}[aintro]")
+        else:
+            graph.add(_silence(samples, "aintro"))
+        segments.append("aintro")
+    lead_ms = round(LEAD_SECONDS * 1000)
+    for number, (scene, timing) in enumerate(zip(staged.scenes, timeline.scenes, strict=True)):
+        samples = timeline.samples(timing.frames)
+        if scene.narration is None:
+            graph.add(_silence(samples, f"a{number}"))
+        else:
+            source = graph.input(scene.narration.name, scene.narration.demuxer)
+            spoken = timing.voice_end - timing.voice_start
+            graph.add(f"[{source}:a]{_STEREO},atrim=end={spoken:.6f},asetpts=PTS-STARTPTS,"
+                      f"adelay=delays={lead_ms}:all=1,apad=whole_len={samples},"
+                      f"atrim=end_sample={samples}[a{number}]")
+        segments.append(f"a{number}")
+    total = timeline.total_seconds
+    graph.add("".join(f"[{label}]" for label in segments)
+              + f"concat=n={len(segments)}:v=0:a=1[voice]")
+    if staged.music is None:
+        mixed = "voice"
+    else:
+        source = graph.input(staged.music.name, staged.music.demuxer, "-stream_loop", "-1")
+        samples = timeline.samples(timeline.total_frames)
+        fade_at = max(0.0, total - MUSIC_FADE_OUT_SECONDS)
+        graph.add(f"[{source}:a]{_STEREO},atrim=end_sample={samples},asetpts=PTS-STARTPTS,"
+                  f"volume={MUSIC_VOLUME},afade=t=in:d={MUSIC_FADE_IN_SECONDS},"
+                  f"afade=t=out:st={fade_at:.3f}:d={MUSIC_FADE_OUT_SECONDS}[bed]")
+        graph.add("[voice]asplit=2[speech][key]")
+        graph.add(f"[bed][key]sidechaincompress={DUCKING}[ducked]")
+        graph.add("[speech][ducked]amix=inputs=2:duration=first:normalize=0[mixed]")
+        mixed = "mixed"
+    graph.add(f"[{mixed}]afade=t=out:st={max(0.0, total - FILM_FADE_OUT_SECONDS):.3f}:"
+              f"d={FILM_FADE_OUT_SECONDS}[aout]")
+    return "aout"
+
+
+def render_arguments(staged: StagedFilm, timeline: Timeline, output: str, *,
+                     threads: int = 0) -> list[str]:
+    """ffmpeg's arguments (after the global options) for the whole film into ``output``."""
+    graph = _Graph()
+    fps = timeline.fps
+    intro_source = None
+    labels: list[str] = []
+    lengths: list[int] = []
+    effects: list[str] = []
+    if staged.intro is not None:
+        intro_source = graph.input(staged.intro.name, staged.intro.demuxer)
+        _intro_video(graph, staged.intro, staged, timeline, intro_source)
+        labels.append("vintro")
+        lengths.append(timeline.intro_frames + timeline.transition_frames)
+    pictures = 0
+    for number, (scene, timing) in enumerate(zip(staged.scenes, timeline.scenes, strict=True)):
+        pictures += _scene_video(graph, number, scene, timing, staged, timeline, pictures)
+        last = number == len(staged.scenes) - 1
+        labels.append(f"v{number}")
+        lengths.append(timing.frames + (0 if last else timeline.transition_frames))
+        if len(labels) > 1:
+            effects.append(XFADE_BY_TRANSITION[scene.transition])
+    _xfade_chain(graph, labels, lengths, effects, timeline.transition_frames, fps, "vjoined")
+    total = timeline.total_seconds
+    fade_in = "" if staged.intro is not None else f"fade=t=in:st=0:d={FILM_FADE_IN_SECONDS},"
+    graph.add(f"[vjoined]{fade_in}fade=t=out:st={max(0.0, total - FILM_FADE_OUT_SECONDS):.3f}:"
+              f"d={FILM_FADE_OUT_SECONDS},format=yuv420p[vout]")
+    sound = _sound(graph, staged, timeline, intro_source)
+    subtitle_maps: list[str] = []
+    if staged.subtitles is not None:
+        source = graph.input(staged.subtitles, "webvtt")
+        subtitle_maps = ["-map", f"{source}:s", "-c:s", "mov_text"]
+    return [
+        *graph.inputs,
+        "-filter_complex", ";".join(graph.chains),
+        "-map", "[vout]", "-map", f"[{sound}]", *subtitle_maps,
+        *VIDEO_CODEC, "-r", str(fps), "-g", str(fps * 2),
+        *(["-threads", str(threads)] if threads else []),
+        *AUDIO_CODEC,
+        "-frames:v", str(timeline.total_frames),
+        "-movflags", "+faststart", "-f", "mp4", "-y", output,
+    ]

@@ -1,0 +1,171 @@
+"""Render a film: stage the files, lay out the timeline, run ffmpeg once, take a poster frame.
+
+Everything happens in a fresh ``.render-*`` scratch folder inside ``workdir`` (left-overs of a
+killed earlier attempt are swept first). The finished files are renamed into ``workdir`` only
+once all of them exist, the video last, so a half-written file never looks like a result; on
+failure, timeout or stop the scratch folder goes and nothing else is left.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+from agents.errors import AgentError
+from agents.film.ffmpeg import FfmpegInfo, RenderStopped, ffmpeg_info, run_ffmpeg
+from agents.film.graph import StagedFilm, StagedScene, render_arguments
+from agents.film.inputs import StagedMedia, clip_info, stage_media
+from agents.film.subtitles import Cue, timed_cues, to_webvtt
+from agents.film.timeline import TRANSITION_SECONDS, Timeline, check_film, plan_timeline
+from agents.film.types import FilmInput, RenderedFilm, RenderLimits
+from agents.media.probe import normalise_image
+
+VIDEO_NAME = "film.mp4"
+POSTER_NAME = "poster.jpg"
+SUBTITLES_NAME = "subtitles.vtt"
+_SCRATCH_PREFIX = ".render-"
+_PROBE_SECONDS = 30.0  # reading a clip's header, or taking the poster frame
+
+
+def _sweep(workdir: Path) -> None:
+    """Remove what an earlier, killed attempt left: scratch folders and finished names."""
+    for stale in workdir.glob(f"{_SCRATCH_PREFIX}*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    for name in (VIDEO_NAME, POSTER_NAME, SUBTITLES_NAME):
+        (workdir / name).unlink(missing_ok=True)
+
+
+class _Render:
+    """One render's scratch folder, ffmpeg and limits."""
+
+    def __init__(self, film: FilmInput, scratch: Path, limits: RenderLimits, info: FfmpegInfo,
+                 should_stop: Callable[[], bool] | None) -> None:
+        self.film = film
+        self.scratch = scratch
+        self.limits = limits
+        self.info = info
+        self.should_stop = should_stop
+
+    def check_stop(self) -> None:
+        if self.should_stop is not None and self.should_stop():
+            raise RenderStopped("the render was asked to stop")
+
+    def probe(self, args: list[str]) -> list[str]:
+        return run_ffmpeg(self.info.path, args, cwd=self.scratch, limits=self.limits,
+                          wall_seconds=_PROBE_SECONDS, loglevel="info", check=False)
+
+    def stage_intro(self) -> tuple[StagedMedia | None, float, bool]:
+        if self.film.intro_clip is None:
+            return None, 0.0, False
+        what = "The intro clip"
+        staged = stage_media(self.film.intro_clip, self.scratch, "intro",
+                             max_bytes=self.limits.max_media_bytes, what=what)
+        info = clip_info(staged, self.probe, what)
+        if not info.has_video:
+            raise AgentError("media_rejected", f"{what} was rejected: it has no video.",
+                             retryable=False)
+        return staged, info.seconds, info.has_audio
+
+    def stage_scenes(self, timeline: Timeline) -> tuple[StagedScene, ...]:
+        size = (self.film.width, self.film.height)
+        staged = []
+        for number, (scene, timing) in enumerate(
+            zip(self.film.scenes, timeline.scenes, strict=True)
+        ):
+            where = f"Scene {number + 1} (chapter {scene.chapter_id})"
+            images = []
+            for k, source in enumerate(scene.images[: len(timing.clip_frames)]):
+                self.check_stop()
+                name = f"image-{number:03d}-{k}.jpg"
+                try:
+                    normalise_image(source, self.scratch / name, size, self.limits.image_caps)
+                except AgentError as exc:
+                    raise AgentError(exc.code, f"{where}: {exc.message}",
+                                     retryable=exc.retryable) from exc
+                images.append(name)
+            narration = None
+            if scene.narration is not None:
+                narration = stage_media(scene.narration, self.scratch, f"narration-{number:03d}",
+                                        max_bytes=self.limits.max_media_bytes,
+                                        what=f"{where}: the narration")
+            staged.append(StagedScene(tuple(images), narration, scene.transition))
+        return tuple(staged)
+
+    def subtitles(self, timeline: Timeline) -> str | None:
+        cues: list[Cue] = []
+        for scene, timing in zip(self.film.scenes, timeline.scenes, strict=True):
+            cues += timed_cues(scene.text, timing.voice_start, timing.voice_end)
+        (self.scratch / SUBTITLES_NAME).write_text(to_webvtt(cues), encoding="utf-8")
+        return SUBTITLES_NAME if cues else None
+
+    def poster(self, video: str, timeline: Timeline) -> str:
+        first = timeline.scenes[0]
+        # Past the film's fade-in (or the transition from the intro), well inside the scene.
+        at = timeline.seconds(first.start_frame) + min(
+            TRANSITION_SECONDS + 0.7, timeline.seconds(first.frames) / 2)
+        name = "poster.part.jpg"
+        run_ffmpeg(self.info.path, [
+            "-ss", f"{at:.3f}", "-protocol_whitelist", "file", "-f", "mov", "-i", video,
+            "-frames:v", "1", "-q:v", "3", "-update", "1", "-f", "image2", "-y", name,
+        ], cwd=self.scratch, limits=self.limits, wall_seconds=_PROBE_SECONDS)
+        return name
+
+
+def render_film(
+    film: FilmInput,
+    workdir: Path,
+    *,
+    limits: RenderLimits | None = None,
+    on_progress: Callable[[float], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    ffmpeg: FfmpegInfo | None = None,
+) -> RenderedFilm:
+    """Render ``film`` into ``workdir`` (``film.mp4``, ``poster.jpg``, ``subtitles.vtt``).
+
+    Raises ``AgentError`` (``invalid_input``, ``media_rejected``, ``render_timeout``,
+    ``render_failed``, ``render_unavailable``) or ``RenderStopped``.
+    """
+    limits = limits or RenderLimits()
+    check_film(film, limits)
+    info = ffmpeg or ffmpeg_info()
+    workdir.mkdir(parents=True, exist_ok=True)
+    _sweep(workdir)
+    scratch = Path(tempfile.mkdtemp(prefix=_SCRATCH_PREFIX, dir=workdir))
+    try:
+        render = _Render(film, scratch, limits, info, should_stop)
+        intro, intro_seconds, intro_has_audio = render.stage_intro()
+        timeline = plan_timeline(film, limits, intro_seconds=intro_seconds)
+        scenes = render.stage_scenes(timeline)
+        music = None
+        if film.music is not None:
+            music = stage_media(film.music, scratch, "music", max_bytes=limits.max_media_bytes,
+                                what="The music track")
+        staged = StagedFilm(scenes, film.width, film.height, intro, intro_has_audio, music,
+                            render.subtitles(timeline))
+        render.check_stop()
+        video = "film.part.mp4"
+        run_ffmpeg(info.path, render_arguments(staged, timeline, video, threads=limits.threads),
+                   cwd=scratch, limits=limits, total_seconds=timeline.total_seconds,
+                   on_progress=on_progress, should_stop=should_stop)
+        poster = render.poster(video, timeline)
+        os.replace(scratch / SUBTITLES_NAME, workdir / SUBTITLES_NAME)
+        os.replace(scratch / poster, workdir / POSTER_NAME)
+        os.replace(scratch / video, workdir / VIDEO_NAME)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return RenderedFilm(
+        video=workdir / VIDEO_NAME,
+        poster=workdir / POSTER_NAME,
+        subtitles=workdir / SUBTITLES_NAME,
+        duration_seconds=round(timeline.total_seconds, 3),
+        width=film.width,
+        height=film.height,
+        size_bytes=(workdir / VIDEO_NAME).stat().st_size,
+        scenes=timeline.spans(tuple(scene.chapter_id for scene in film.scenes)),
+        has_music=music is not None,
+        has_narration=any(scene.narration is not None for scene in film.scenes),
+        ffmpeg_version=info.version,
+    )
