@@ -26,7 +26,9 @@ result_backend = None
 
 # Queues sized per timeout class; each may get its own worker pool in production.
 # ``webhooks``: job webhook deliveries, kept apart so a slow receiver never holds a job worker.
-QUEUE_NAMES = ("transcription", "illustration", "story", "batch", "maintenance", "webhooks")
+# ``render``: CPU-bound film renders (ffmpeg), on workers of their own, one at a time each.
+QUEUE_NAMES = ("transcription", "illustration", "story", "speech", "render", "batch",
+               "maintenance", "webhooks")
 # Explicit exchange + routing key per queue: left implicit, every queue binds to the default
 # queue's key and a message would be copied into all of them.
 task_queues = tuple(
@@ -39,6 +41,9 @@ task_routes = {
         ("lifetales.transcribe_audio", "transcription"),
         ("lifetales.generate_illustration", "illustration"),
         ("lifetales.build_story", "story"),
+        ("lifetales.narrate_text", "speech"),
+        ("lifetales.make_film", "story"),
+        ("lifetales.render_film", "render"),
         ("lifetales.run_story_batch", "batch"),
         ("lifetales.reap_stale_jobs", "maintenance"),
         ("lifetales.deliver_webhook", "webhooks"),
@@ -52,6 +57,10 @@ TIME_LIMITS = {
     "transcription": (40, 50),
     "illustration": (55, 65),
     "story": (75, 90),
+    "speech": (75, 90),
+    # Sized for minutes: the ffmpeg run's own limit (RENDER_TIMEOUT_SECONDS, 900 s) plus
+    # fetching the pictures and uploading the film.
+    "render": (1020, 1080),
     "batch": (120, 150),
     "maintenance": (60, 90),
     # One attempt: DNS + connect (3 s) + read (10 s) by default, far below these.

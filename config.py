@@ -93,6 +93,7 @@ class RateLimitSettings:
     transcription: str = "10/minute"  # per user
     story: str = "3/hour"  # per user
     illustration: str = "30/hour"  # per user
+    film: str = "5/hour"  # per user
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RateLimitSettings:
@@ -106,6 +107,7 @@ class RateLimitSettings:
             transcription=_rate_limit(env, "RATE_LIMIT_TRANSCRIPTIONS", d.transcription),
             story=_rate_limit(env, "RATE_LIMIT_STORIES", d.story),
             illustration=_rate_limit(env, "RATE_LIMIT_ILLUSTRATIONS", d.illustration),
+            film=_rate_limit(env, "RATE_LIMIT_FILMS", d.film),
         )
 
 

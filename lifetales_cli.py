@@ -21,12 +21,15 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-QUEUES = "transcription,illustration,story,maintenance,webhooks"
+QUEUES = "transcription,illustration,story,speech,maintenance,webhooks"
 # Batch regenerations run in a worker process of their own with a few threads (as the Procfile's
 # worker_batch): however long the batch, it never holds the threads (or the GIL) that users'
 # transcriptions need.
 BATCH_QUEUES = "batch"
 BATCH_CONCURRENCY = 4
+# Film renders are CPU-bound (ffmpeg): a worker process of their own, RENDER_CONCURRENCY (1)
+# films at a time, so a render never starves the I/O queues' threads.
+RENDER_QUEUES = "render"
 
 
 def migrate() -> None:
@@ -49,7 +52,8 @@ def api_workers() -> int:
     return max(1, env_int(os.environ, "WEB_CONCURRENCY", default))
 
 
-def _platform_commands(port: int, concurrency: int, with_worker: bool) -> list[list[str]]:
+def _platform_commands(port: int, concurrency: int, with_worker: bool,
+                       render_concurrency: int = 1) -> list[list[str]]:
     bin_dir = Path(sys.executable).parent
     commands = [
         [
@@ -77,6 +81,8 @@ def _platform_commands(port: int, concurrency: int, with_worker: bool) -> list[l
         commands.append(_worker_command(bin_dir, QUEUES, concurrency, "--beat"))
         commands.append(_worker_command(bin_dir, BATCH_QUEUES, BATCH_CONCURRENCY,
                                         "--hostname", "batch@%h"))
+        commands.append(_worker_command(bin_dir, RENDER_QUEUES, render_concurrency,
+                                        "--hostname", "render@%h"))
     return commands
 
 
@@ -105,7 +111,8 @@ def run(port: int, concurrency: int, with_worker: bool) -> int:
     env = {**os.environ, "PORT": str(port), "LIFETALES_VAR_DIR": str(var_dir)}
     children = [
         subprocess.Popen(cmd, env=env)  # noqa: S603 - our own gunicorn/celery
-        for cmd in _platform_commands(port, concurrency, with_worker)
+        for cmd in _platform_commands(port, concurrency, with_worker,
+                                      settings.film.render_concurrency)
     ]
 
     stopping = False

@@ -87,6 +87,16 @@ MODEL_COST = Counter(
     "Estimated cost in USD at the list prices of config.MODEL_PRICES_USD_PER_MTOK.",
     ["agent", "model"],
 )
+RENDER_SECONDS = Histogram(
+    "lifetales_render_seconds",
+    "Wall time of one film render (ffmpeg), per render job.",
+    buckets=(1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 900),
+)
+FILM_SECONDS = Histogram(
+    "lifetales_film_seconds",
+    "Duration of each rendered film; rate against lifetales_render_seconds for the render speed.",
+    buckets=(10, 30, 60, 120, 180, 300, 600, 900),
+)
 CACHE_LOOKUPS = Counter(
     "lifetales_cache_lookups",
     "Agent result cache lookups, by agent and result: hit, miss (this job computes it), joined "
@@ -181,6 +191,11 @@ def observe_job_finished(kind: str, status: str, submitted_at: datetime | None) 
 def observe_queue_wait(kind: str, due_at: datetime | None, claimed_at: datetime | None) -> None:
     if due_at is not None and claimed_at is not None:
         JOB_QUEUE_WAIT.labels(kind).observe(max(0.0, (claimed_at - due_at).total_seconds()))
+
+
+def observe_render(render_seconds: float, film_seconds: float) -> None:
+    RENDER_SECONDS.observe(render_seconds)
+    FILM_SECONDS.observe(film_seconds)
 
 
 def observe_retry(kind: str, code: str) -> None:

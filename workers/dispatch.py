@@ -26,6 +26,9 @@ TASKS: dict[str, tuple[str, str]] = {
     "illustration": ("lifetales.generate_illustration", "illustration"),
     "story": ("lifetales.build_story", "story"),
     "story_batch": ("lifetales.run_story_batch", "batch"),
+    "narration": ("lifetales.narrate_text", "speech"),
+    "film": ("lifetales.make_film", "story"),
+    "render": ("lifetales.render_film", "render"),
 }
 
 _PENDING = "lifetales.pending_tasks"

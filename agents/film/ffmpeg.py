@@ -110,8 +110,8 @@ def ffmpeg_info(configured: str | None = None) -> FfmpegInfo:
 def _child_env() -> dict[str, str]:
     # Nothing of the worker's environment (API keys, database URLs) reaches ffmpeg. Two malloc
     # arenas keep its address space, which RLIMIT_AS counts, close to what it really uses.
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C",
-            "MALLOC_ARENA_MAX": "2"}
+    # ffmpeg is started by its full path; the shim finds nothing else on PATH.
+    return {"PATH": os.defpath, "LC_ALL": "C", "MALLOC_ARENA_MAX": "2"}
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

@@ -5,6 +5,7 @@ from api.resources import (
     auth,
     batches,
     events,
+    films,
     health,
     jobs,
     notes,
@@ -16,5 +17,5 @@ from api.resources import (
 )
 
 # Registration order is the order of the OpenAPI document.
-ALL = (health, auth, settings, spaces, notes, transcriptions, stories, jobs, events, admin,
-       batches, webhooks)
+ALL = (health, auth, settings, spaces, notes, transcriptions, stories, films, jobs, events,
+       admin, batches, webhooks)

@@ -1,5 +1,16 @@
 """Celery tasks, one module per job kind. Importing this package registers them all."""
 
-from workers.tasks import batch, illustration, maintenance, story, transcription, webhooks
+from workers.tasks import (
+    batch,
+    film,
+    illustration,
+    maintenance,
+    render,
+    story,
+    transcription,
+    webhooks,
+)
 
-__all__ = ["batch", "illustration", "maintenance", "story", "transcription", "webhooks"]
+__all__ = [
+    "batch", "film", "illustration", "maintenance", "render", "story", "transcription", "webhooks",
+]
