@@ -110,7 +110,7 @@ def test_a_missing_scene_gets_one_corrective_retry(
     result = writer.write(CHAPTERS, "Porto", "neutral")
 
     assert [s.chapter_id for s in result.script.scenes] == ["c-1", "c-2", "c-3"]
-    first, second = fake_gemini.requests
+    _, second = fake_gemini.requests
     assert "no scene for chapter(s) c-2" in second.prompt_text
     assert "c-1, c-2, c-3" in second.prompt_text
     assert result.usage.calls == 2
