@@ -26,7 +26,10 @@ result_backend = None
 
 # Queues sized per timeout class; each may get its own worker pool in production.
 # ``webhooks``: job webhook deliveries, kept apart so a slow receiver never holds a job worker.
-QUEUE_NAMES = ("transcription", "illustration", "story", "batch", "maintenance", "webhooks")
+# ``speech``: narrations (text to speech), longer I/O like stories.
+QUEUE_NAMES = (
+    "transcription", "illustration", "story", "speech", "batch", "maintenance", "webhooks",
+)
 # Explicit exchange + routing key per queue: left implicit, every queue binds to the default
 # queue's key and a message would be copied into all of them.
 task_queues = tuple(
@@ -39,6 +42,7 @@ task_routes = {
         ("lifetales.transcribe_audio", "transcription"),
         ("lifetales.generate_illustration", "illustration"),
         ("lifetales.build_story", "story"),
+        ("lifetales.narrate_text", "speech"),
         ("lifetales.run_story_batch", "batch"),
         ("lifetales.reap_stale_jobs", "maintenance"),
         ("lifetales.deliver_webhook", "webhooks"),
@@ -47,11 +51,12 @@ task_routes = {
 }
 
 # Soft limit raises inside the task (the job is recorded as timed out); the hard limit kills it.
-# Each is above its agent's own HTTP timeout (30/45/60 s) so the SDK gives up first.
+# Each is above its agent's own HTTP timeout (30/45/60/60 s) so the SDK gives up first.
 TIME_LIMITS = {
     "transcription": (40, 50),
     "illustration": (55, 65),
     "story": (75, 90),
+    "speech": (75, 90),
     "batch": (120, 150),
     "maintenance": (60, 90),
     # One attempt: DNS + connect (3 s) + read (10 s) by default, far below these.

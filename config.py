@@ -93,6 +93,7 @@ class RateLimitSettings:
     transcription: str = "10/minute"  # per user
     story: str = "3/hour"  # per user
     illustration: str = "30/hour"  # per user
+    narration: str = "60/hour"  # per user: POST /narrations
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RateLimitSettings:
@@ -106,6 +107,7 @@ class RateLimitSettings:
             transcription=_rate_limit(env, "RATE_LIMIT_TRANSCRIPTIONS", d.transcription),
             story=_rate_limit(env, "RATE_LIMIT_STORIES", d.story),
             illustration=_rate_limit(env, "RATE_LIMIT_ILLUSTRATIONS", d.illustration),
+            narration=_rate_limit(env, "RATE_LIMIT_NARRATIONS", d.narration),
         )
 
 
@@ -376,7 +378,7 @@ def env_int(env: Mapping[str, str], name: str, default: int) -> int:
 def _attempts_by_kind(env: Mapping[str, str]) -> dict[str, int]:
     """JOB_MAX_ATTEMPTS_<KIND> overrides, e.g. fewer retries for interactive transcriptions."""
     overrides = {}
-    for kind in ("transcription", "story", "illustration"):
+    for kind in ("transcription", "story", "illustration", "narration"):
         attempts = env_int(env, f"JOB_MAX_ATTEMPTS_{kind.upper()}", 0)
         if attempts > 0:
             overrides[kind] = attempts

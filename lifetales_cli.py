@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-QUEUES = "transcription,illustration,story,maintenance,webhooks"
+QUEUES = "transcription,illustration,story,speech,maintenance,webhooks"
 # Batch regenerations run in a worker process of their own with a few threads (as the Procfile's
 # worker_batch): however long the batch, it never holds the threads (or the GIL) that users'
 # transcriptions need.

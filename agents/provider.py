@@ -8,12 +8,19 @@ from typing import Literal, Protocol, runtime_checkable
 
 from agents.config import AgentSettings
 from agents.illustration import GeminiIllustrator
-from agents.offline import OfflineIllustrator, OfflineStoryBuilder, OfflineTranscriber
+from agents.offline import (
+    OfflineIllustrator,
+    OfflineNarrator,
+    OfflineStoryBuilder,
+    OfflineTranscriber,
+)
+from agents.speech import GeminiNarrator
 from agents.story_builder import GeminiStoryBuilder
 from agents.transcription import GeminiTranscriber
 from agents.types import (
     ImageResult,
     NoteInput,
+    SpeechResult,
     StoryResult,
     StorySettings,
     StoryStreamItem,
@@ -74,14 +81,31 @@ class Illustrator(Protocol):
     def illustrate(self, prompt: str, style: str) -> ImageResult: ...
 
 
+@runtime_checkable
+class Narrator(Protocol):
+    """A text, a voice style (``agents.types.VOICE_STYLES``) and optionally a BCP 47 language
+    in, spoken audio out as a WAV file."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def prompt_version(self) -> str: ...
+
+    def narrate(
+        self, text: str, voice_style: str, language: str | None = None
+    ) -> SpeechResult: ...
+
+
 @dataclass(frozen=True)
 class Provider:
-    """The three agents of one provider; ``mode`` is what /ready and logs report."""
+    """The agents of one provider; ``mode`` is what /ready and logs report."""
 
     mode: ProviderMode
     transcriber: Transcriber
     story_builder: StoryBuilder
     illustrator: Illustrator
+    narrator: Narrator
 
 
 def build_provider(settings: AgentSettings) -> Provider:
@@ -92,10 +116,12 @@ def build_provider(settings: AgentSettings) -> Provider:
             transcriber=GeminiTranscriber(settings),
             story_builder=GeminiStoryBuilder(settings),
             illustrator=GeminiIllustrator(settings),
+            narrator=GeminiNarrator(settings),
         )
     return Provider(
         mode="offline",
         transcriber=OfflineTranscriber(),
         story_builder=OfflineStoryBuilder(),
         illustrator=OfflineIllustrator(),
+        narrator=OfflineNarrator(),
     )

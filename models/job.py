@@ -21,7 +21,7 @@ from sqlalchemy.orm.util import identity_key
 
 from models.base import Base, utcnow
 
-JOB_KINDS = ("transcription", "story", "illustration", "story_batch")
+JOB_KINDS = ("transcription", "story", "illustration", "story_batch", "narration")
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "expired")
 # ``expired``: its deadline passed before it started (a job stopped mid-run by its deadline ends
 # ``canceled`` with reason ``deadline``).

@@ -26,6 +26,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "illustration": ("lifetales.generate_illustration", "illustration"),
     "story": ("lifetales.build_story", "story"),
     "story_batch": ("lifetales.run_story_batch", "batch"),
+    "narration": ("lifetales.narrate_text", "speech"),
 }
 
 _PENDING = "lifetales.pending_tasks"

@@ -7,6 +7,7 @@ from api.resources import (
     events,
     health,
     jobs,
+    narrations,
     notes,
     settings,
     spaces,
@@ -16,5 +17,5 @@ from api.resources import (
 )
 
 # Registration order is the order of the OpenAPI document.
-ALL = (health, auth, settings, spaces, notes, transcriptions, stories, jobs, events, admin,
-       batches, webhooks)
+ALL = (health, auth, settings, spaces, notes, transcriptions, stories, narrations, jobs, events,
+       admin, batches, webhooks)

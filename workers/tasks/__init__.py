@@ -1,5 +1,14 @@
 """Celery tasks, one module per job kind. Importing this package registers them all."""
 
-from workers.tasks import batch, illustration, maintenance, story, transcription, webhooks
+from workers.tasks import (
+    batch,
+    illustration,
+    maintenance,
+    narration,
+    story,
+    transcription,
+    webhooks,
+)
 
-__all__ = ["batch", "illustration", "maintenance", "story", "transcription", "webhooks"]
+__all__ = ["batch", "illustration", "maintenance", "narration", "story", "transcription",
+           "webhooks"]
