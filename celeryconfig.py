@@ -52,7 +52,7 @@ task_routes = {
 }
 
 # Soft limit raises inside the task (the job is recorded as timed out); the hard limit kills it.
-# Each is above its agent's own HTTP timeout (30/45/60 s) so the SDK gives up first.
+# Each is above its agent's own HTTP timeout (30/45/60/60 s) so the SDK gives up first.
 TIME_LIMITS = {
     "transcription": (40, 50),
     "illustration": (55, 65),

@@ -94,6 +94,7 @@ class RateLimitSettings:
     story: str = "3/hour"  # per user
     illustration: str = "30/hour"  # per user
     film: str = "5/hour"  # per user
+    narration: str = "60/hour"  # per user: POST /narrations
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RateLimitSettings:
@@ -108,6 +109,7 @@ class RateLimitSettings:
             story=_rate_limit(env, "RATE_LIMIT_STORIES", d.story),
             illustration=_rate_limit(env, "RATE_LIMIT_ILLUSTRATIONS", d.illustration),
             film=_rate_limit(env, "RATE_LIMIT_FILMS", d.film),
+            narration=_rate_limit(env, "RATE_LIMIT_NARRATIONS", d.narration),
         )
 
 

@@ -8,13 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import math
+import shutil
+import subprocess
+import tempfile
 import textwrap
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
 from PIL import Image, ImageDraw, ImageFont
 
+from agents.errors import AgentError
 from agents.film_script import (
     SCENE_MAX_S,
     WORDS_PER_SECOND,
@@ -22,6 +27,13 @@ from agents.film_script import (
     estimated_seconds,
 )
 from agents.illustration import check_illustration_input
+from agents.speech import (
+    WAV_MIME_TYPE,
+    check_speech_input,
+    spoken_seconds,
+    wav_bytes,
+    wav_duration,
+)
 from agents.story_builder import (
     ONE_SECTION_PER_NOTE_MODES,
     check_story_input,
@@ -37,6 +49,7 @@ from agents.types import (
     NoteInput,
     ScriptResult,
     ScriptScene,
+    SpeechResult,
     StoryResult,
     StorySettings,
     StoryStreamItem,
@@ -44,6 +57,8 @@ from agents.types import (
     Usage,
     VideoScript,
 )
+
+log = logging.getLogger(__name__)
 
 OFFLINE_MODEL = "offline"
 IMAGE_WIDTH, IMAGE_HEIGHT = 800, 600  # 4:3, like the Gemini illustrations
@@ -285,3 +300,70 @@ class OfflineScriptWriter:
             scenes=tuple(scenes),
         )
         return ScriptResult(script, _usage())
+# espeak-ng's speed (words a minute; its default 175) and pitch (0-99; default 50) per voice
+# style: the offline stand-in for the Gemini voices and their director's notes.
+ESPEAK_STYLES: dict[str, tuple[int, int]] = {
+    "serious": (150, 35),
+    "calm": (135, 45),
+    "warm": (155, 58),
+    "storyteller": (160, 50),
+}
+ESPEAK_TIMEOUT_S = 60  # 5,000 characters take espeak-ng about 2 s
+SILENCE_RATE = 24_000  # the rate of Gemini's speech
+MIN_SILENCE_S = 0.5
+
+
+class OfflineNarrator:
+    """Speaks with espeak-ng when it is installed; otherwise answers silence as long as the text
+    would take to say (``agents.speech.CHARS_PER_SECOND``, 15 characters a second, at least
+    half a second). Deterministic either way: same text and style, same bytes."""
+
+    model = OFFLINE_MODEL
+
+    def __init__(self, espeak: str | None = None, *, find_espeak: bool = True) -> None:
+        """``espeak``: the espeak-ng binary; with none given it is looked up on the PATH
+        unless ``find_espeak`` is False (then every narration is silent)."""
+        self.espeak = espeak or (shutil.which("espeak-ng") if find_espeak else None)
+
+    @property
+    def prompt_version(self) -> str:
+        # Spoken and silent narrations of one text differ: never let one answer for the other.
+        return "offline-speech-espeak-v1" if self.espeak else "offline-speech-silent-v1"
+
+    def narrate(self, text: str, voice_style: str, language: str | None = None) -> SpeechResult:
+        """A WAV of the text spoken by espeak-ng, or of silence of its spoken length."""
+        spoken = check_speech_input(text, voice_style, language)
+        if self.espeak:
+            data = self._espeak(spoken, voice_style, language)
+        else:
+            frames = round(max(MIN_SILENCE_S, spoken_seconds(spoken)) * SILENCE_RATE)
+            data = wav_bytes(bytes(2 * frames), SILENCE_RATE)
+        return SpeechResult(data=data, mime_type=WAV_MIME_TYPE,
+                            duration_seconds=wav_duration(data), usage=_usage())
+
+    def _espeak(self, text: str, voice_style: str, language: str | None) -> bytes:
+        assert self.espeak is not None
+        speed, pitch = ESPEAK_STYLES[voice_style]
+        # The language's own voice, else its primary subtag's (pt-BR -> pt), else espeak's own.
+        voices: list[str | None] = [language, language.split("-")[0]] if language else []
+        voices.append(None)
+        with tempfile.TemporaryDirectory(prefix="lifetales-espeak-") as tmp:
+            out = f"{tmp}/narration.wav"
+            for voice in dict.fromkeys(voices):
+                # The text goes through stdin: a text starting with "-" is never an option.
+                command = [self.espeak, "--stdin", "-s", str(speed), "-p", str(pitch), "-w", out,
+                           *(["-v", voice.lower()] if voice else [])]
+                try:
+                    done = subprocess.run(  # noqa: S603 - an argument list, no shell
+                        command, input=text.encode(), capture_output=True,
+                        timeout=ESPEAK_TIMEOUT_S, check=False)
+                except subprocess.TimeoutExpired as exc:
+                    raise AgentError("upstream_timeout", "espeak-ng did not finish in time.",
+                                     retryable=True) from exc
+                if done.returncode == 0:
+                    with open(out, "rb") as audio:
+                        return audio.read()
+                log.info("espeak-ng refused a voice", extra={
+                    "voice": voice, "detail": done.stderr.decode(errors="replace")[:200]})
+        raise AgentError("upstream_unavailable", "espeak-ng could not speak the narration.",
+                         retryable=False)

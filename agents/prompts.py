@@ -228,3 +228,57 @@ def illustration_prompt(prompt: str, style: str) -> str:
     """Apply a known style's template to a scene description."""
     scene = ILLUSTRATION_STYLE_TEMPLATES[style].format(prompt=prompt.strip())
     return f"{scene}\n{ILLUSTRATION_SUFFIX}"
+
+
+# --- Speech (narration) --------------------------------------------------------------------
+
+SPEECH_PROMPT_VERSION = "speech-v1"
+
+# Each voiceStyle is a prebuilt voice and director's notes on its delivery. The voices are
+# Google's prebuilt TTS voices, chosen by the character Google's voice list gives each
+# (read 2026-12-01): Charon "Informative", Vindemiatrix "Gentle", Sulafat "Warm", Gacrux
+# "Mature". Bump SPEECH_PROMPT_VERSION when a voice or a note changes.
+SPEECH_VOICES: Mapping[str, str] = MappingProxyType(
+    {"serious": "Charon", "calm": "Vindemiatrix", "warm": "Sulafat", "storyteller": "Gacrux"}
+)
+
+SPEECH_STYLE_NOTES: Mapping[str, str] = MappingProxyType(
+    {
+        "serious": (
+            "Style: serious and composed, like a documentary narrator; steady and clear, "
+            "without dramatizing.\nPace: measured."
+        ),
+        "calm": (
+            "Style: calm and soothing, soft and relaxed, never rushed.\n"
+            "Pace: slow, with unhurried pauses between sentences."
+        ),
+        "warm": (
+            "Style: warm and friendly, close to the listener, with a gentle smile in the "
+            "voice.\nPace: natural and relaxed."
+        ),
+        "storyteller": (
+            "Style: an engaging storyteller reading an audiobook: expressive and vivid, the "
+            "tone following the mood of each moment.\nPace: natural, slowing down for the "
+            "moments that matter."
+        ),
+    }
+)
+
+# Google's TTS prompting guide: director's notes about the delivery, then the transcript under
+# its own heading; the model speaks only the transcript. The fake Gemini relies on this heading
+# to know which words are spoken (tests/fakes/gemini_speech.py).
+SPEECH_TRANSCRIPT_HEADING = "#### TRANSCRIPT"
+
+SPEECH_INSTRUCTION = (
+    "Read the transcript below aloud as a narration, exactly as written, following the "
+    "director's notes. Do not read the notes or the headings aloud."
+)
+
+
+def speech_prompt(text: str, voice_style: str, language: str | None = None) -> str:
+    """The TTS prompt: how to speak (a known voice style), then the words to speak."""
+    notes = SPEECH_STYLE_NOTES[voice_style]
+    if language:
+        notes += f"\nLanguage: speak in the language tagged {language} (BCP 47)."
+    return (f"{SPEECH_INSTRUCTION}\n\n### DIRECTOR'S NOTES\n{notes}\n\n"
+            f"{SPEECH_TRANSCRIPT_HEADING}\n{text.strip()}")

@@ -11,10 +11,12 @@ from agents.film_script import GeminiScriptWriter
 from agents.illustration import GeminiIllustrator
 from agents.offline import (
     OfflineIllustrator,
+    OfflineNarrator,
     OfflineScriptWriter,
     OfflineStoryBuilder,
     OfflineTranscriber,
 )
+from agents.speech import GeminiNarrator
 from agents.story_builder import GeminiStoryBuilder
 from agents.transcription import GeminiTranscriber
 from agents.types import (
@@ -22,6 +24,7 @@ from agents.types import (
     ImageResult,
     NoteInput,
     ScriptResult,
+    SpeechResult,
     StoryResult,
     StorySettings,
     StoryStreamItem,
@@ -95,6 +98,22 @@ class ScriptWriter(Protocol):
     def write(self, chapters: Sequence[ChapterInput], title: str, tone: str) -> ScriptResult: ...
 
 
+@runtime_checkable
+class Narrator(Protocol):
+    """A text, a voice style (``agents.types.VOICE_STYLES``) and optionally a BCP 47 language
+    in, spoken audio out as a WAV file."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def prompt_version(self) -> str: ...
+
+    def narrate(
+        self, text: str, voice_style: str, language: str | None = None
+    ) -> SpeechResult: ...
+
+
 @dataclass(frozen=True)
 class Provider:
     """The agents of one provider; ``mode`` is what /ready and logs report."""
@@ -104,6 +123,7 @@ class Provider:
     story_builder: StoryBuilder
     illustrator: Illustrator
     script_writer: ScriptWriter
+    narrator: Narrator
 
 
 def build_provider(settings: AgentSettings) -> Provider:
@@ -115,6 +135,7 @@ def build_provider(settings: AgentSettings) -> Provider:
             story_builder=GeminiStoryBuilder(settings),
             illustrator=GeminiIllustrator(settings),
             script_writer=GeminiScriptWriter(settings),
+            narrator=GeminiNarrator(settings),
         )
     return Provider(
         mode="offline",
@@ -122,4 +143,5 @@ def build_provider(settings: AgentSettings) -> Provider:
         story_builder=OfflineStoryBuilder(),
         illustrator=OfflineIllustrator(),
         script_writer=OfflineScriptWriter(),
+        narrator=OfflineNarrator(),
     )

@@ -16,6 +16,11 @@ NARRATIVE_TONES: tuple[str, ...] = (
 STORY_MODES: tuple[str, ...] = ("transcription", "clean", "creative", "chapter")
 IMAGE_STYLES: tuple[str, ...] = ("illustration", "cinematic", "pastel", "realistic")
 VOICE_STYLES: tuple[str, ...] = ("serious", "calm", "warm", "storyteller")
+# The longest text one narration speaks. TTS models take at most 8,192 input tokens and answer
+# at most 16,384 audio tokens (25 a second): 5,000 characters stay under both in any script (at
+# worst about a token a character, as in Chinese or Japanese, plus the prompt's notes) and are
+# about 5.5 minutes of speech at 15 characters a second, far more than a film scene needs.
+MAX_NARRATION_CHARS = 5000
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,16 @@ class ImageResult:
     mime_type: str
     width: int
     height: int
+    usage: Usage
+
+
+@dataclass(frozen=True)
+class SpeechResult:
+    """Spoken audio: a WAV file (``mime_type`` ``audio/wav``) and how long it plays."""
+
+    data: bytes
+    mime_type: str
+    duration_seconds: float
     usage: Usage
 
 

@@ -20,10 +20,12 @@ from marshmallow import ValidationError
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
+from api.ratelimit import charge
 from api.schemas.jobs import MAX_DEADLINE_S, CancelAfterSchema, JobSchema
 from api.state import db, state
 from models import TERMINAL_STATUSES, WEBHOOK_EVENTS, Job
 from models.base import utcnow
+from workers.dispatch import create_job
 from workers.webhooks import WebhookRefused, resolve_target
 
 MAX_WAIT_S = 60
@@ -218,6 +220,23 @@ def submit(
     response = job_response(job, prefer=preferences())
     response.vary.add("Prefer")  # the answer (200 or 202, when) depends on it
     return response
+
+
+def submit_job(owner_id: uuid.UUID, kind: str, payload: dict[str, Any],
+               data: Mapping[str, Any], *, budget: str | None = None) -> Response:
+    """``submit`` of one ``kind`` job of ``payload`` with the body's job options (``data``),
+    charging the user's ``budget`` (the kind's, by default) only when a job is made: an
+    Idempotency-Key replay makes none."""
+    options = job_options(data)
+
+    def create(key: str | None, request_hash: str) -> Job:
+        charge(budget or kind)
+        return create_job(db(), owner_id=owner_id, kind=kind, input=payload,
+                          idempotency_key=key, request_hash=request_hash,
+                          max_attempts=state().settings.attempts_for(kind),
+                          **options.job_args())
+
+    return submit(owner_id, payload, create, options=options)
 
 
 def wait_for_job(job: Job, wait_s: float) -> Job:

@@ -169,7 +169,7 @@ NOT_ID_SCOPED = {
     ("POST", "/auth/password"), ("GET", "/me"),  # the caller's own account
     ("GET", "/settings"), ("PUT", "/settings"),  # the caller's own settings
     ("GET", "/spaces"), ("POST", "/spaces"), ("GET", "/jobs"),  # listings: see the test above
-    ("POST", "/illustrations"),  # creates the caller's own job
+    ("POST", "/illustrations"), ("POST", "/narrations"),  # create the caller's own job
     ("GET", "/webhooks/secret"), ("POST", "/webhooks/secret/rotate"),  # the caller's own secret
     ("GET", "/admin/jobs"),  # the admin role's, 403 to others: test_api_admin.py
 }

@@ -4,7 +4,8 @@ beat prunes them, and stored files nothing refers to any more are deleted.
 What stays: a pruned job is a tombstone (status, timestamps, error, usage — usage is billing)
 with ``data_removed_at`` set and one ``done`` event, so its stream still ends; a note's
 transcription outlives its audio; a story's generated images live as long as the story (they
-are what the user reads), whatever happens to the jobs that drew them.
+are what the user reads), whatever happens to the jobs that drew them. Generated files (drawn
+images, spoken narrations) live while a job result, a cache entry or a domain row refers to them.
 
 Rows are changed first and committed, files deleted after: a failed delete leaves an orphan
 file the next sweep retries, never a row pointing at a missing file.
@@ -16,7 +17,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -46,13 +47,13 @@ log = logging.getLogger(__name__)
 BATCH = 500
 # A LIKE per key: keep one query's list of them short.
 REFERENCE_BATCH = 100
-# Folders our stores write (api/media_intake.py: ``<kind>/<media id>``; illustration jobs:
-# ``illustrations/<job id>``). Keys elsewhere are not ours to judge, so never swept.
+# Folders our stores write (api/media_intake.py: ``<kind>/<media id>``; generated files, see
+# GENERATED: ``<folder>/<job id>``). Keys elsewhere are not ours to judge, so never swept.
 MEDIA_FOLDERS = ("audio", "image", "video")
 ILLUSTRATIONS = "illustrations"
-_ILLUSTRATION_KEY = re.compile(
-    rf"{ILLUSTRATIONS}/[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}"
-)
+NARRATIONS = "narrations"
+_JOB_ID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_ILLUSTRATION_KEY = re.compile(rf"{ILLUSTRATIONS}/{_JOB_ID}")
 # A pending cache lease this long expired belongs to a job that is long gone.
 STALE_LEASE = timedelta(hours=1)
 
@@ -202,7 +203,7 @@ def sweep_orphans(
     """Delete stored files no row refers to (their note, space or story was deleted, or an
     earlier delete failed). Files stored after ``stored_before`` may belong to work that has
     not committed yet: left for a later sweep."""
-    for folder in (*MEDIA_FOLDERS, ILLUSTRATIONS):
+    for folder in (*MEDIA_FOLDERS, *(generated.folder for generated in GENERATED)):
         batch: list[str] = []
         try:
             for stored in storage.iter_keys(f"{folder}/"):
@@ -233,20 +234,25 @@ def referenced_keys(
     session: Session, keys: Iterable[str], *, now: datetime, include_jobs: bool
 ) -> set[str]:
     """The keys among ``keys`` that something still points at: a media row that was not
-    removed, a chapter, a live cache entry; with ``include_jobs``, also an unfinished job (it
-    may be storing it right now) or a job whose result has not been pruned."""
+    removed, a row showing a generated file (a chapter), a live cache entry; with
+    ``include_jobs``, also an unfinished job (it may be storing it right now) or a job whose
+    result has not been pruned."""
     keys = list(dict.fromkeys(keys))
     media_keys = [k for k in keys if k.split("/", 1)[0] in MEDIA_FOLDERS]
     live: set[str] = set(session.scalars(
         select(Media.storage_key).where(Media.storage_key.in_(media_keys),
                                         Media.removed_at.is_(None))
     )) if media_keys else set()
-    drawn = [k for k in keys if _ILLUSTRATION_KEY.fullmatch(k)]
+    judged = set(media_keys)
+    for generated in GENERATED:
+        made = [k for k in keys if generated.key.fullmatch(k)]
+        judged.update(made)
+        for start in range(0, len(made), REFERENCE_BATCH):
+            batch = made[start:start + REFERENCE_BATCH]
+            live.update(_referenced_generated(session, generated, batch, now=now,
+                                              include_jobs=include_jobs))
     # Anything else (unknown folders, odd names) counts as referenced: never deleted.
-    live.update(k for k in keys if k not in media_keys and k not in drawn)
-    for start in range(0, len(drawn), REFERENCE_BATCH):
-        live.update(_referenced_illustrations(session, drawn[start:start + REFERENCE_BATCH],
-                                              now=now, include_jobs=include_jobs))
+    live.update(k for k in keys if k not in judged)
     return live
 
 
@@ -266,9 +272,35 @@ def shown_in_chapters(session: Session, keys: list[str]) -> set[str]:
     ), keys)
 
 
-def _referenced_illustrations(session: Session, keys: list[str], *, now: datetime,
-                              include_jobs: bool) -> set[str]:
-    live = shown_in_chapters(session, keys)
+def shown_nowhere(session: Session, keys: list[str]) -> set[str]:
+    """For generated files no domain row shows (yet): only jobs and the cache keep them."""
+    return set()
+
+
+@dataclass(frozen=True)
+class GeneratedFolder:
+    """Files the jobs of one kind make, stored as ``<folder>/<job id>``, and the check of the
+    domain rows that show them (``shown_in``: the keys among those given that some row uses)."""
+
+    folder: str
+    job_kind: str
+    shown_in: Callable[[Session, list[str]], set[str]]
+
+    @property
+    def key(self) -> re.Pattern[str]:
+        return re.compile(rf"{self.folder}/{_JOB_ID}")
+
+
+# Narrations will be shown by films (their scenes' audio): give it their check then.
+GENERATED: tuple[GeneratedFolder, ...] = (
+    GeneratedFolder(ILLUSTRATIONS, "illustration", shown_in_chapters),
+    GeneratedFolder(NARRATIONS, "narration", shown_nowhere),
+)
+
+
+def _referenced_generated(session: Session, generated: GeneratedFolder, keys: list[str], *,
+                          now: datetime, include_jobs: bool) -> set[str]:
+    live = generated.shown_in(session, keys)
     live |= _found_in(session.execute(
         select(cast(CacheEntry.value, String))
         .where(CacheEntry.status == "ready",
@@ -281,10 +313,10 @@ def _referenced_illustrations(session: Session, keys: list[str], *, now: datetim
             select(Job.id).where(Job.id.in_(ids), or_(Job.status.not_in(TERMINAL_STATUSES),
                                                       Job.data_removed_at.is_(None)))
         ))
-        # A cached illustration's result points at the file of the job that drew it.
+        # A cached result points at the file of the job that made it.
         live |= _found_in(session.execute(
             select(cast(Job.result, String))
-            .where(Job.kind == "illustration", Job.data_removed_at.is_(None),
+            .where(Job.kind == generated.job_kind, Job.data_removed_at.is_(None),
                    _mentioning(keys, Job.result))
         ), keys)
     return live

@@ -23,7 +23,7 @@ from api.schemas.stories import (
     StoryVersionSchema,
 )
 from api.state import db, state
-from api.submit import SUBMIT_HEADERS, SUBMITTED, job_options, submit
+from api.submit import SUBMIT_HEADERS, SUBMITTED, submit, submit_job
 from models import TERMINAL_STATUSES, Job, Note, Space, Story
 from workers.batch import MAX_NOTES_PER_STORY, story_job_input
 from workers.dispatch import create_job
@@ -51,16 +51,7 @@ class SpaceStory(MethodView):
         overrides = {camelcase(k): v for k, v in (data.get("settings") or {}).items()}
         payload = story_job_input(db(), owner_id=user.id, space_id=space.id,
                                   overrides=overrides, force=data["force"])
-        options = job_options(data)
-
-        def create(key: str | None, request_hash: str) -> Job:
-            charge("story")  # not on an Idempotency-Key replay: that makes no new job
-            return create_job(db(), owner_id=user.id, kind="story", input=payload,
-                              idempotency_key=key, request_hash=request_hash,
-                              max_attempts=state().settings.attempts_for("story"),
-                              **options.job_args())
-
-        return submit(user.id, payload, create, options=options)
+        return submit_job(user.id, "story", payload, data)
 
     @blp.arguments(StoryQuerySchema, location="query")
     @blp.response(200, StorySchema)
@@ -168,13 +159,4 @@ class Illustrations(MethodView):
         """Draw one illustration; the job's result is ``{imageUrl, width, height, mimeType}``."""
         user = current_user()
         payload = {"prompt": data["prompt"], "style": data["style"], "force": data["force"]}
-        options = job_options(data)
-
-        def create(key: str | None, request_hash: str) -> Job:
-            charge("illustration")
-            return create_job(db(), owner_id=user.id, kind="illustration", input=payload,
-                              idempotency_key=key, request_hash=request_hash,
-                              max_attempts=state().settings.attempts_for("illustration"),
-                              **options.job_args())
-
-        return submit(user.id, payload, create, options=options)
+        return submit_job(user.id, "illustration", payload, data)

@@ -4,6 +4,8 @@ Point the SDK at it with ``GOOGLE_GEMINI_BASE_URL=<fake.base_url>``. It answers
 ``POST /{v1|v1beta}/models/{model}:generateContent`` and ``:streamGenerateContent?alt=sse``
 and decides what kind of call it is from the request, as the real model would be asked:
 
+- ``generationConfig.responseModalities`` containing ``AUDIO`` -> ``speech``: inline PCM of
+  the transcript spoken, as Google's TTS models answer (``tests/fakes/gemini_speech.py``);
 - ``generationConfig.responseModalities`` containing ``IMAGE`` -> ``illustration``: an inline
   PNG drawn with Pillow in the requested ``imageConfig.aspectRatio`` (4:3 by default);
 - a JSON response schema with ``scenes`` -> ``script``: a film script, one scene per
@@ -50,6 +52,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image, ImageDraw
 
+from tests.fakes import gemini_speech as speech
 from tests.fakes.gemini_models import (
     ModelCatalog,
     not_found_message,
@@ -58,7 +61,7 @@ from tests.fakes.gemini_models import (
 )
 from tests.fakes.gemini_script import is_script_request, script_answer
 
-KINDS: tuple[str, ...] = ("transcription", "story", "script", "illustration", "text")
+KINDS: tuple[str, ...] = ("transcription", "story", "script", "illustration", "speech", "text")
 ANY_KIND = "any"
 DEFAULT_TRANSCRIPTION = "Hello from the fake Gemini"
 DEFAULT_TEXT_REPLY = "A plain answer from the fake Gemini"
@@ -118,7 +121,7 @@ class RecordedRequest:
     model: str | None
     stream: bool
     status: int | None = None
-    usage: dict[str, int] | None = None
+    usage: dict[str, Any] | None = None
     # The fault served instead of a normal answer: a RANDOM_FAULT_KINDS name for a random one,
     # ``scripted:<action>`` for a scripted one; None for a normal answer.
     fault: str | None = None
@@ -215,7 +218,9 @@ def classify(body: Any) -> str:
     """Which kind of call a generateContent body is (see the module docstring)."""
     config = body.get("generationConfig") if isinstance(body, dict) else None
     config = config if isinstance(config, dict) else {}
-    modalities = [str(m).upper() for m in config.get("responseModalities") or []]
+    modalities = speech.modalities(config)
+    if "AUDIO" in modalities:
+        return "speech"
     if "IMAGE" in modalities:
         return "illustration"
     if is_script_request(config):
@@ -597,7 +602,8 @@ class FakeGemini:
             wire_method = "StreamGenerateContent" if request.stream else method
             return 404, google_error(404, not_found_message(
                 request.model or "", version, wire_method))
-        problem = thinking_error(model, request.generation_config)
+        problem = (speech.modality_error(model.name, request.generation_config)
+                   or thinking_error(model, request.generation_config))
         if problem is not None:
             return 400, google_error(400, problem)
         return None
@@ -676,6 +682,8 @@ class FakeGemini:
     def _answer_parts(self, request: RecordedRequest, fault: _Fault | None) -> list[dict]:
         if fault is not None and fault.action == "reply":
             return [{"text": fault.text or ""}]
+        if request.kind == "speech":
+            return [speech.audio_part(request.prompt_text)]
         if request.kind == "illustration":
             data, _, _ = self._png_b64(request.generation_config.get("imageConfig", {}).get(
                 "aspectRatio"))
@@ -711,6 +719,8 @@ class FakeGemini:
             "candidatesTokenCount": output_tokens,
             "totalTokenCount": prompt_tokens + output_tokens,
         }
+        if request.kind == "speech":
+            usage = speech.usage(prompt_tokens, parts)
         request.usage = usage
         return {
             "candidates": [
