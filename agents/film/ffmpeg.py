@@ -1,8 +1,9 @@
 """Which ffmpeg runs, and running it boxed in: its own process group, limits, no shell.
 
-The binary is, in order: an explicit path (``FFMPEG_BINARY``), the system's ``ffmpeg`` on PATH,
-else the one the ``imageio-ffmpeg`` wheel ships (a static build with libx264 and AAC), so a
-fresh ``make install`` can render with no system package. ffprobe is never needed at run time.
+The binary is, in order: an explicit path (``FFMPEG_BINARY``; ``bundled`` picks the wheel's),
+the system's ``ffmpeg`` on PATH, else the one the ``imageio-ffmpeg`` wheel ships (a static build
+with libx264 and AAC), so a fresh ``make install`` can render with no system package. ffprobe is
+never needed at run time.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import IO
 from agents.errors import AgentError
 from agents.film.types import RenderLimits
 
+BUNDLED = "bundled"  # FFMPEG_BINARY's value for "the wheel's, even if the system has one"
 _VERSION_TIMEOUT_SECONDS = 15.0
 _POLL_SECONDS = 0.1
 _STOP_POLL_SECONDS = 0.5
@@ -94,10 +96,11 @@ def _version(path: str) -> str:
 
 @lru_cache(maxsize=8)
 def ffmpeg_info(configured: str | None = None) -> FfmpegInfo:
-    """The ffmpeg to use (``configured`` path, else system, else the wheel's) and its version."""
-    if configured:
+    """The ffmpeg to use and its version: ``configured`` (a path, or ``bundled`` for the wheel's),
+    else the system's, else the wheel's."""
+    if configured and configured != BUNDLED:
         return FfmpegInfo(configured, "FFMPEG_BINARY", _version(configured))
-    system = shutil.which("ffmpeg")
+    system = None if configured == BUNDLED else shutil.which("ffmpeg")
     if system:
         return FfmpegInfo(system, "system", _version(system))
     bundled = _bundled_ffmpeg()

@@ -12,6 +12,7 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from agents.errors import AgentError
@@ -28,6 +29,7 @@ POSTER_NAME = "poster.jpg"
 SUBTITLES_NAME = "subtitles.vtt"
 _SCRATCH_PREFIX = ".render-"
 _PROBE_SECONDS = 30.0  # reading a clip's header, or taking the poster frame
+_STAGING_THREADS = min(4, os.cpu_count() or 1)
 
 
 def _sweep(workdir: Path) -> None:
@@ -69,29 +71,43 @@ class _Render:
                              retryable=False)
         return staged, info.seconds, info.has_audio
 
+    def _where(self, number: int) -> str:
+        return f"Scene {number + 1} (chapter {self.film.scenes[number].chapter_id})"
+
+    def _normalise(self, number: int, source: Path, name: str) -> None:
+        if self.should_stop is not None and self.should_stop():
+            return  # the caller checks again and stops; no need to decode more photos
+        try:
+            normalise_image(source, self.scratch / name, (self.film.width, self.film.height),
+                            self.limits.image_caps)
+        except AgentError as exc:
+            raise AgentError(exc.code, f"{self._where(number)}: {exc.message}",
+                             retryable=exc.retryable) from exc
+
     def stage_scenes(self, timeline: Timeline) -> tuple[StagedScene, ...]:
-        size = (self.film.width, self.film.height)
-        staged = []
+        """Normalise the photos each scene shows (in parallel: Pillow releases the GIL while it
+        decodes and resizes), copy the narrations."""
+        names: list[list[str]] = []
+        work = []
         for number, (scene, timing) in enumerate(
             zip(self.film.scenes, timeline.scenes, strict=True)
         ):
-            where = f"Scene {number + 1} (chapter {scene.chapter_id})"
-            images = []
-            for k, source in enumerate(scene.images[: len(timing.clip_frames)]):
-                self.check_stop()
-                name = f"image-{number:03d}-{k}.jpg"
-                try:
-                    normalise_image(source, self.scratch / name, size, self.limits.image_caps)
-                except AgentError as exc:
-                    raise AgentError(exc.code, f"{where}: {exc.message}",
-                                     retryable=exc.retryable) from exc
-                images.append(name)
+            shown = scene.images[: len(timing.clip_frames)]
+            names.append([f"image-{number:03d}-{k}.jpg" for k in range(len(shown))])
+            work += [(number, source, name) for source, name in zip(shown, names[-1], strict=True)]
+        with ThreadPoolExecutor(max_workers=_STAGING_THREADS) as pool:
+            # In order, so the first failure reported is the first bad photo of the film.
+            for future in [pool.submit(self._normalise, *item) for item in work]:
+                future.result()
+        self.check_stop()
+        staged = []
+        for number, scene in enumerate(self.film.scenes):
             narration = None
             if scene.narration is not None:
                 narration = stage_media(scene.narration, self.scratch, f"narration-{number:03d}",
                                         max_bytes=self.limits.max_media_bytes,
-                                        what=f"{where}: the narration")
-            staged.append(StagedScene(tuple(images), narration, scene.transition))
+                                        what=f"{self._where(number)}: the narration")
+            staged.append(StagedScene(tuple(names[number]), narration, scene.transition))
         return tuple(staged)
 
     def subtitles(self, timeline: Timeline) -> str | None:

@@ -135,8 +135,9 @@ def normalise_image(
     try:
         with image:
             if probe.format == "JPEG":
-                # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is much larger.
-                image.draft("RGB", (size[0] * 2, size[1] * 2))
+                # libjpeg decodes at 1/2, 1/4 or 1/8 scale, still at least ``size``: a 12 MP
+                # photo for a 720p frame costs a quarter of a full decode.
+                image.draft("RGB", size)
             image.seek(0)  # animated GIF/WebP: the first frame
             image.load()
             upright = ImageOps.exif_transpose(image)
