@@ -1,8 +1,8 @@
 """The one ffmpeg command that renders a film: inputs, filter graph, encoder settings.
 
-Pictures: each normalised photo is one decoded frame that ``zoompan`` turns into a slow zoom or
-pan (Ken Burns) for its share of the scene; a scene's pictures are joined by short cross-fades,
-scenes by the script's transition (``xfade``). A scene without pictures is a plain charcoal
+Pictures: each normalised photo is one frame of an image sequence that ``zoompan`` turns into a
+slow zoom or pan (Ken Burns) for its share of the scene; a scene's pictures are joined by short
+cross-fades, scenes by the script's transition (``xfade``). A scene without pictures is a plain charcoal
 background (``#14141C``). The intro clip, scaled and letter-boxed to the frame, plays first.
 Sound: each narration is placed after the scene's lead-in and padded to the scene's length, the
 segments are joined end to end, and the music bed (looped, faded in and out) is ducked under
@@ -42,7 +42,7 @@ _CENTRE_Y = "(ih-ih/zoom)/2"
 class StagedScene:
     """A scene's files in the scratch folder."""
 
-    images: tuple[str, ...]  # normalised JPEGs
+    pictures: int  # how many of the film's pictures, in turn, this scene shows
     narration: StagedMedia | None
     transition: str
 
@@ -54,6 +54,7 @@ class StagedFilm:
     scenes: tuple[StagedScene, ...]
     width: int
     height: int
+    pictures: str | None = None  # the normalised JPEGs, an image2 pattern counting from 0
     intro: StagedMedia | None = None
     intro_has_audio: bool = False
     music: StagedMedia | None = None
@@ -137,23 +138,40 @@ def _join(graph: _Graph, clips: list[_Clip], fps: int, out: str) -> None:
               + f"concat=n={len(sequence)}:v=1:a=0[{out}]")
 
 
+def _pictures(graph: _Graph, staged: StagedFilm) -> None:
+    """Labels ``pic0``, ``pic1``...: every picture of the film, one frame each.
+
+    One input for them all (not one per photo): ffmpeg 7 and later give each input its own
+    threads, whose stacks count against the memory cap; and a picture is decoded only when
+    its turn comes.
+    """
+    count = sum(scene.pictures for scene in staged.scenes)
+    if not count or staged.pictures is None:
+        return
+    source = graph.input(staged.pictures, "image2", "-pattern_type", "sequence",
+                         "-start_number", "0", "-framerate", "1")
+    outputs = "".join(f"[pic{k}]" for k in range(count))
+    # Converted once, before zoompan, so no frame it makes needs converting again.
+    graph.add(f"[{source}:v]format=yuv420p,split={count}{outputs}")
+
+
 def _scene_clips(graph: _Graph, number: int, scene: StagedScene, timing: SceneTiming,
-                 staged: StagedFilm, timeline: Timeline, picture_index: int) -> list[_Clip]:
+                 staged: StagedFilm, timeline: Timeline, first_picture: int) -> list[_Clip]:
     """The scene's pictures in motion (or its plain background), cross-fading into each other."""
     size = f"{staged.width}x{staged.height}"
     fps = timeline.fps
-    if not scene.images:
+    if not scene.pictures:
         label = f"bg{number}"
         graph.add(f"color=c={BACKGROUND_COLOUR}:s={size}:r={fps},format=yuv420p,"
                   f"trim=end_frame={timing.clip_frames[0]},setsar=1[{label}]")
         return [_Clip(label, timing.clip_frames[0])]
     clips = []
     for k, frames in enumerate(timing.clip_frames):
-        source = graph.input(scene.images[k], "image2", "-pattern_type", "none")
-        z, x, y = _motion(picture_index + k, frames)
+        picture = first_picture + k
+        z, x, y = _motion(picture, frames)
         label = f"p{number}x{k}"
-        # Converted once, before zoompan, so no frame it makes needs converting again.
-        graph.add(f"[{source}:v]format=yuv420p,zoompan=z='{z}':x='{x}':y='{y}':d={frames}:"
+        graph.add(f"[pic{picture}]trim=start_frame={picture}:end_frame={picture + 1},"
+                  f"setpts=PTS-STARTPTS,zoompan=z='{z}':x='{x}':y='{y}':d={frames}:"
                   f"s={size}:fps={fps},setsar=1[{label}]")
         clips.append(_Clip(label, frames, timeline.image_fade_frames))
     return clips
@@ -231,6 +249,7 @@ def render_arguments(staged: StagedFilm, timeline: Timeline, output: str, *,
     if staged.intro is not None:
         intro_source = graph.input(staged.intro.name, staged.intro.demuxer)
         clips.append(_intro_clip(graph, staged, timeline, intro_source))
+    _pictures(graph, staged)
     pictures = 0
     for number, (scene, timing) in enumerate(zip(staged.scenes, timeline.scenes, strict=True)):
         if clips:  # the scene enters over the tail of what came before
@@ -239,7 +258,7 @@ def render_arguments(staged: StagedFilm, timeline: Timeline, output: str, *,
         scene_clips = _scene_clips(graph, number, scene, timing, staged, timeline, pictures)
         clips += scene_clips
         clips[-1] = replace(clips[-1], overlap=0)
-        pictures += len(scene_clips) if scene.images else 0
+        pictures += scene.pictures
     _join(graph, clips, fps, "vjoined")
     total = timeline.total_seconds
     fade_in = "" if staged.intro is not None else f"fade=t=in:st=0:d={FILM_FADE_IN_SECONDS},"

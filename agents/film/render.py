@@ -27,6 +27,7 @@ from agents.media.probe import normalise_image
 VIDEO_NAME = "film.mp4"
 POSTER_NAME = "poster.jpg"
 SUBTITLES_NAME = "subtitles.vtt"
+PICTURES = "picture-%04d.jpg"  # the normalised photos, in the order the film shows them
 _SCRATCH_PREFIX = ".render-"
 _PROBE_SECONDS = 30.0  # reading a clip's header, or taking the poster frame
 _STAGING_THREADS = min(4, os.cpu_count() or 1)
@@ -87,14 +88,14 @@ class _Render:
     def stage_scenes(self, timeline: Timeline) -> tuple[StagedScene, ...]:
         """Normalise the photos each scene shows (in parallel: Pillow releases the GIL while it
         decodes and resizes), copy the narrations."""
-        names: list[list[str]] = []
-        work = []
+        counts: list[int] = []
+        work: list[tuple[int, Path, str]] = []
         for number, (scene, timing) in enumerate(
             zip(self.film.scenes, timeline.scenes, strict=True)
         ):
             shown = scene.images[: len(timing.clip_frames)]
-            names.append([f"image-{number:03d}-{k}.jpg" for k in range(len(shown))])
-            work += [(number, source, name) for source, name in zip(shown, names[-1], strict=True)]
+            counts.append(len(shown))
+            work += [(number, source, PICTURES % (len(work) + k)) for k, source in enumerate(shown)]
         with ThreadPoolExecutor(max_workers=_STAGING_THREADS) as pool:
             # In order, so the first failure reported is the first bad photo of the film.
             for future in [pool.submit(self._normalise, *item) for item in work]:
@@ -107,7 +108,7 @@ class _Render:
                 narration = stage_media(scene.narration, self.scratch, f"narration-{number:03d}",
                                         max_bytes=self.limits.max_media_bytes,
                                         what=f"{self._where(number)}: the narration")
-            staged.append(StagedScene(tuple(names[number]), narration, scene.transition))
+            staged.append(StagedScene(counts[number], narration, scene.transition))
         return tuple(staged)
 
     def subtitles(self, timeline: Timeline) -> str | None:
@@ -159,8 +160,8 @@ def render_film(
         if film.music is not None:
             music = stage_media(film.music, scratch, "music", max_bytes=limits.max_media_bytes,
                                 what="The music track")
-        staged = StagedFilm(scenes, film.width, film.height, intro, intro_has_audio, music,
-                            render.subtitles(timeline))
+        staged = StagedFilm(scenes, film.width, film.height, PICTURES, intro, intro_has_audio,
+                            music, render.subtitles(timeline))
         render.check_stop()
         video = "film.part.mp4"
         run_ffmpeg(info.path, render_arguments(staged, timeline, video, threads=limits.threads),
