@@ -2,8 +2,9 @@
 
 Pictures: each normalised photo is one frame of an image sequence that ``zoompan`` turns into a
 slow zoom or pan (Ken Burns) for its share of the scene; a scene's pictures are joined by short
-cross-fades, scenes by the script's transition (``xfade``). A scene without pictures is a plain charcoal
-background (``#14141C``). The intro clip, scaled and letter-boxed to the frame, plays first.
+cross-fades, scenes by the script's transition (``xfade``). A scene without pictures is a plain
+charcoal background (``#14141C``). The intro clip, scaled and letter-boxed to the frame, plays
+first.
 Sound: each narration is placed after the scene's lead-in and padded to the scene's length, the
 segments are joined end to end, and the music bed (looped, faded in and out) is ducked under
 the voice by a side-chain compressor keyed on it.
