@@ -63,6 +63,20 @@ class FfmpegInfo:
     def to_dict(self) -> dict[str, str]:
         return {"path": self.path, "source": self.source, "version": self.version}
 
+    @property
+    def major(self) -> int | None:
+        """The major version (``5`` of ``5.1.9-0+deb12u1``, ``9`` of ``n9.0.2-17-g...``); None
+        for a build from git (``N-113722-g...``), which is newer than any release."""
+        match = re.match(r"n?(\d+)\.", self.version)
+        return int(match.group(1)) if match else None
+
+    def filter_graph_file(self, name: str) -> list[str]:
+        """The option reading a filter graph from a file: ffmpeg 7 brought ``-/filter_complex``
+        and later releases dropped ``-filter_complex_script``."""
+        if self.major is not None and self.major < 7:
+            return ["-filter_complex_script", name]
+        return ["-/filter_complex", name]
+
 
 class RenderStopped(Exception):
     """``should_stop()`` said stop: ffmpeg was killed (whole group) and its files removed."""
@@ -99,7 +113,8 @@ def ffmpeg_info(configured: str | None = None) -> FfmpegInfo:
     """The ffmpeg to use and its version: ``configured`` (a path, or ``bundled`` for the wheel's),
     else the system's, else the wheel's."""
     if configured and configured != BUNDLED:
-        return FfmpegInfo(configured, "FFMPEG_BINARY", _version(configured))
+        path = shutil.which(configured) or configured  # exec needs a path, not a bare name
+        return FfmpegInfo(path, "FFMPEG_BINARY", _version(path))
     system = None if configured == BUNDLED else shutil.which("ffmpeg")
     if system:
         return FfmpegInfo(system, "system", _version(system))
@@ -111,10 +126,10 @@ def ffmpeg_info(configured: str | None = None) -> FfmpegInfo:
 
 
 def _child_env() -> dict[str, str]:
-    # Nothing of the worker's environment (API keys, database URLs) reaches ffmpeg. Two malloc
+    # Nothing of the worker's environment (API keys, database URLs) reaches ffmpeg, which is
+    # always started by its full path. Two malloc
     # arenas keep its address space, which RLIMIT_AS counts, close to what it really uses.
-    return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LC_ALL": "C",
-            "MALLOC_ARENA_MAX": "2"}
+    return {"PATH": os.defpath, "LC_ALL": "C", "MALLOC_ARENA_MAX": "2"}
 
 
 def _kill_group(proc: subprocess.Popen[str]) -> None:

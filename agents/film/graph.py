@@ -240,8 +240,22 @@ def _sound(graph: _Graph, staged: StagedFilm, timeline: Timeline, intro_source: 
     return "aout"
 
 
-def render_arguments(staged: StagedFilm, timeline: Timeline, output: str, *,
-                     threads: int = 0) -> list[str]:
+@dataclass(frozen=True)
+class RenderCommand:
+    """ffmpeg's arguments for a film, around a filter graph too long for a command line (Linux
+    caps one argument at 128 KiB), which ffmpeg reads from a file."""
+
+    inputs: list[str]
+    filter_graph: str
+    outputs: list[str]
+
+    def arguments(self, graph_option: list[str]) -> list[str]:
+        """The whole argument list, ``graph_option`` naming the filter graph's file."""
+        return [*self.inputs, *graph_option, *self.outputs]
+
+
+def render_command(staged: StagedFilm, timeline: Timeline, output: str, *,
+                   threads: int = 0) -> RenderCommand:
     """ffmpeg's arguments (after the global options) for the whole film into ``output``."""
     graph = _Graph()
     fps = timeline.fps
@@ -270,13 +284,11 @@ def render_arguments(staged: StagedFilm, timeline: Timeline, output: str, *,
     if staged.subtitles is not None:
         source = graph.input(staged.subtitles, "webvtt")
         subtitle_maps = ["-map", f"{source}:s", "-c:s", "mov_text"]
-    return [
-        *graph.inputs,
-        "-filter_complex", ";".join(graph.chains),
+    return RenderCommand(graph.inputs, ";\n".join(graph.chains), [
         "-map", "[vout]", "-map", f"[{sound}]", *subtitle_maps,
         *VIDEO_CODEC, "-r", str(fps), "-g", str(fps * 2),
         *(["-threads", str(threads)] if threads else []),
         *AUDIO_CODEC,
         "-frames:v", str(timeline.total_frames),
         "-movflags", "+faststart", "-f", "mp4", "-y", output,
-    ]
+    ])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from agents.errors import AgentError
 from agents.film.ffmpeg import FfmpegInfo, RenderStopped, ffmpeg_info, run_ffmpeg
-from agents.film.graph import StagedFilm, StagedScene, render_arguments
+from agents.film.graph import StagedFilm, StagedScene, render_command
 from agents.film.inputs import StagedMedia, clip_info, stage_media
 from agents.film.subtitles import Cue, timed_cues, to_webvtt
 from agents.film.timeline import TRANSITION_SECONDS, Timeline, check_film, plan_timeline
@@ -28,6 +28,7 @@ VIDEO_NAME = "film.mp4"
 POSTER_NAME = "poster.jpg"
 SUBTITLES_NAME = "subtitles.vtt"
 PICTURES = "picture-%04d.jpg"  # the normalised photos, in the order the film shows them
+FILTER_GRAPH = "filtergraph.txt"
 _SCRATCH_PREFIX = ".render-"
 _PROBE_SECONDS = 30.0  # reading a clip's header, or taking the poster frame
 _STAGING_THREADS = min(4, os.cpu_count() or 1)
@@ -164,7 +165,9 @@ def render_film(
                             music, render.subtitles(timeline))
         render.check_stop()
         video = "film.part.mp4"
-        run_ffmpeg(info.path, render_arguments(staged, timeline, video, threads=limits.threads),
+        command = render_command(staged, timeline, video, threads=limits.threads)
+        (scratch / FILTER_GRAPH).write_text(command.filter_graph, encoding="utf-8")
+        run_ffmpeg(info.path, command.arguments(info.filter_graph_file(FILTER_GRAPH)),
                    cwd=scratch, limits=limits, total_seconds=timeline.total_seconds,
                    on_progress=on_progress, should_stop=should_stop)
         poster = render.poster(video, timeline)
