@@ -22,7 +22,9 @@ from PIL import Image
 
 from agents.errors import AgentError
 from agents.film import (
+    FfmpegInfo,
     FilmInput,
+    FilmSettings,
     RenderLimits,
     RenderStopped,
     SceneInput,
@@ -422,6 +424,27 @@ def test_which_ffmpeg_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     with pytest.raises(AgentError) as caught:
         ffmpeg_info(str(tmp_path / "nothing-here"))
     assert caught.value.code == "render_unavailable"
+    # The filter graph's file is named the way each generation of ffmpeg reads it (both are
+    # exercised for real: the system's 5.x by most renders here, the wheel's 9.x by one).
+    assert FfmpegInfo("f", "system", "5.1.9-0+deb12u1").filter_graph_file("g") == [
+        "-filter_complex_script", "g"]
+    assert FfmpegInfo("f", "imageio-ffmpeg", "n9.0.2-17-g2a571b6").filter_graph_file("g") == [
+        "-/filter_complex", "g"]
+    assert FfmpegInfo("f", "FFMPEG_BINARY", "N-113722-gabcdef").major is None
+
+
+def test_settings_from_the_environment(tmp_path: Path) -> None:
+    default = FilmSettings.from_env({})
+    assert default.ffmpeg_binary is None and default.music_library_dir is None
+    assert default.limits == RenderLimits()
+    settings = FilmSettings.from_env({
+        "FFMPEG_BINARY": "bundled", "MUSIC_LIBRARY_DIR": str(tmp_path),
+        "FILM_RENDER_WALL_SECONDS": "120", "FILM_RENDER_MEMORY_MB": "512",
+    })
+    assert settings.ffmpeg_binary == "bundled" and settings.music_library_dir == tmp_path
+    assert settings.limits.wall_seconds == 120 and settings.limits.memory_bytes == 512 * 1024**2
+    with pytest.raises(ValueError, match="FILM_RENDER_MEMORY_MB"):
+        FilmSettings.from_env({"FILM_RENDER_MEMORY_MB": "lots"})
 
 
 def test_clip_info_is_read_from_ffmpegs_report() -> None:
