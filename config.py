@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agents.config import AgentSettings
+from agents.film.settings import FilmSettings as RenderSettings
 from models.db import normalize_database_url
 
 DEFAULT_VAR_DIR = Path("var")
@@ -255,29 +256,18 @@ def _seconds(env: Mapping[str, str], name: str, default: float) -> float:
 
 @dataclass(frozen=True)
 class FilmSettings:
-    """Films (workers/film.py, workers/tasks/render.py): the music library and render bounds."""
+    """Films: the renderer's own settings (``agents.film.FilmSettings``: ffmpeg, music library,
+    limits) and how many films a render worker process renders at once."""
 
-    # Tracks by mood: <dir>/<mood>/*.mp3|ogg|wav|m4a (README, "Films"); None: films have no music.
-    music_library_dir: Path | None = None
-    render_timeout_s: int = 900  # the ffmpeg run's wall clock
-    render_memory_mb: int = 2048  # RLIMIT_AS of the ffmpeg child
-    render_concurrency: int = 1  # films rendered at once per render worker process
+    render: RenderSettings = field(default_factory=RenderSettings)
+    render_concurrency: int = 1  # `lifetales run`'s render worker; the Procfile's runs 1
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> FilmSettings:
-        d = cls()
-        music = _get(env, "MUSIC_LIBRARY_DIR")
-        settings = cls(
-            music_library_dir=Path(music).resolve() if music else None,
-            render_timeout_s=env_int(env, "RENDER_TIMEOUT_SECONDS", d.render_timeout_s),
-            render_memory_mb=env_int(env, "RENDER_MEMORY_MB", d.render_memory_mb),
-            render_concurrency=env_int(env, "RENDER_CONCURRENCY", d.render_concurrency),
-        )
-        if min(settings.render_timeout_s, settings.render_memory_mb,
-               settings.render_concurrency) < 1:
-            raise RuntimeError("RENDER_TIMEOUT_SECONDS, RENDER_MEMORY_MB and RENDER_CONCURRENCY "
-                               "must be positive whole numbers")
-        return settings
+        concurrency = env_int(env, "RENDER_CONCURRENCY", cls.render_concurrency)
+        if concurrency < 1:
+            raise RuntimeError("RENDER_CONCURRENCY must be a positive whole number")
+        return cls(render=RenderSettings.from_env(env), render_concurrency=concurrency)
 
 
 DAY_S = 24 * 3600

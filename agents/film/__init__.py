@@ -2,10 +2,15 @@
 
 A pure agent: no Flask, Celery, database or network. The worker calls::
 
-    film = FilmInput(scenes=(SceneInput(chapter_id, images, narration, narration_seconds, text,
-                                        transition), ...),
-                     intro_clip=None, music=pick_music(library_dir, mood, seed=...))
-    rendered = render_film(film, workdir, limits=RenderLimits(...),
+    settings = FilmSettings.from_env(os.environ)  # FFMPEG_BINARY, MUSIC_LIBRARY_DIR, limits
+    film = FilmInput(
+        scenes=(SceneInput(chapter_id, images, narration, narration_seconds, text, transition),
+                ...),
+        intro_clip=None,
+        music=pick_music(settings.music_library_dir, mood, seed=story_version_id),
+    )
+    rendered = render_film(film, workdir, limits=settings.limits,
+                           ffmpeg=ffmpeg_info(settings.ffmpeg_binary),
                            on_progress=lambda fraction: ..., should_stop=lambda: canceled)
 
 and gets a ``RenderedFilm``: ``video`` (MP4, H.264 + AAC + mov_text subtitles, yuv420p,
@@ -30,6 +35,7 @@ input. ``ffmpeg_info()`` says which binary is used (system, else the ``imageio-f
 from agents.film.ffmpeg import FfmpegInfo, RenderStopped, ffmpeg_info
 from agents.film.music import MUSIC_MOODS, pick_music
 from agents.film.render import render_film
+from agents.film.settings import FilmSettings
 from agents.film.types import (
     TRANSITIONS,
     FilmInput,
@@ -45,6 +51,7 @@ __all__ = [
     "TRANSITIONS",
     "FfmpegInfo",
     "FilmInput",
+    "FilmSettings",
     "ImageCaps",
     "RenderLimits",
     "RenderStopped",

@@ -1,8 +1,9 @@
 """Which ffmpeg runs, and running it boxed in: its own process group, limits, no shell.
 
-The binary is, in order: an explicit path (``FFMPEG_BINARY``), the system's ``ffmpeg`` on PATH,
-else the one the ``imageio-ffmpeg`` wheel ships (a static build with libx264 and AAC), so a
-fresh ``make install`` can render with no system package. ffprobe is never needed at run time.
+The binary is, in order: an explicit path (``FFMPEG_BINARY``; ``bundled`` picks the wheel's),
+the system's ``ffmpeg`` on PATH, else the one the ``imageio-ffmpeg`` wheel ships (a static build
+with libx264 and AAC), so a fresh ``make install`` can render with no system package. ffprobe is
+never needed at run time.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from typing import IO
 from agents.errors import AgentError
 from agents.film.types import RenderLimits
 
+BUNDLED = "bundled"  # FFMPEG_BINARY's value for "the wheel's, even if the system has one"
 _VERSION_TIMEOUT_SECONDS = 15.0
 _POLL_SECONDS = 0.1
 _STOP_POLL_SECONDS = 0.5
@@ -61,6 +63,20 @@ class FfmpegInfo:
     def to_dict(self) -> dict[str, str]:
         return {"path": self.path, "source": self.source, "version": self.version}
 
+    @property
+    def major(self) -> int | None:
+        """The major version (``5`` of ``5.1.9-0+deb12u1``, ``9`` of ``n9.0.2-17-g...``); None
+        for a build from git (``N-113722-g...``), which is newer than any release."""
+        match = re.match(r"n?(\d+)\.", self.version)
+        return int(match.group(1)) if match else None
+
+    def filter_graph_file(self, name: str) -> list[str]:
+        """The option reading a filter graph from a file: ffmpeg 7 brought ``-/filter_complex``
+        and later releases dropped ``-filter_complex_script``."""
+        if self.major is not None and self.major < 7:
+            return ["-filter_complex_script", name]
+        return ["-/filter_complex", name]
+
 
 class RenderStopped(Exception):
     """``should_stop()`` said stop: ffmpeg was killed (whole group) and its files removed."""
@@ -94,10 +110,12 @@ def _version(path: str) -> str:
 
 @lru_cache(maxsize=8)
 def ffmpeg_info(configured: str | None = None) -> FfmpegInfo:
-    """The ffmpeg to use (``configured`` path, else system, else the wheel's) and its version."""
-    if configured:
-        return FfmpegInfo(configured, "FFMPEG_BINARY", _version(configured))
-    system = shutil.which("ffmpeg")
+    """The ffmpeg to use and its version: ``configured`` (a path, or ``bundled`` for the wheel's),
+    else the system's, else the wheel's."""
+    if configured and configured != BUNDLED:
+        path = shutil.which(configured) or configured  # exec needs a path, not a bare name
+        return FfmpegInfo(path, "FFMPEG_BINARY", _version(path))
+    system = None if configured == BUNDLED else shutil.which("ffmpeg")
     if system:
         return FfmpegInfo(system, "system", _version(system))
     bundled = _bundled_ffmpeg()
@@ -108,9 +126,9 @@ def ffmpeg_info(configured: str | None = None) -> FfmpegInfo:
 
 
 def _child_env() -> dict[str, str]:
-    # Nothing of the worker's environment (API keys, database URLs) reaches ffmpeg. Two malloc
+    # Nothing of the worker's environment (API keys, database URLs) reaches ffmpeg, which is
+    # always started by its full path. Two malloc
     # arenas keep its address space, which RLIMIT_AS counts, close to what it really uses.
-    # ffmpeg is started by its full path; the shim finds nothing else on PATH.
     return {"PATH": os.defpath, "LC_ALL": "C", "MALLOC_ARENA_MAX": "2"}
 
 

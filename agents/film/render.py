@@ -12,11 +12,12 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from agents.errors import AgentError
 from agents.film.ffmpeg import FfmpegInfo, RenderStopped, ffmpeg_info, run_ffmpeg
-from agents.film.graph import StagedFilm, StagedScene, render_arguments
+from agents.film.graph import StagedFilm, StagedScene, render_command
 from agents.film.inputs import StagedMedia, clip_info, stage_media
 from agents.film.subtitles import Cue, timed_cues, to_webvtt
 from agents.film.timeline import TRANSITION_SECONDS, Timeline, check_film, plan_timeline
@@ -26,8 +27,11 @@ from agents.media.probe import normalise_image
 VIDEO_NAME = "film.mp4"
 POSTER_NAME = "poster.jpg"
 SUBTITLES_NAME = "subtitles.vtt"
+PICTURES = "picture-%04d.jpg"  # the normalised photos, in the order the film shows them
+FILTER_GRAPH = "filtergraph.txt"
 _SCRATCH_PREFIX = ".render-"
 _PROBE_SECONDS = 30.0  # reading a clip's header, or taking the poster frame
+_STAGING_THREADS = min(4, os.cpu_count() or 1)
 
 
 def _sweep(workdir: Path) -> None:
@@ -69,29 +73,43 @@ class _Render:
                              retryable=False)
         return staged, info.seconds, info.has_audio
 
+    def _where(self, number: int) -> str:
+        return f"Scene {number + 1} (chapter {self.film.scenes[number].chapter_id})"
+
+    def _normalise(self, number: int, source: Path, name: str) -> None:
+        if self.should_stop is not None and self.should_stop():
+            return  # the caller checks again and stops; no need to decode more photos
+        try:
+            normalise_image(source, self.scratch / name, (self.film.width, self.film.height),
+                            self.limits.image_caps)
+        except AgentError as exc:
+            raise AgentError(exc.code, f"{self._where(number)}: {exc.message}",
+                             retryable=exc.retryable) from exc
+
     def stage_scenes(self, timeline: Timeline) -> tuple[StagedScene, ...]:
-        size = (self.film.width, self.film.height)
-        staged = []
+        """Normalise the photos each scene shows (in parallel: Pillow releases the GIL while it
+        decodes and resizes), copy the narrations."""
+        counts: list[int] = []
+        work: list[tuple[int, Path, str]] = []
         for number, (scene, timing) in enumerate(
             zip(self.film.scenes, timeline.scenes, strict=True)
         ):
-            where = f"Scene {number + 1} (chapter {scene.chapter_id})"
-            images = []
-            for k, source in enumerate(scene.images[: len(timing.clip_frames)]):
-                self.check_stop()
-                name = f"image-{number:03d}-{k}.jpg"
-                try:
-                    normalise_image(source, self.scratch / name, size, self.limits.image_caps)
-                except AgentError as exc:
-                    raise AgentError(exc.code, f"{where}: {exc.message}",
-                                     retryable=exc.retryable) from exc
-                images.append(name)
+            shown = scene.images[: len(timing.clip_frames)]
+            counts.append(len(shown))
+            work += [(number, source, PICTURES % (len(work) + k)) for k, source in enumerate(shown)]
+        with ThreadPoolExecutor(max_workers=_STAGING_THREADS) as pool:
+            # In order, so the first failure reported is the first bad photo of the film.
+            for future in [pool.submit(self._normalise, *item) for item in work]:
+                future.result()
+        self.check_stop()
+        staged = []
+        for number, scene in enumerate(self.film.scenes):
             narration = None
             if scene.narration is not None:
                 narration = stage_media(scene.narration, self.scratch, f"narration-{number:03d}",
                                         max_bytes=self.limits.max_media_bytes,
-                                        what=f"{where}: the narration")
-            staged.append(StagedScene(tuple(images), narration, scene.transition))
+                                        what=f"{self._where(number)}: the narration")
+            staged.append(StagedScene(counts[number], narration, scene.transition))
         return tuple(staged)
 
     def subtitles(self, timeline: Timeline) -> str | None:
@@ -143,11 +161,13 @@ def render_film(
         if film.music is not None:
             music = stage_media(film.music, scratch, "music", max_bytes=limits.max_media_bytes,
                                 what="The music track")
-        staged = StagedFilm(scenes, film.width, film.height, intro, intro_has_audio, music,
-                            render.subtitles(timeline))
+        staged = StagedFilm(scenes, film.width, film.height, PICTURES, intro, intro_has_audio,
+                            music, render.subtitles(timeline))
         render.check_stop()
         video = "film.part.mp4"
-        run_ffmpeg(info.path, render_arguments(staged, timeline, video, threads=limits.threads),
+        command = render_command(staged, timeline, video, threads=limits.threads)
+        (scratch / FILTER_GRAPH).write_text(command.filter_graph, encoding="utf-8")
+        run_ffmpeg(info.path, command.arguments(info.filter_graph_file(FILTER_GRAPH)),
                    cwd=scratch, limits=limits, total_seconds=timeline.total_seconds,
                    on_progress=on_progress, should_stop=should_stop)
         poster = render.poster(video, timeline)

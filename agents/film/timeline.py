@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from agents.errors import AgentError
-from agents.film.types import TRANSITIONS, FilmInput, RenderLimits, SceneSpan
+from agents.film.types import TRANSITIONS, FilmInput, RenderLimits, SceneInput, SceneSpan
 
 LEAD_SECONDS = 0.6
 TAIL_SECONDS = 1.0
@@ -76,8 +76,19 @@ def _invalid(message: str) -> AgentError:
     return AgentError("invalid_input", message, retryable=False)
 
 
+def scene_seconds(scene: SceneInput) -> float:
+    """How long a scene lasts: its narration with the air around it, at least the minimum."""
+    return max(MIN_SCENE_SECONDS, LEAD_SECONDS + scene.narration_seconds + TAIL_SECONDS)
+
+
+def _too_long(seconds: float, limits: RenderLimits) -> AgentError:
+    return _invalid(f"The film would last {seconds:.0f} s; the limit is "
+                    f"{limits.max_film_seconds:.0f} s.")
+
+
 def check_film(film: FilmInput, limits: RenderLimits) -> None:
-    """Refuse a film the renderer will not make: too many scenes, bad frame, bad transition."""
+    """Refuse, before any work, a film the renderer will not make: too many scenes, too long
+    (the intro clip's length is checked once it is known), bad frame or transition."""
     if not film.scenes:
         raise _invalid("A film needs at least one scene.")
     if len(film.scenes) > limits.max_scenes:
@@ -93,6 +104,9 @@ def check_film(film: FilmInput, limits: RenderLimits) -> None:
             raise _invalid(f"Unknown transition {scene.transition!r} in scene {scene.chapter_id}.")
         if not 0 <= scene.narration_seconds <= limits.max_film_seconds:
             raise _invalid(f"Scene {scene.chapter_id} has a narration length out of range.")
+    scenes = sum(scene_seconds(scene) for scene in film.scenes)
+    if scenes > limits.max_film_seconds:
+        raise _too_long(scenes, limits)
 
 
 def _share(total: int, parts: int, overlap: int) -> tuple[int, ...]:
@@ -112,8 +126,7 @@ def plan_timeline(film: FilmInput, limits: RenderLimits, *, intro_seconds: float
     start = intro_frames = round(intro_seconds * fps)
     timings: list[SceneTiming] = []
     for index, scene in enumerate(film.scenes):
-        seconds = max(MIN_SCENE_SECONDS, LEAD_SECONDS + scene.narration_seconds + TAIL_SECONDS)
-        frames = round(seconds * fps)
+        frames = round(scene_seconds(scene) * fps)
         last = index == len(film.scenes) - 1
         shown = frames + (0 if last else transition)  # the next transition overlaps our tail
         pictures = max(1, min(len(scene.images), limits.max_images_per_scene, shown // min_clip))
@@ -132,8 +145,5 @@ def plan_timeline(film: FilmInput, limits: RenderLimits, *, intro_seconds: float
         start += frames
     timeline = Timeline(fps, intro_frames, tuple(timings), transition, fade)
     if timeline.total_seconds > limits.max_film_seconds:
-        raise _invalid(
-            f"The film would last {timeline.total_seconds:.0f} s; the limit is "
-            f"{limits.max_film_seconds:.0f} s."
-        )
+        raise _too_long(timeline.total_seconds, limits)
     return timeline

@@ -69,8 +69,8 @@ def _open_checked(path: Path, caps: ImageCaps) -> tuple[Image.Image, ImageProbe]
             # Pillow warns (then raises at twice its limit) on large images: our caps decide.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image = Image.open(path, formats=sorted(ALLOWED_FORMATS))
-    except Image.DecompressionBombError as exc:
-        raise _rejected(path, "it decodes to far more pixels than allowed") from exc
+    except Image.DecompressionBombError as exc:  # Pillow's own guard, at twice its limit
+        raise _rejected(path, f"it is far over the {caps.max_pixels}-pixel limit") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
         raise _rejected(path, "it is not a JPEG, PNG, WebP or GIF image") from exc
     probe = ImageProbe(
@@ -135,8 +135,9 @@ def normalise_image(
     try:
         with image:
             if probe.format == "JPEG":
-                # Let libjpeg decode at 1/2, 1/4 or 1/8 scale when the photo is much larger.
-                image.draft("RGB", (size[0] * 2, size[1] * 2))
+                # libjpeg decodes at 1/2, 1/4 or 1/8 scale, still at least ``size``: a 12 MP
+                # photo for a 720p frame costs a quarter of a full decode.
+                image.draft("RGB", size)
             image.seek(0)  # animated GIF/WebP: the first frame
             image.load()
             upright = ImageOps.exif_transpose(image)
@@ -148,7 +149,9 @@ def normalise_image(
     ratio = (rgb.width / rgb.height) / (size[0] / size[1])
     framed = _cover(rgb, size) if 1 / max_aspect_crop <= ratio <= max_aspect_crop else (
         _fit_on_blur(rgb, size))
-    framed.save(target, "JPEG", quality=90)
+    # Always 4:2:0 (what the video is made of): a renderer reading several of these as one
+    # image sequence must not see the format change midway.
+    framed.save(target, "JPEG", quality=90, subsampling=2)
     return probe
 
 

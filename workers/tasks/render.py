@@ -20,14 +20,13 @@ import telemetry
 from agents.errors import AgentError
 from agents.film import (
     FilmInput,
-    RenderLimits,
     RenderStopped,
     SceneInput,
+    ffmpeg_info,
     pick_music,
     probe_image,
     render_film,
 )
-from agents.media.probe import ImageCaps
 from agents.media.sniff import extension_for
 from models import Film, Job, Media, Story
 from workers import lifecycle
@@ -79,7 +78,7 @@ class RenderRun:
             urls = chapter.generated_image_urls or [chapter.generated_image_url]
             keys = [(m.group(0), "image/png") for url in urls if url
                     for m in [_ILLUSTRATION_KEY.search(url)] if m]
-        caps = ImageCaps()
+        caps = self.run.context.settings.film.render.limits.image_caps
         for number, (key, mime) in enumerate(keys):
             path = self.fetch(key, f"scene{index}-{number}.{extension_for(mime)}", workdir)
             try:
@@ -122,7 +121,7 @@ class RenderRun:
             ))
         music = None
         if self.film.settings.get("backgroundMusic"):
-            track = pick_music(self.run.context.settings.film.music_library_dir,
+            track = pick_music(self.run.context.settings.film.render.music_library_dir,
                                self.film.script["musicMood"], seed=str(self.film.id))
             if track is not None:
                 music = workdir / f"music{track.suffix}"
@@ -177,16 +176,15 @@ def render(run: JobRun) -> None:
         raise JobFailed("not_found", "the film is no longer waiting for its render")
     job = RenderRun(run, film, parent)
     job.step("render", 0)
-    settings = run.context.settings.film
-    limits = RenderLimits(wall_seconds=float(settings.render_timeout_s),
-                          memory_bytes=settings.render_memory_mb * 1024 * 1024)
+    settings = run.context.settings.film.render
     workdir = Path(tempfile.mkdtemp(prefix=f"lifetales-render-{run.job.id}-"))
     started = time.monotonic()
     try:
         film_input = job.film_input(workdir)
         session.commit()  # no transaction (or row lock) held while ffmpeg runs
-        rendered = render_film(film_input, workdir / "out", limits=limits,
-                               on_progress=job.on_progress, should_stop=job.should_stop)
+        rendered = render_film(film_input, workdir / "out", limits=settings.limits,
+                               on_progress=job.on_progress, should_stop=job.should_stop,
+                               ffmpeg=ffmpeg_info(settings.ffmpeg_binary))
         telemetry.observe_render(time.monotonic() - started, rendered.duration_seconds)
         run.check_cancel()
         job.step("upload", 0)
