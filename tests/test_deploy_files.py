@@ -240,6 +240,17 @@ def test_workers_cover_every_celery_queue_once() -> None:
     assert "maintenance" in (_option(_procfile()["worker_webhooks"], "--queues") or "").split(",")
 
 
+def test_lifetales_run_serves_every_celery_queue() -> None:
+    """``make run`` (``lifetales run``) must not leave a queue without a worker."""
+    from celeryconfig import QUEUE_NAMES
+    from lifetales_cli import _platform_commands
+
+    served: list[str] = []
+    for command in _platform_commands(3000, 8, with_worker=True)[1:]:
+        served += (_option(shlex.join(command), "--queues") or "").split(",")
+    assert sorted(served) == sorted(QUEUE_NAMES)
+
+
 def test_beat_and_flower() -> None:
     processes = _procfile()
     assert processes["beat"].startswith("celery -A workers.app beat")
