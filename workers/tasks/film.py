@@ -114,6 +114,11 @@ def make_film(run: JobRun) -> None:
         writer.model, estimate,
         lambda: writer.write(chapters, space.title, str(settings.get("narrativeTone", ""))))
     run.check_cancel()
+    limit = run.context.settings.film.render.limits.max_film_seconds
+    if written.script.total_duration_seconds > limit:
+        # Before any narration is paid for; the render checks the narrations' real length too.
+        raise JobFailed("film_too_long", f"the script runs {written.script.total_duration_seconds}"
+                        f" s; a film lasts at most {limit / 60:g} minutes")
     film.script = script_dict(written.script)
     emit(session, job.id, "script", film.script)
     config = run.context.settings
