@@ -344,6 +344,6 @@ def test_cancel_mid_render_kills_ffmpeg_and_removes_its_files(
     assert ffmpeg_processes() == []
     assert fresh(session, render_job).status == "canceled"
     assert fresh(session, job).status == "canceled"
-    assert not list(Path(tempfile.gettempdir()).glob(f"lifetales-render-{render_job.id}-*"))
+    assert not list(Path(tempfile.gettempdir()).glob(f"lifetales-render-{render_job.id}*"))
     film = session.scalar(select(Film).where(Film.job_id == job.id))
     assert film is not None and film.status == "canceled" and film.video_url is None

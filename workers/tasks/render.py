@@ -168,6 +168,29 @@ class RenderRun:
         }
 
 
+# Past celeryconfig's hard time limit of a render, a scratch folder's worker is surely gone.
+STALE_WORKDIR_S = 1200
+WORKDIR_PREFIX = "lifetales-render-"
+
+
+def fresh_workdir(job_id: uuid.UUID) -> Path:
+    """This render's private folder, emptied: a killed worker cannot clean up after itself, so
+    each render removes what an earlier attempt of its job left, and any folder older than a
+    render can run."""
+    root = Path(tempfile.gettempdir())
+    workdir = root / f"{WORKDIR_PREFIX}{job_id}"
+    now = time.time()
+    for folder in root.glob(f"{WORKDIR_PREFIX}*"):
+        try:
+            stale = now - folder.stat().st_mtime > STALE_WORKDIR_S
+        except OSError:
+            continue
+        if folder == workdir or stale:
+            shutil.rmtree(folder, ignore_errors=True)
+    workdir.mkdir(mode=0o700)
+    return workdir
+
+
 def render(run: JobRun) -> None:
     session = run.session
     film = session.get(Film, uuid.UUID(run.job.input["filmId"]))
@@ -177,7 +200,7 @@ def render(run: JobRun) -> None:
     job = RenderRun(run, film, parent)
     job.step("render", 0)
     settings = run.context.settings.film.render
-    workdir = Path(tempfile.mkdtemp(prefix=f"lifetales-render-{run.job.id}-"))
+    workdir = fresh_workdir(run.job.id)
     started = time.monotonic()
     try:
         film_input = job.film_input(workdir)
