@@ -96,6 +96,6 @@ def build_provider(settings: AgentSettings) -> Provider:
     return Provider(
         mode="offline",
         transcriber=OfflineTranscriber(),
-        story_builder=OfflineStoryBuilder(),
+        story_builder=OfflineStoryBuilder(settings.offline_chapter_delay_ms / 1000),
         illustrator=OfflineIllustrator(),
     )
