@@ -62,6 +62,11 @@ button("#upload-audio", async () => {
   say("#transcription", `Transcription: ${done.result?.transcription ?? ""}`);
 });
 
+function showImage(image: HTMLImageElement, url: string): void {
+  image.alt = image.dataset.description ?? "";
+  image.src = url;
+}
+
 function showChapter(chapter: Chapter): void {
   const item = document.createElement("li");
   item.dataset.position = String(chapter.position);
@@ -70,8 +75,9 @@ function showChapter(chapter: Chapter): void {
   const content = document.createElement("p");
   content.textContent = chapter.content;
   const image = document.createElement("img");
-  image.alt = chapter.illustrationPrompt ?? chapter.title;
-  if (chapter.generatedImageUrl) image.src = chapter.generatedImageUrl;
+  image.alt = ""; // described once drawn, not shown as a broken image meanwhile
+  image.dataset.description = chapter.illustrationPrompt ?? chapter.title;
+  if (chapter.generatedImageUrl) showImage(image, chapter.generatedImageUrl);
   item.append(title, content, image);
   $("#chapters").append(item);
 }
@@ -95,7 +101,7 @@ button("#generate", async () => {
         const drawn = event.data as IllustrationEvent;
         const image = document.querySelector<HTMLImageElement>(
           `#chapters li[data-position="${drawn.position}"] img`);
-        if (image && !image.src) image.src = drawn.imageUrl;
+        if (image && !image.src) showImage(image, drawn.imageUrl);
       }
     },
   });
