@@ -27,11 +27,6 @@ import telemetry  # noqa: E402 - prometheus-client must see PROMETHEUS_MULTIPROC
 from config import ObservabilitySettings  # noqa: E402
 
 accesslog = None
-# Idle keep-alive connections stay open longer than any client's pool keeps them (Node's fetch
-# reuses a socket for 4 s, load balancers for 60 s): with gunicorn's default of 2 s the server
-# closed sockets a client was about to reuse, and a request sent 2-4 s after the previous one
-# failed with "fetch failed" (seen by the TypeScript client's tests).
-keepalive = 75
 
 
 class JsonLogger(glogging.Logger):

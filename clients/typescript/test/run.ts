@@ -9,9 +9,12 @@ import { join, resolve } from "node:path";
 import { PACKAGE_DIR } from "../scripts/types.js";
 import { TEST_PLATFORM_ENV, freePort, startPlatform } from "./platform.js";
 
+// `npm test -- jobs events` runs only the files whose names contain one of the words.
+const only = process.argv.slice(2);
 const build = resolve(PACKAGE_DIR, ".build");
 const files = [join(build, "test"), join(build, "demo")].flatMap((dir) =>
-  readdirSync(dir).filter((name) => name.endsWith(".test.js")).sort().map((name) => join(dir, name)));
+  readdirSync(dir).filter((name) => name.endsWith(".test.js")).sort().map((name) => join(dir, name)))
+  .filter((file) => only.length === 0 || only.some((word) => file.includes(word)));
 
 const varDir = mkdtempSync(join(tmpdir(), "lifetales-client-"));
 const pagePort = await freePort();
