@@ -16,8 +16,8 @@ export class Batches {
   ): Promise<Job>;
   async regenerateStories(request: StoryRegenerationRequest, options?: SubmitOptions
   ): Promise<Job | BatchEstimate> {
-    return submitJob<never>(this.http, "/api/v1/batches/story-regenerations",
-      { json: request }, options) as Promise<Job | BatchEstimate>;
+    return submitJob<Job | BatchEstimate>(this.http, "/api/v1/batches/story-regenerations",
+      { json: request }, options);
   }
 
   /** Totals, percent done, estimated time remaining and cost so far. */

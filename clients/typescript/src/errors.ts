@@ -40,10 +40,10 @@ export class LifeTalesError extends Error {
  * `retryable`, and `reason: "deadline"` when its deadline stopped it). */
 export class JobFailedError extends Error {
   override readonly name = "JobFailedError";
-  readonly job: Job;
+  readonly job: Job<unknown>;
   readonly error: JobError;
 
-  constructor(job: Job) {
+  constructor(job: Job<unknown>) {
     const error: JobError = job.error ?? {
       code: job.status, message: `the job ended ${job.status}`, retryable: false,
     };

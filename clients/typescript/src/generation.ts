@@ -15,7 +15,7 @@ export class Stories {
    * each chapter as it is written. */
   generate(spaceId: string, request: StoryRequest = {}, options?: SubmitOptions
   ): Promise<Job<StoryResult>> {
-    return submitJob(this.http, `${spacePath(spaceId)}/story`, { json: request }, options);
+    return submitJob<Job<StoryResult>>(this.http, `${spacePath(spaceId)}/story`, { json: request }, options);
   }
 
   /** The current story, or `version` N, with its chapters. */
@@ -33,7 +33,7 @@ export class Stories {
 
   /** Draw again only the current story's missing illustrations (409 when none is missing). */
   retryIllustrations(spaceId: string, options?: SubmitOptions): Promise<Job<StoryResult>> {
-    return submitJob(this.http, `${spacePath(spaceId)}/story/illustrations/retry`, {}, options);
+    return submitJob<Job<StoryResult>>(this.http, `${spacePath(spaceId)}/story/illustrations/retry`, {}, options);
   }
 }
 
@@ -43,7 +43,7 @@ export class Illustrations {
   /** Draw one illustration (4:3); the job's result holds its `imageUrl`. */
   create(request: IllustrationRequest, options?: SubmitOptions
   ): Promise<Job<IllustrationResult>> {
-    return submitJob(this.http, "/api/v1/illustrations", { json: request }, options);
+    return submitJob<Job<IllustrationResult>>(this.http, "/api/v1/illustrations", { json: request }, options);
   }
 }
 
@@ -53,7 +53,8 @@ export class Transcriptions {
   /** Transcribe base64 audio (`{audioData, mimeType}`, as the frontend records it). */
   create(request: TranscriptionRequest, options?: SubmitOptions
   ): Promise<Job<TranscriptionResult>> {
-    return submitJob(this.http, "/api/v1/transcriptions", { json: request }, options);
+    return submitJob<Job<TranscriptionResult>>(this.http, "/api/v1/transcriptions",
+      { json: request }, options);
   }
 
   /** Transcribe an audio file, sent as multipart (no base64 inflation). */
@@ -64,6 +65,7 @@ export class Transcriptions {
       : "audio");
     if (fields.noteId) form.append("noteId", fields.noteId);
     if (fields.force !== undefined) form.append("force", String(fields.force));
-    return submitJob(this.http, "/api/v1/transcriptions", { form }, options);
+    return submitJob<Job<TranscriptionResult>>(this.http, "/api/v1/transcriptions", { form },
+      options);
   }
 }

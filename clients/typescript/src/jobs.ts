@@ -11,16 +11,17 @@ import {
 // The Retry-After of the answer that created each job: the first wait honours it.
 const submitRetryAfter = new WeakMap<object, number>();
 
-/** POST a submission (JSON or multipart) with the submit headers; resolves with its job. */
-export async function submitJob<R = JobResult>(
+/** POST a submission (JSON or multipart) with the submit headers; resolves with its answer,
+ * the job (or what the route answers instead, as a batch's dry run). */
+export async function submitJob<T extends object = Job>(
   http: Http, path: string, body: { json?: unknown; form?: FormData },
   options: SubmitOptions = {},
-): Promise<Job<R>> {
+): Promise<T> {
   const headers: Record<string, string> = {};
   if (options.idempotencyKey) headers["Idempotency-Key"] = options.idempotencyKey;
   if (options.wait) headers.Prefer = `wait=${options.wait}`;
   if (options.cancelAfter) headers["Cancel-After"] = String(options.cancelAfter);
-  const response = await http.request<Job<R>>("POST", path, {
+  const response = await http.request<T>("POST", path, {
     ...body, headers, signal: options.signal,
     timeoutMs: http.timeoutMs + (options.wait ?? 0) * 1000,
   });
@@ -29,11 +30,11 @@ export async function submitJob<R = JobResult>(
   return response.data;
 }
 
-export interface WaitOptions {
+export interface WaitOptions<R = JobResult> {
   /** Aborting stops waiting and cancels the job (`POST /jobs/{id}/cancel`). */
   signal?: AbortSignal;
   /** Called with the job each time it changed. */
-  onProgress?: (job: Job) => void;
+  onProgress?: (job: Job<R>) => void;
   /** Shortest pause between two polls in ms (default 1000); the API's Retry-After, when
    * longer, wins. */
   pollMs?: number;
@@ -75,7 +76,8 @@ export class Jobs {
    * canceled or expired. Polls with If-None-Match (a 304 costs no body), never sooner than the
    * API's Retry-After; backs off on 429 (its Retry-After), 5xx and network errors. Aborting
    * `signal` cancels the job, then rejects with the signal's reason. */
-  async wait<R = JobResult>(job: Job<R> | string, options: WaitOptions = {}): Promise<Job<R>> {
+  async wait<R = JobResult>(job: Job<R> | string, options: WaitOptions<R> = {}
+  ): Promise<Job<R>> {
     const id = typeof job === "string" ? job : job.id;
     const pollMs = options.pollMs ?? 1000;
     let current = typeof job === "string" ? undefined : job;
@@ -95,7 +97,7 @@ export class Jobs {
           if (response.status !== 304) {
             current = response.data;
             etag = response.headers.get("ETag") ?? undefined;
-            options.onProgress?.(current as Job);
+            options.onProgress?.(current);
           }
           delayMs = Math.max(pollMs, (retryAfterSeconds(response.headers) ?? 0) * 1000);
         } catch (error) {
@@ -111,7 +113,7 @@ export class Jobs {
       }
       throw error;
     }
-    if (current.status !== "succeeded") throw new JobFailedError(current as Job);
+    if (current.status !== "succeeded") throw new JobFailedError(current);
     return current;
   }
 
