@@ -68,7 +68,9 @@ export async function startPlatform(varDir: string, options: { pageOrigin: strin
   const logPath = join(varDir, "platform.log");
   const log = openSync(logPath, "a");
   const child = spawn(lifetalesBin(), ["run", "--port", String(port), "--concurrency",
-    String(WORKER_CONCURRENCY)], { env, stdio: ["ignore", log, log], detached: true });
+    String(WORKER_CONCURRENCY)], {
+    env, stdio: ["ignore", log, log], detached: true, cwd: resolve(PACKAGE_DIR, "../.."),
+  });
   const logTail = (lines: number): string => {
     try {
       return readFileSync(logPath, "utf8").split("\n").slice(-lines).join("\n");
