@@ -106,6 +106,18 @@ def _default_route(agent: str) -> ModelRoute:
     return ModelRoute.default(agent)
 
 
+def _milliseconds(env: Mapping[str, str], name: str) -> int:
+    """A duration in milliseconds that may be zero (off); unset is zero."""
+    raw = env.get(name, "").strip()
+    try:
+        value = int(raw or "0")
+    except ValueError as exc:
+        raise ValueError(f"{name} must be an integer number of milliseconds") from exc
+    if value < 0:
+        raise ValueError(f"{name} must not be negative")
+    return value
+
+
 @dataclass(frozen=True)
 class AgentSettings:
     """Which Gemini models to call and how long each agent may wait for an answer.
@@ -132,6 +144,9 @@ class AgentSettings:
     # Only for tests that want an explicit endpoint; normally the SDK reads
     # GOOGLE_GEMINI_BASE_URL itself.
     base_url: str | None = None
+    # The offline story builder waits this long before each chapter it streams, as a model
+    # writing would, so a demo or a browser test can see chapters arrive before the job ends.
+    offline_chapter_delay_ms: int = 0
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> AgentSettings:
@@ -156,6 +171,7 @@ class AgentSettings:
                 env, "GEMINI_MODEL_RECHECK_SECONDS", d.model_recheck_s, "seconds"),
             max_connections=_positive_int(
                 env, "GEMINI_MAX_CONNECTIONS", d.max_connections, "connections"),
+            offline_chapter_delay_ms=_milliseconds(env, "OFFLINE_CHAPTER_DELAY_MS"),
         )
 
     @property

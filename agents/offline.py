@@ -14,6 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import textwrap
+import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
 
@@ -144,6 +145,9 @@ class OfflineStoryBuilder:
     model = OFFLINE_MODEL
     prompt_version = "offline-story-v1"
 
+    def __init__(self, chapter_delay_s: float = 0.0) -> None:
+        self.chapter_delay_s = chapter_delay_s
+
     def build(
         self, notes: Sequence[NoteInput], space_title: str, settings: StorySettings
     ) -> StoryResult:
@@ -168,9 +172,14 @@ class OfflineStoryBuilder:
     def stream(
         self, notes: Sequence[NoteInput], space_title: str, settings: StorySettings
     ) -> Iterator[StoryStreamItem]:
-        """The chapters of ``build()`` one by one, then its result (no waiting: all is local)."""
+        """The chapters of ``build()`` one by one, each after ``chapter_delay_s`` (0: at once),
+        then its result."""
         result = self.build(notes, space_title, settings)
-        return iter((*result.chapters, result))
+        for chapter in result.chapters:
+            if self.chapter_delay_s:
+                time.sleep(self.chapter_delay_s)
+            yield chapter
+        yield result
 
     @staticmethod
     def _note_chapter(note: NoteInput, mode: str, opener: str) -> ChapterDraft:

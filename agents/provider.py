@@ -140,7 +140,7 @@ def build_provider(settings: AgentSettings) -> Provider:
     return Provider(
         mode="offline",
         transcriber=OfflineTranscriber(),
-        story_builder=OfflineStoryBuilder(),
+        story_builder=OfflineStoryBuilder(settings.offline_chapter_delay_ms / 1000),
         illustrator=OfflineIllustrator(),
         script_writer=OfflineScriptWriter(),
         narrator=OfflineNarrator(),

@@ -8,7 +8,7 @@ from flask import Flask
 from sqlalchemy.orm import Session, sessionmaker
 
 from agents.media.storage import build_storage
-from api import resources
+from api import docs, resources
 from api.errors import DocumentedApi, register_error_handlers
 from api.job_watch import JobWatcher
 from api.observability import init_observability
@@ -41,7 +41,7 @@ def create_app(
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist/",
+        OPENAPI_SWAGGER_UI_URL=docs.SWAGGER_UI_URL,
         API_SPEC_OPTIONS={
             "components": {"securitySchemes": {
                 "bearerAuth": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}}},
@@ -70,6 +70,7 @@ def create_app(
     api = DocumentedApi(app)
     for module in resources.ALL:
         api.register_blueprint(module.blp)
+    app.register_blueprint(docs.blp)  # not an API operation: no place in the OpenAPI document
     register_error_handlers(app)
     init_security(app, settings.http)
     init_rate_limits(app, settings)

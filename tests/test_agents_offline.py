@@ -6,6 +6,7 @@ import hashlib
 import inspect
 import io
 import json
+import time
 import typing
 from collections.abc import Callable
 
@@ -160,6 +161,33 @@ def test_stream_yields_the_built_chapters_one_by_one_then_the_result(mode: str) 
     assert items == [*built.chapters, built]
     assert all(isinstance(item, ChapterDraft) for item in items[:-1])
     assert isinstance(items[-1], StoryResult)
+
+
+def test_chapter_delay_paces_the_stream_chapter_by_chapter() -> None:
+    """OFFLINE_CHAPTER_DELAY_MS: each chapter comes that long after the one before, as a
+    model's would, so a client can show chapters before the story is finished."""
+    settings = AgentSettings.from_env({"OFFLINE_CHAPTER_DELAY_MS": "150"})
+    builder = build_provider(settings).story_builder
+    notes = make_notes(3)
+
+    items, times = [], []
+    start = time.monotonic()
+    for item in builder.stream(notes, "Lisbon", StorySettings()):
+        items.append(item)
+        times.append(time.monotonic() - start)
+
+    built = OfflineStoryBuilder().build(notes, "Lisbon", StorySettings())
+    assert items == [*built.chapters, built]
+    chapter_times = times[:-1]
+    gaps = [later - earlier for earlier, later in zip([0.0, *chapter_times], chapter_times,
+                                                       strict=False)]
+    assert len(gaps) == 3 and all(gap >= 0.14 for gap in gaps), gaps
+
+
+@pytest.mark.parametrize("raw", ["-1", "soon"])
+def test_chapter_delay_must_be_whole_non_negative_milliseconds(raw: str) -> None:
+    with pytest.raises(ValueError, match="OFFLINE_CHAPTER_DELAY_MS"):
+        AgentSettings.from_env({"OFFLINE_CHAPTER_DELAY_MS": raw})
 
 
 def test_story_rejects_an_empty_note_list() -> None:

@@ -1,5 +1,5 @@
 """HTTP hardening: CORS allowlist and preflights, security headers and CSPs (the docs page's
-still loads Swagger UI from its CDN), HTTPS redirect and HSTS, trusted proxy hops, and error
+Swagger UI is served from this origin), HTTPS redirect and HSTS, trusted proxy hops, and error
 bodies that never carry a stack trace or an exception's text."""
 
 from __future__ import annotations
@@ -108,28 +108,42 @@ def test_every_response_has_the_security_headers(client: FlaskClient,
         assert "Strict-Transport-Security" not in response.headers  # HTTPS not forced
 
 
-def test_docs_page_policy_lets_swagger_ui_load_from_its_cdn_and_nothing_else(
-        client: FlaskClient, app: Flask) -> None:
+def test_docs_page_loads_swagger_ui_from_this_origin_and_nothing_else(
+        client: FlaskClient) -> None:
     response = client.get("/api/docs")
     assert response.status_code == 200
     csp = dict(part.strip().split(" ", 1) for part in
                response.headers["Content-Security-Policy"].split(";"))
-    cdn = "https://cdn.jsdelivr.net"
-    assert app.config["OPENAPI_SWAGGER_UI_URL"].startswith(cdn)
     html = response.get_data(as_text=True)
-    # Every external file the page loads comes from the CDN, which the policy allows...
-    for url in re.findall(r'(?:src|href)="([^"]+)"', html):
-        assert url.startswith(cdn + "/"), url
-    assert cdn in csp["script-src"] and cdn in csp["style-src"]
-    # ...its one inline script runs by hash (no 'unsafe-inline' for scripts)...
-    assert "'unsafe-inline'" not in csp["script-src"]
+    # Every file the page loads is served here, from the package that ships Swagger UI...
+    urls = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert len(urls) == 3
+    for url in urls:
+        assert url.startswith("/api/docs/assets/"), url
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.get_data()) > 1000, url
+    # ...so the policy names no other origin...
+    assert csp["style-src"] == "'self'"
+    assert csp["script-src"].split()[0] == "'self'"
+    assert "http" not in response.headers["Content-Security-Policy"]
+    # ...its one inline script runs by hash (no 'unsafe-inline' anywhere)...
+    assert "'unsafe-inline'" not in response.headers["Content-Security-Policy"]
     inline = re.findall(r"<script>(.*?)</script>", html, re.S)
     assert len(inline) == 1
     digest = base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode()
-    assert f"'sha256-{digest}'" in csp["script-src"]
+    assert csp["script-src"] == f"'self' 'sha256-{digest}'"
     # ...it may fetch the spec from here, and nothing may frame it.
     assert csp["connect-src"] == "'self'"
     assert csp["default-src"] == "'none'" and csp["frame-ancestors"] == "'none'"
+
+
+def test_docs_assets_serve_swagger_ui_files_only(client: FlaskClient) -> None:
+    for path in ("/api/docs/assets/nothing.js", "/api/docs/assets/../../../etc/passwd",
+                 "/api/docs/assets/%2e%2e/__init__.py"):
+        assert client.get(path).status_code == 404, path
+    script = client.get("/api/docs/assets/swagger-ui-bundle.js")
+    assert script.mimetype == "text/javascript"
+    assert "max-age=86400" in script.headers["Cache-Control"]
 
 
 # --- HTTPS and proxies ----------------------------------------------------------------------

@@ -103,7 +103,9 @@ class JobSchema(Schema):
         lambda job: job.data_removed_at is not None, dump_only=True, data_key="dataRemoved",
         metadata={"type": "boolean", "description": "Retention pruned the job's input and "
                   "result; its status, timestamps, error and usage remain."})
-    links = fields.Method("_links", dump_only=True)
+    links = fields.Method("_links", dump_only=True, metadata={
+        "type": "object", "required": ["self", "cancel", "events"],
+        "properties": {name: {"type": "string"} for name in ("self", "cancel", "events")}})
 
     def _links(self, job: Any) -> dict[str, str]:
         base = f"/api/v1/jobs/{job.id}"

@@ -51,6 +51,10 @@ class NoteUpdateSchema(CamelSchema):
     text_content = fields.String(allow_none=True, validate=validate.Length(max=MAX_TEXT))
 
 
+# How the OpenAPI document describes a list-of-strings Method field (it cannot tell by itself).
+_STRINGS = {"type": "array", "items": {"type": "string"}}
+
+
 class NoteSchema(CamelSchema):
     """The frontend's Note (a moment), plus the media objects behind its file ids."""
 
@@ -60,10 +64,10 @@ class NoteSchema(CamelSchema):
     timestamp = fields.Integer(dump_only=True, attribute="timestamp_ms")
     title = fields.String(dump_only=True, allow_none=True)
     text_content = fields.String(dump_only=True, allow_none=True)
-    audio_file_ids = fields.Method("_audio_ids", dump_only=True)
-    transcriptions = fields.Method("_transcriptions", dump_only=True)
-    image_file_ids = fields.Method("_image_ids", dump_only=True)
-    video_file_ids = fields.Method("_video_ids", dump_only=True)
+    audio_file_ids = fields.Method("_audio_ids", dump_only=True, metadata=_STRINGS)
+    transcriptions = fields.Method("_transcriptions", dump_only=True, metadata=_STRINGS)
+    image_file_ids = fields.Method("_image_ids", dump_only=True, metadata=_STRINGS)
+    video_file_ids = fields.Method("_video_ids", dump_only=True, metadata=_STRINGS)
     media = fields.List(fields.Nested(MediaSchema), dump_only=True)
     created_at = fields.DateTime(dump_only=True)
     updated_at = fields.DateTime(dump_only=True)
