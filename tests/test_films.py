@@ -347,3 +347,33 @@ def test_cancel_mid_render_kills_ffmpeg_and_removes_its_files(
     assert not list(Path(tempfile.gettempdir()).glob(f"lifetales-render-{render_job.id}*"))
     film = session.scalar(select(Film).where(Film.job_id == job.id))
     assert film is not None and film.status == "canceled" and film.video_url is None
+
+
+# --- retention --------------------------------------------------------------------------------
+
+
+def test_film_files_live_while_a_film_shows_them_and_go_with_their_space(
+    session: Session, offline_ctx: WorkerContext, user: User,
+) -> None:
+    from datetime import timedelta
+
+    from models.base import utcnow
+    from workers.retention import delete_released_files, referenced_keys, stored_keys_of_space
+
+    space, story = story_of(session, offline_ctx, user, chapters=1)
+    job = film_job(session, user, space, story)
+    drain(session, offline_ctx)
+    keys = [k for k in stored_keys_of_space(session, space.id) if k.startswith("films/")]
+    assert sorted(k.rsplit("/", 1)[1] for k in keys) == ["poster", "subtitles", "video"]
+    stored = {s.key for s in offline_ctx.storage.iter_keys("films/")}
+    assert set(keys) <= stored
+    later = utcnow() + timedelta(days=400)  # past every cache entry's expiry
+    assert referenced_keys(session, keys, now=later, include_jobs=False) == set(keys)
+
+    session.delete(space)  # the films go with it (cascade)
+    session.commit()
+    assert fresh(session, job).status == "succeeded"
+    deleted = delete_released_files(session, offline_ctx.storage, keys)
+
+    assert deleted == 3
+    assert not {s.key for s in offline_ctx.storage.iter_keys("films/")} & set(keys)

@@ -31,6 +31,7 @@ from models import (
     TERMINAL_STATUSES,
     CacheEntry,
     Chapter,
+    Film,
     Job,
     JobEvent,
     Media,
@@ -52,8 +53,11 @@ REFERENCE_BATCH = 100
 MEDIA_FOLDERS = ("audio", "image", "video")
 ILLUSTRATIONS = "illustrations"
 NARRATIONS = "narrations"
-_JOB_ID = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+FILMS = "films"
+_JOB_ID = "(?P<job>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
 _ILLUSTRATION_KEY = re.compile(rf"{ILLUSTRATIONS}/{_JOB_ID}")
+# A film's files: its video, poster and subtitles, keyed by the film job (workers/tasks/render).
+_FILM_KEY = re.compile(rf"{FILMS}/{_JOB_ID}/(?:video|poster|subtitles)")
 # A pending cache lease this long expired belongs to a job that is long gone.
 STALE_LEASE = timedelta(hours=1)
 
@@ -272,6 +276,14 @@ def shown_in_chapters(session: Session, keys: list[str]) -> set[str]:
     ), keys)
 
 
+def shown_in_films(session: Session, keys: list[str]) -> set[str]:
+    """The film files among ``keys`` some film shows (a cached film shares another's files)."""
+    return _found_in(session.execute(
+        select(Film.video_url, Film.poster_url, Film.subtitles_url)
+        .where(_mentioning(keys, Film.video_url, Film.poster_url, Film.subtitles_url))
+    ), keys)
+
+
 def shown_nowhere(session: Session, keys: list[str]) -> set[str]:
     """For generated files no domain row shows (yet): only jobs and the cache keep them."""
     return set()
@@ -279,22 +291,25 @@ def shown_nowhere(session: Session, keys: list[str]) -> set[str]:
 
 @dataclass(frozen=True)
 class GeneratedFolder:
-    """Files the jobs of one kind make, stored as ``<folder>/<job id>``, and the check of the
-    domain rows that show them (``shown_in``: the keys among those given that some row uses)."""
+    """Files the jobs of one kind make, stored as ``<folder>/<job id>[/<name>]`` (``key``, its
+    ``job`` group the job), the check of the domain rows that show them (``shown_in``: the keys
+    among those given that some row uses), and the cache agent whose entries point at them."""
 
     folder: str
     job_kind: str
     shown_in: Callable[[Session, list[str]], set[str]]
-
-    @property
-    def key(self) -> re.Pattern[str]:
-        return re.compile(rf"{self.folder}/{_JOB_ID}")
+    key: re.Pattern[str]
+    cache_agent: str
 
 
-# Narrations will be shown by films (their scenes' audio): give it their check then.
+# A narration is only the material of a film's render (the film has its own sound): its job's
+# result and the cache keep it, nothing else.
 GENERATED: tuple[GeneratedFolder, ...] = (
-    GeneratedFolder(ILLUSTRATIONS, "illustration", shown_in_chapters),
-    GeneratedFolder(NARRATIONS, "narration", shown_nowhere),
+    GeneratedFolder(ILLUSTRATIONS, "illustration", shown_in_chapters, _ILLUSTRATION_KEY,
+                    "illustration"),
+    GeneratedFolder(NARRATIONS, "narration", shown_nowhere,
+                    re.compile(rf"{NARRATIONS}/{_JOB_ID}"), "narration"),
+    GeneratedFolder(FILMS, "film", shown_in_films, _FILM_KEY, "film"),
 )
 
 
@@ -308,11 +323,16 @@ def _referenced_generated(session: Session, generated: GeneratedFolder, keys: li
                _mentioning(keys, CacheEntry.value))
     ), keys)
     if include_jobs:
-        ids = {uuid.UUID(key.split("/", 1)[1]): key for key in keys}
-        live.update(ids[job_id] for job_id in session.scalars(
-            select(Job.id).where(Job.id.in_(ids), or_(Job.status.not_in(TERMINAL_STATUSES),
-                                                      Job.data_removed_at.is_(None)))
-        ))
+        by_job: dict[uuid.UUID, list[str]] = {}
+        for key in keys:
+            match = generated.key.fullmatch(key)
+            if match:
+                by_job.setdefault(uuid.UUID(match.group("job")), []).append(key)
+        # A film's files are keyed by the film job, which its render works for.
+        owners = select(Job.id).where(Job.id.in_(by_job), or_(
+            Job.status.not_in(TERMINAL_STATUSES), Job.data_removed_at.is_(None)))
+        for job_id in session.scalars(owners):
+            live.update(by_job[job_id])
         # A cached result points at the file of the job that made it.
         live |= _found_in(session.execute(
             select(cast(Job.result, String))
@@ -345,15 +365,20 @@ def delete_files(storage: MediaStorage, keys: Iterable[str], report: RetentionRe
 
 
 def stored_keys_of_space(session: Session, space_id: uuid.UUID) -> list[str]:
-    """Keys of every file a space holds: its moments' media and its stories' drawn images."""
+    """Keys of every file a space holds: its moments' media, its stories' drawn images and its
+    films' files."""
     keys = stored_keys_of_notes(session, select(Note.id).where(Note.space_id == space_id))
     urls = session.execute(
         select(Chapter.generated_image_url, cast(Chapter.generated_image_urls, String))
         .join(Story, Story.id == Chapter.story_id).where(Story.space_id == space_id)
     ).all()
-    drawn = {key for row in urls for text in row if text
-             for key in _ILLUSTRATION_KEY.findall(text)}
-    return keys + sorted(drawn)
+    drawn = {match.group(0) for row in urls for text in row if text
+             for match in _ILLUSTRATION_KEY.finditer(text)}
+    films = session.execute(select(Film.video_url, Film.poster_url, Film.subtitles_url)
+                            .where(Film.space_id == space_id)).all()
+    filmed = {match.group(0) for row in films for text in row if text
+              for match in _FILM_KEY.finditer(text)}
+    return keys + sorted(drawn) + sorted(filmed)
 
 
 def stored_keys_of_notes(session: Session, note_ids: Any) -> list[str]:
@@ -366,20 +391,24 @@ def stored_keys_of_notes(session: Session, note_ids: Any) -> list[str]:
 def delete_released_files(session: Session, storage: MediaStorage, keys: list[str]) -> int:
     """After the commit that deleted their rows: delete the files nothing else refers to.
 
-    A drawn image may be shared through the illustration cache with another story: it stays
-    while a chapter shows it. Otherwise its cache entries go with it, so the cache never hands
-    out a deleted file nor keeps what was drawn from deleted moments.
+    A drawn image (or a film) may be shared through the cache with another story (film): it
+    stays while a chapter (film) shows it. Otherwise its cache entries go with it, so the cache
+    never hands out a deleted file nor keeps what was made from deleted moments.
     """
     media = [key for key in keys if key.split("/", 1)[0] in MEDIA_FOLDERS]
-    drawn = [key for key in keys if _ILLUSTRATION_KEY.fullmatch(key)]
     live = referenced_keys(session, media, now=utcnow(), include_jobs=False)
-    for start in range(0, len(drawn), REFERENCE_BATCH):
-        live |= shown_in_chapters(session, drawn[start:start + REFERENCE_BATCH])
-    released = [key for key in (*media, *drawn) if key not in live]
-    for key in released:
-        if key in drawn:
-            session.execute(delete(CacheEntry).where(
-                CacheEntry.agent == "illustration", cast(CacheEntry.value, String).like(f"%{key}%")
-            ))
+    released = [key for key in media if key not in live]
+    for generated in GENERATED:
+        made = [key for key in keys if generated.key.fullmatch(key)]
+        for start in range(0, len(made), REFERENCE_BATCH):
+            batch = made[start:start + REFERENCE_BATCH]
+            shown = generated.shown_in(session, batch)
+            for key in batch:
+                if key in shown:
+                    continue
+                released.append(key)
+                session.execute(delete(CacheEntry).where(
+                    CacheEntry.agent == generated.cache_agent,
+                    cast(CacheEntry.value, String).like(f"%{key}%")))
     session.commit()
     return delete_files(storage, released, RetentionReport())
