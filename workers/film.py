@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
 
 from models import TERMINAL_STATUSES, Film, Job
 from models.base import utcnow
@@ -24,7 +25,7 @@ from workers.cache import store
 from workers.dispatch import create_job
 from workers.events import emit
 from workers.fanout import finish_parent, report_progress
-from workers.lifecycle import fail_job, stop_children
+from workers.lifecycle import affected, fail_job, stop_children
 
 RENDER_KIND = "render"
 NARRATION_KIND = "narration"
@@ -98,13 +99,16 @@ def settle_film(session: Session, parent: Job) -> bool:
 
 
 def _start_render(session: Session, parent: Job, film: Film) -> None:
-    """Every scene is narrated: hand the film to the render queue."""
-    if not session.scalar(select(Job.id).where(Job.parent_id == parent.id,
-                                               Job.kind == RENDER_KIND)):
-        create_job(session, owner_id=parent.owner_id, kind=RENDER_KIND, parent_id=parent.id,
-                   input={"filmId": str(film.id)}, deadline_at=parent.deadline_at,
-                   max_attempts=int((parent.result or {}).get("renderAttempts", 4)))
-    film.status = "rendering"
+    """Every scene is narrated: hand the film to the render queue. The last narrations can
+    finish at the same moment: only the settle that moves the film on makes its render."""
+    if not affected(session, update(Film).where(Film.id == film.id, Film.status == "narrating")
+                    .values(status="rendering")):
+        session.rollback()
+        return
+    create_job(session, owner_id=parent.owner_id, kind=RENDER_KIND, parent_id=parent.id,
+               input={"filmId": str(film.id)}, deadline_at=parent.deadline_at,
+               max_attempts=int((parent.result or {}).get("renderAttempts", 4)))
+    set_committed_value(film, "status", "rendering")
     progress = {"step": "render", "current": 0, "total": 100}
     session.execute(update(Job).where(Job.id == parent.id, Job.status == "running")
                     .values(progress=progress, heartbeat_at=utcnow(), updated_at=utcnow()))
