@@ -9,6 +9,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from sqlalchemy import text
 
+from agents.errors import AgentError
+from agents.film import ffmpeg_info
 from agents.gemini import check_routes
 from api.errors import error_responses
 from api.state import db, state
@@ -21,6 +23,10 @@ READINESS = {"description": "ready (200) or unavailable (503), with each check's
                  "properties": {"status": {"type": "string", "enum": ["ready", "unavailable"]},
                                 "checks": {"type": "object"}, "provider": {"type": "string"},
                                 "media": {"type": "string"},
+                                "ffmpeg": {"type": "string", "description":
+                                           "the ffmpeg films are rendered with: its source "
+                                           "(system, imageio-ffmpeg, FFMPEG_BINARY) and "
+                                           "version, or why there is none"},
                                 "models": {"type": "object", "additionalProperties": {
                                     "type": "object", "required": ["model", "state"],
                                     "properties": {
@@ -67,6 +73,7 @@ class Ready(MethodView):
             "provider": state().provider_mode,
             "media": "cloudinary" if state().settings.cloudinary_url else "local",
             "models": models,
+            "ffmpeg": _ffmpeg(),
         })
         body.status_code = 200 if ok else 503
         return body
@@ -93,6 +100,16 @@ def _model_states() -> dict[str, dict[str, Any]]:
         }
         for status in statuses
     }
+
+
+def _ffmpeg() -> str:
+    """Which ffmpeg renders films (reported, not required: renders run on the render queue's
+    workers, which need it)."""
+    try:
+        info = ffmpeg_info(state().settings.film.render.ffmpeg_binary)
+    except AgentError as exc:
+        return f"unavailable: {exc.message}"
+    return f"{info.source} {info.version}"
 
 
 def _check_database() -> str:
