@@ -228,3 +228,22 @@ def illustration_prompt(prompt: str, style: str) -> str:
     """Apply a known style's template to a scene description."""
     scene = ILLUSTRATION_STYLE_TEMPLATES[style].format(prompt=prompt.strip())
     return f"{scene}\n{ILLUSTRATION_SUFFIX}"
+
+
+# --- narrator clips (image to video) ---------------------------------------------------------
+
+NARRATOR_PROMPT_VERSION = "narrator-v1"
+
+NARRATOR_PROMPT = (
+    "Animate the person in this photo into a single continuous shot of {seconds} seconds: "
+    "they look into the camera and say, in a warm, natural voice, exactly these words:\n"
+    '"{script}"\n'
+    "Keep their face, clothes and the background as in the photo; gentle natural motion, "
+    "a slow push-in of the camera, soft ambient sound under the voice. No cuts, no on-screen "
+    "text, no music."
+)
+
+
+def narrator_prompt(script: str, seconds: int) -> str:
+    """The instruction that turns a photo and a script into a talking clip."""
+    return NARRATOR_PROMPT.format(seconds=seconds, script=" ".join(script.split()))

@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from agents.config import AgentSettings
 from agents.film_script import GeminiScriptWriter
 from agents.illustration import GeminiIllustrator
+from agents.narrator import (
+    ClipPending,
+    ClipRequest,
+    GeminiNarrator,
+    GeneratedClip,
+    OfflineNarrator,
+    StartedClip,
+)
 from agents.offline import (
     OfflineIllustrator,
     OfflineScriptWriter,
@@ -95,6 +104,27 @@ class ScriptWriter(Protocol):
     def write(self, chapters: Sequence[ChapterInput], title: str, tone: str) -> ScriptResult: ...
 
 
+@runtime_checkable
+class Narrator(Protocol):
+    """A photo and a script in, a talking clip out, through an operation that is started once
+    (``start``: the call that costs money) and polled (``poll``: as often as needed) after
+    ``first_poll_s`` seconds."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def prompt_version(self) -> str: ...
+
+    @property
+    def first_poll_s(self) -> float: ...
+
+    def start(self, request: ClipRequest) -> StartedClip: ...
+
+    def poll(self, started: StartedClip, request: ClipRequest,
+             workdir: Path) -> ClipPending | GeneratedClip: ...
+
+
 @dataclass(frozen=True)
 class Provider:
     """The agents of one provider; ``mode`` is what /ready and logs report."""
@@ -104,6 +134,7 @@ class Provider:
     story_builder: StoryBuilder
     illustrator: Illustrator
     script_writer: ScriptWriter
+    narrator: Narrator
 
 
 def build_provider(settings: AgentSettings) -> Provider:
@@ -115,6 +146,7 @@ def build_provider(settings: AgentSettings) -> Provider:
             story_builder=GeminiStoryBuilder(settings),
             illustrator=GeminiIllustrator(settings),
             script_writer=GeminiScriptWriter(settings),
+            narrator=GeminiNarrator(settings),
         )
     return Provider(
         mode="offline",
@@ -122,4 +154,5 @@ def build_provider(settings: AgentSettings) -> Provider:
         story_builder=OfflineStoryBuilder(),
         illustrator=OfflineIllustrator(),
         script_writer=OfflineScriptWriter(),
+        narrator=OfflineNarrator(),
     )

@@ -1,0 +1,28 @@
+"""Narrator clips: a photo and a script become a short talking video.
+
+The Gemini narrator starts a long-running upstream operation and is polled by id; the offline
+one makes the clip locally (ffmpeg, espeak-ng). Both hand back the clip, its poster and its
+facts (``GeneratedClip``). No Flask, Celery or database here.
+"""
+
+from agents.narrator.gemini import GeminiNarrator
+from agents.narrator.offline import OfflineNarrator
+from agents.narrator.types import (
+    ASPECT_RATIOS,
+    MAX_SCRIPT_CHARS,
+    ClipPending,
+    ClipRequest,
+    GeneratedClip,
+    StartedClip,
+)
+
+__all__ = [
+    "ASPECT_RATIOS",
+    "MAX_SCRIPT_CHARS",
+    "ClipPending",
+    "ClipRequest",
+    "GeneratedClip",
+    "GeminiNarrator",
+    "OfflineNarrator",
+    "StartedClip",
+]
