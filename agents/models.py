@@ -77,6 +77,14 @@ def video_durations(model: str) -> tuple[int, ...]:
     return next((seconds for prefix, seconds in _VIDEO_SECONDS if name.startswith(prefix)), (8,))
 
 
+def route_video_durations(route: ModelRoute) -> tuple[int, ...]:
+    """The clip lengths every model of the route accepts, so a fallback never refuses one."""
+    allowed = set(video_durations(route.model))
+    for model in route.fallbacks:
+        allowed &= set(video_durations(model))
+    return tuple(sorted(allowed)) or video_durations(route.model)
+
+
 def thinking_config(model: str, wanted: str) -> types.ThinkingConfig | None:
     """The thinking field this model takes for the wanted setting, never both kinds.
 

@@ -11,8 +11,10 @@ from agents.config import AgentSettings
 from agents.film_script import GeminiScriptWriter
 from agents.illustration import GeminiIllustrator
 from agents.narrator import (
+    ClipFailed,
     ClipPending,
     ClipRequest,
+    FinishedClip,
     GeminiNarrator,
     GeneratedClip,
     OfflineNarrator,
@@ -106,9 +108,10 @@ class ScriptWriter(Protocol):
 
 @runtime_checkable
 class Narrator(Protocol):
-    """A photo and a script in, a talking clip out, through an operation that is started once
-    (``start``: the call that costs money) and polled (``poll``: as often as needed) after
-    ``first_poll_s`` seconds."""
+    """A photo and a script in, a talking clip out. ``start`` (the call that costs money)
+    answers with an upstream operation, or with the clip itself when it is made locally;
+    ``poll`` says how the operation stands (as often as needed), ``fetch`` brings a finished
+    one's clip into ``workdir``."""
 
     @property
     def model(self) -> str: ...
@@ -116,13 +119,11 @@ class Narrator(Protocol):
     @property
     def prompt_version(self) -> str: ...
 
-    @property
-    def first_poll_s(self) -> float: ...
+    def start(self, request: ClipRequest, workdir: Path) -> StartedClip | GeneratedClip: ...
 
-    def start(self, request: ClipRequest) -> StartedClip: ...
+    def poll(self, started: StartedClip) -> ClipPending | ClipFailed | FinishedClip: ...
 
-    def poll(self, started: StartedClip, request: ClipRequest,
-             workdir: Path) -> ClipPending | GeneratedClip: ...
+    def fetch(self, finished: FinishedClip, workdir: Path) -> GeneratedClip: ...
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ GROUPS = frozenset({"general", "polling", "auth", "files", "unlimited"})
 PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
 # Budgets a view charges explicitly; each names a RateLimitSettings field.
 BUDGETS = {"transcription": "transcriptions", "story": "story generations",
-           "illustration": "illustrations", "film": "films"}
+           "illustration": "illustrations", "film": "films", "narrator_clip": "narrator clips"}
 
 
 @dataclass

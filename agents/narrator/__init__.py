@@ -1,8 +1,9 @@
 """Narrator clips: a photo and a script become a short talking video.
 
-The Gemini narrator starts a long-running upstream operation and is polled by id; the offline
-one makes the clip locally (ffmpeg, espeak-ng). Both hand back the clip, its poster and its
-facts (``GeneratedClip``). No Flask, Celery or database here.
+The Gemini narrator starts a long-running upstream operation (``start``), which is polled by id
+(``poll``) until it has finished, then fetched (``fetch``); the offline one makes the clip
+locally (ffmpeg, espeak-ng) when it starts. Both hand back the clip, its poster and its facts
+(``GeneratedClip``). No Flask, Celery or database here.
 """
 
 from agents.narrator.gemini import GeminiNarrator
@@ -10,8 +11,10 @@ from agents.narrator.offline import OfflineNarrator
 from agents.narrator.types import (
     ASPECT_RATIOS,
     MAX_SCRIPT_CHARS,
+    ClipFailed,
     ClipPending,
     ClipRequest,
+    FinishedClip,
     GeneratedClip,
     StartedClip,
 )
@@ -19,10 +22,12 @@ from agents.narrator.types import (
 __all__ = [
     "ASPECT_RATIOS",
     "MAX_SCRIPT_CHARS",
+    "ClipFailed",
     "ClipPending",
     "ClipRequest",
-    "GeneratedClip",
+    "FinishedClip",
     "GeminiNarrator",
+    "GeneratedClip",
     "OfflineNarrator",
     "StartedClip",
 ]

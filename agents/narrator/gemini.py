@@ -17,13 +17,15 @@ One clip is one *background* interaction::
 ``start`` is the only call that can cost money, and is never retried here: the client makes
 one attempt per request (``agents.gemini.get_client``). A start whose answer never came back
 may have started a generation: it fails with ``upstream_unconfirmed`` rather than risk paying
-twice. ``poll`` may be repeated at will.
+twice. ``poll`` (one GET) and ``fetch`` (decode or download the finished clip) may be
+repeated at will.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 import re
 import time
 from pathlib import Path
@@ -38,8 +40,10 @@ from agents.models import availability
 from agents.narrator.clip import finish_clip
 from agents.narrator.types import (
     RESOLUTION,
+    ClipFailed,
     ClipPending,
     ClipRequest,
+    FinishedClip,
     GeneratedClip,
     StartedClip,
 )
@@ -62,7 +66,6 @@ class GeminiNarrator:
     """Starts clips on the route's video model and follows them by id."""
 
     prompt_version = NARRATOR_PROMPT_VERSION
-    first_poll_s = 5.0  # a clip takes a minute or more: the first look need not be sooner
 
     def __init__(self, settings: AgentSettings) -> None:
         self._settings = settings
@@ -72,7 +75,7 @@ class GeminiNarrator:
         """The model the next clip starts on: the route's first one not known to be retired."""
         return availability.active(self._settings.video, self._settings.model_recheck_s)
 
-    def start(self, request: ClipRequest) -> StartedClip:
+    def start(self, request: ClipRequest, workdir: Path) -> StartedClip:
         """Start one generation (never retried); ``AgentError`` on any failure."""
         settings = self._settings
         client = gemini.get_client(settings)
@@ -106,10 +109,8 @@ class GeminiNarrator:
                              retryable=False)
         return StartedClip(str(interaction.id), model)
 
-    def poll(self, started: StartedClip, request: ClipRequest,
-             workdir: Path) -> ClipPending | GeneratedClip:
-        """Where the generation stands; when finished, the clip (downloaded into ``workdir``)
-        and its poster. Raises ``blocked`` (with the reasons) for a filtered clip."""
+    def poll(self, started: StartedClip) -> ClipPending | ClipFailed | FinishedClip:
+        """Where the generation stands (one ``interactions.get``, safe to repeat)."""
         settings = self._settings
         client = gemini.get_client(settings)
         try:
@@ -125,21 +126,21 @@ class GeminiNarrator:
         state = str(interaction.status or "")
         if state in PENDING_STATES:
             return ClipPending(state)
-        if state != "completed":
-            raise operation_error(interaction)
-        video = _output_video(interaction)
-        if video is None:
-            raise operation_error(interaction)
+        video = _output_video(interaction) if state == "completed" else None
+        if video is None or not (video.data or video.uri):
+            return ClipFailed(operation_error(interaction))
+        return FinishedClip(started.operation_id, started.model,
+                            usage_of(interaction, started.model), data=video.data, uri=video.uri)
+
+    def fetch(self, finished: FinishedClip, workdir: Path) -> GeneratedClip:
+        """The finished clip in ``workdir`` (decoded or downloaded within the size cap), checked,
+        with its poster."""
         path = workdir / "clip.mp4"
-        if video.data:
-            _decode_inline(video.data, path, settings.video_max_bytes)
-        elif video.uri:
-            self._download(video.uri, path)
+        if finished.data:
+            _decode_inline(finished.data, path, self._settings.video_max_bytes)
         else:
-            raise AgentError("invalid_model_output", "The AI provider returned an empty video.",
-                             retryable=False)
-        return finish_clip(path, usage_of(interaction, started.model),
-                           max_bytes=settings.video_max_bytes)
+            self._download(str(finished.uri), path)
+        return finish_clip(path, finished.usage, max_bytes=self._settings.video_max_bytes)
 
     def _download(self, uri: str, path: Path) -> None:
         """Fetch a ``uri``-delivered clip with the SDK (Files API), within the size cap and
@@ -163,14 +164,18 @@ class GeminiNarrator:
                                  "address that cannot be downloaded.", retryable=False) from exc
 
 
-class _CappedSink:
+class _CappedSink(io.RawIOBase):
     """A writable that refuses to grow past ``max_bytes`` or to go on past ``deadline``."""
 
     def __init__(self, sink: Any, max_bytes: int, deadline: float) -> None:
+        super().__init__()
         self._sink, self._max, self._deadline = sink, max_bytes, deadline
         self.size = 0
 
-    def write(self, chunk: bytes) -> int:
+    def writable(self) -> bool:
+        return True
+
+    def write(self, chunk: Any) -> int:
         self.size += len(chunk)
         if self.size > self._max:
             raise too_large(self._max)

@@ -2,18 +2,18 @@
 
 A slow zoom into the photo (ffmpeg ``zoompan``, H.264 at 720p, 24 fps) for the clip's length,
 and the script spoken by espeak-ng when it is installed (else the clip has no sound). Deterministic:
-the same photo and script make the same clip. Nothing is generated upstream, so there is
-nothing to wait for: the first poll finishes it.
+the same photo and script make the same clip. Nothing is generated upstream, so ``start``
+answers with the finished clip: there is nothing to wait for.
 """
 
 from __future__ import annotations
 
-import hashlib
 import shutil
 import subprocess
 import tempfile
 from pathlib import Path
 
+from agents.errors import AgentError
 from agents.film.ffmpeg import ffmpeg_info, run_ffmpeg
 from agents.film.graph import AUDIO_CODEC, KEN_BURNS_ZOOM, VIDEO_CODEC
 from agents.film.types import RenderLimits
@@ -21,8 +21,10 @@ from agents.media.probe import ImageCaps, normalise_image
 from agents.narrator.clip import finish_clip
 from agents.narrator.types import (
     FRAME_SIZES,
+    ClipFailed,
     ClipPending,
     ClipRequest,
+    FinishedClip,
     GeneratedClip,
     StartedClip,
 )
@@ -61,18 +63,13 @@ def speak(text: str, target: Path) -> bool:
 
 
 class OfflineNarrator:
-    """Makes the clip locally, at the first poll."""
+    """Makes the clip locally, right away."""
 
     model = OFFLINE_MODEL
     prompt_version = "offline-narrator-v1"
-    first_poll_s = 0.0
 
-    def start(self, request: ClipRequest) -> StartedClip:
-        digest = hashlib.sha256(request.image + request.script.encode()).hexdigest()[:16]
-        return StartedClip(f"offline-{digest}", OFFLINE_MODEL)
-
-    def poll(self, started: StartedClip, request: ClipRequest,
-             workdir: Path) -> ClipPending | GeneratedClip:
+    def start(self, request: ClipRequest, workdir: Path) -> GeneratedClip:
+        """The finished clip (and poster) in ``workdir``."""
         scratch = Path(tempfile.mkdtemp(prefix=".offline-", dir=workdir))
         try:
             width, height = FRAME_SIZES[request.aspect_ratio]
@@ -101,3 +98,14 @@ class OfflineNarrator:
             shutil.rmtree(scratch, ignore_errors=True)
         return finish_clip(clip, Usage(model=OFFLINE_MODEL, calls=1),
                            max_bytes=RENDER_LIMITS.max_output_bytes)
+
+    def poll(self, started: StartedClip) -> ClipPending | ClipFailed | FinishedClip:
+        return ClipFailed(_NOTHING_TO_FOLLOW)
+
+    def fetch(self, finished: FinishedClip, workdir: Path) -> GeneratedClip:
+        raise _NOTHING_TO_FOLLOW
+
+
+# An offline clip is made when it starts: there is never an operation to follow.
+_NOTHING_TO_FOLLOW = AgentError("invalid_input", "An offline clip has no operation to follow; "
+                                "it was made when it started.", retryable=False)

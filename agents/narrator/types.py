@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from agents.errors import AgentError
 from agents.types import Usage
 
 ASPECT_RATIOS: tuple[str, ...] = ("16:9", "9:16")
@@ -39,6 +40,26 @@ class ClipPending:
     """Still generating; ``state`` is the upstream's word for it (``in_progress``...)."""
 
     state: str
+
+
+@dataclass(frozen=True)
+class ClipFailed:
+    """The operation ended without a clip (filtered, or failed upstream): nothing to pay for.
+    ``error`` says why, with the usual codes (``blocked`` with the filter's reasons)."""
+
+    error: AgentError
+
+
+@dataclass(frozen=True)
+class FinishedClip:
+    """The operation finished with a clip, not fetched yet: inline base64 ``data`` or a
+    ``uri`` to download. The generation is done (and billed) from here on."""
+
+    operation_id: str
+    model: str
+    usage: Usage
+    data: str | bytes | None = None
+    uri: str | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from api.resources import (
     films,
     health,
     jobs,
+    narrator_clips,
     notes,
     settings,
     spaces,
@@ -17,5 +18,5 @@ from api.resources import (
 )
 
 # Registration order is the order of the OpenAPI document.
-ALL = (health, auth, settings, spaces, notes, transcriptions, stories, films, jobs, events,
-       admin, batches, webhooks)
+ALL = (health, auth, settings, spaces, notes, transcriptions, stories, films, narrator_clips, jobs,
+       events, admin, batches, webhooks)

@@ -5,6 +5,7 @@ from workers.tasks import (
     film,
     illustration,
     maintenance,
+    narrator_clip,
     render,
     story,
     transcription,
@@ -12,5 +13,6 @@ from workers.tasks import (
 )
 
 __all__ = [
-    "batch", "film", "illustration", "maintenance", "render", "story", "transcription", "webhooks",
+    "batch", "film", "illustration", "maintenance", "narrator_clip", "render", "story",
+    "transcription", "webhooks",
 ]
