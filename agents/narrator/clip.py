@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from agents.film.ffmpeg import ffmpeg_info, run_ffmpeg
-from agents.film.inputs import ClipInfo, clip_info, rejected, stage_media
+from agents.film.inputs import parse_clip_info, rejected, stage_media
 from agents.film.types import RenderLimits
 from agents.narrator.types import GeneratedClip
 from agents.types import Usage
@@ -23,11 +23,17 @@ PROBE_SECONDS = 30.0
 LIMITS = RenderLimits(wall_seconds=PROBE_SECONDS, memory_bytes=1024**3,
                       max_output_bytes=64 * 1024 * 1024)
 WHAT = "The generated clip"
+POSTER_AT_S = 1.0
 
 
-def _poster_at(seconds: float) -> float:
-    """A frame a second in (the first one is often a fade from black), inside short clips."""
-    return min(1.0, seconds / 2)
+def _poster(ffmpeg: str, scratch: Path, staged: str, at: float) -> list[str]:
+    """Write ``poster.jpg`` from the frame at ``at`` seconds; ffmpeg's report on the input
+    comes back with it (one run reads the clip's facts and takes the poster)."""
+    return run_ffmpeg(ffmpeg, [
+        "-nostats", "-ss", f"{at:.3f}", "-protocol_whitelist", "file", "-f", "mov",
+        "-i", staged, "-frames:v", "1", "-q:v", "3", "-update", "1", "-f", "image2",
+        "-y", "poster.jpg",
+    ], cwd=scratch, limits=LIMITS, loglevel="info", check=False)
 
 
 def finish_clip(video: Path, usage: Usage, *, max_bytes: int) -> GeneratedClip:
@@ -39,19 +45,17 @@ def finish_clip(video: Path, usage: Usage, *, max_bytes: int) -> GeneratedClip:
         staged = stage_media(video, scratch, "clip", max_bytes=max_bytes, what=WHAT)
         if staged.demuxer != "mov":
             raise rejected(WHAT, "it is not an MP4 video")
-
-        def probe(args: list[str]) -> list[str]:
-            return run_ffmpeg(ffmpeg, args, cwd=scratch, limits=LIMITS, loglevel="info",
-                              check=False)
-
-        info: ClipInfo = clip_info(staged, probe, WHAT)
+        # A frame a second in (the first is often a fade from black); the first frame of a
+        # clip shorter than that.
+        info = parse_clip_info(_poster(ffmpeg, scratch, staged.name, POSTER_AT_S))
+        if info is None or info.seconds <= 0:
+            raise rejected(WHAT, "its length could not be read")
         if not info.has_video or not info.width or not info.height:
             raise rejected(WHAT, "it has no picture")
-        run_ffmpeg(ffmpeg, [
-            "-ss", f"{_poster_at(info.seconds):.3f}", "-protocol_whitelist", "file",
-            "-f", staged.demuxer, "-i", staged.name, "-frames:v", "1", "-q:v", "3",
-            "-update", "1", "-f", "image2", "-y", "poster.jpg",
-        ], cwd=scratch, limits=LIMITS)
+        if not (scratch / "poster.jpg").is_file():
+            _poster(ffmpeg, scratch, staged.name, 0.0)
+        if not (scratch / "poster.jpg").is_file():
+            raise rejected(WHAT, "no frame of it could be read")
         poster = video.with_name("poster.jpg")
         shutil.move(scratch / "poster.jpg", poster)
     finally:

@@ -100,6 +100,7 @@ class Generation:
     outcome: str
     prompt: str
     created: str = field(default_factory=_now)
+    finished: float | None = None  # monotonic time of its first finished answer
 
 
 class FakeVideo:
@@ -141,6 +142,17 @@ class FakeVideo:
     def generations(self) -> list[Generation]:
         with self._lock:
             return list(self._generations.values())
+
+    def most_in_flight(self) -> int:
+        """The most generations that were running upstream at one time (started, not yet seen
+        finished by a poll)."""
+        edges = sorted([(g.started, 1) for g in self.generations]
+                       + [(g.finished, -1) for g in self.generations if g.finished is not None])
+        most = current = 0
+        for _, step in edges:
+            current += step
+            most = max(most, current)
+        return most
 
     # --- serving -----------------------------------------------------------------------
 
@@ -260,6 +272,8 @@ class FakeVideo:
         if pending:
             self._answer(handler, request, 200, self._resource(generation, "in_progress"))
             return
+        with self._lock:
+            generation.finished = generation.finished or time.monotonic()
         self._answer(handler, request, 200, self._finished(generation))
 
     def _download(self, handler: _Handler, name: str) -> None:
