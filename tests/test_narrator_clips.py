@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import json
 import shutil
 import subprocess
 import time
@@ -440,3 +441,45 @@ def test_the_offline_narrator_makes_a_real_clip_from_the_photo(
     assert (probed.width, probed.height) == (1280, 720)
     assert (done.result or {})["hasAudio"] is espeak
     assert abs(probed.seconds - 3.0) < 0.2
+
+
+def test_the_video_model_is_checked_like_every_agents(
+    settings: Settings, session_factory: sessionmaker[Session], fake_gemini: FakeGemini
+) -> None:
+    from agents.models import availability
+    from tests.conftest import FAKE_GEMINI_KEY
+    from tests.test_model_lifecycle import ready_app, run_models_cli
+
+    agents = AgentSettings(gemini_api_key=FAKE_GEMINI_KEY)
+    video = ready_app(settings, session_factory, agents).test_client().get(
+        "/ready").get_json()["models"]["video"]
+    assert video == {"model": "gemini-omni-1.2-flash", "fallbacks": ["gemini-omni-1.1-flash"],
+                     "state": "ok", "answering": "gemini-omni-1.2-flash",
+                     "found": {"gemini-omni-1.2-flash": True, "gemini-omni-1.1-flash": True}}
+
+    availability.clear()
+    fake_gemini.models.retire(["gemini-omni-1.2-flash", "gemini-omni-1.1-flash"])
+    answer = ready_app(settings, session_factory, agents).test_client().get("/ready")
+    assert answer.status_code == 503
+    assert answer.get_json()["models"]["video"]["state"] == "unavailable"
+    cli = run_models_cli({"GOOGLE_GEMINI_BASE_URL": fake_gemini.base_url,
+                          "GEMINI_API_KEY": FAKE_GEMINI_KEY,
+                          "GEMINI_MODEL_VIDEO": "gemini-omni-flash-preview",
+                          "GEMINI_FALLBACK_MODELS_VIDEO": "none"})
+    assert cli.returncode == 1 and "no working model for: video" in cli.stderr
+    report = {a["agent"]: a for a in json.loads(cli.stdout)["agents"]}
+    assert report["video"]["models"][0]["model"] == "gemini-omni-flash-preview"
+    assert report["video"]["models"][0]["found"] is False  # shut down on 2026-09-30
+
+
+def test_a_start_on_a_video_model_with_no_working_fallback_fails_model_unavailable(
+    session: Session, ctx: WorkerContext, note: Note, fake_gemini: FakeGemini
+) -> None:
+    fake_gemini.models.retire(["gemini-omni-1.2-flash", "gemini-omni-1.1-flash"])
+    job = clip_job(session, ctx, note)
+    run(ctx, job)
+    failed = fresh(session, job)
+    assert failed.status == "failed" and (failed.error or {})["code"] == "model_unavailable"
+    assert "GEMINI_MODEL_VIDEO" in (failed.error or {})["message"]
+    assert fake_gemini.video.starts == 0
+    assert JobSchema().dump(failed)["upstreamOperation"]["billed"] is False
