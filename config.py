@@ -308,7 +308,8 @@ class NarratorSettings:
 
     A job looks at its operation first ``poll_min_s`` after starting it, then every
     ``poll_growth`` of the time it has waited so far, between ``poll_min_s`` and
-    ``poll_max_s``: a one-minute clip is seen done at most ~12 s late, in about ten looks."""
+    ``poll_max_s``, with one look falling on ``estimate_s``: a clip done in about the estimate
+    is seen at once; one that takes longer is seen at most ``poll_growth`` of its time late."""
 
     poll_min_s: float = 5.0
     poll_max_s: float = 30.0

@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 from datetime import timedelta
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -483,3 +484,18 @@ def test_a_start_on_a_video_model_with_no_working_fallback_fails_model_unavailab
     assert "GEMINI_MODEL_VIDEO" in (failed.error or {})["message"]
     assert fake_gemini.video.starts == 0
     assert JobSchema().dump(failed)["upstreamOperation"]["billed"] is False
+
+
+def test_polls_grow_apart_and_one_falls_on_the_estimate() -> None:
+    from workers.upstream_ops import poll_delay
+
+    looks, waited = [], 5.0
+    while waited < 400:
+        looks.append(round(waited, 1))
+        waited += poll_delay(waited, minimum=5, maximum=30, growth=0.2, estimate=60)
+    assert looks[:10] == [5, 10, 15, 20, 25, 30, 36, 43.2, 51.8, 60]  # one look at 60 s
+    gaps = [b - a for a, b in pairwise(looks)]
+    assert all(5 <= gap <= 30 for gap in gaps) and gaps[-1] == 30
+    before, after = gaps[:8], gaps[9:]  # gaps[8] is shortened to land on the estimate
+    assert before == sorted(before) and after == sorted(after)  # growing
+    assert len(looks) < 25  # a few looks per minute, never a busy loop

@@ -84,9 +84,14 @@ def waited_s(job: Job) -> float:
     return max(0.0, (utcnow() - datetime.fromisoformat(started)).total_seconds())
 
 
-def poll_delay(waited: float, *, minimum: float, maximum: float, growth: float) -> float:
-    """When to look again: ``growth`` of the time waited so far, within [minimum, maximum]."""
-    return min(maximum, max(minimum, waited * growth))
+def poll_delay(waited: float, *, minimum: float, maximum: float, growth: float,
+               estimate: float) -> float:
+    """When to look again: ``growth`` of the time waited so far, within [minimum, maximum];
+    one look falls on the estimate itself, when most operations are done."""
+    delay = min(maximum, max(minimum, waited * growth))
+    if waited < estimate < waited + delay:
+        delay = max(1.0, estimate - waited)
+    return delay
 
 
 def wait_again(waited: float, delay: float, estimate_s: int) -> MustWait:

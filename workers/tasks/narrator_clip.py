@@ -90,7 +90,8 @@ def follow_clip(run: JobRun, narrator: Narrator, workdir: Path) -> GeneratedClip
             raise JobFailed("upstream_timeout", f"The video generation took longer than "
                             f"{settings.max_wait_s} s; it is no longer waited for.")
         delay = upstream_ops.poll_delay(waited, minimum=settings.poll_min_s,
-                                        maximum=settings.poll_max_s, growth=settings.poll_growth)
+                                        maximum=settings.poll_max_s, growth=settings.poll_growth,
+                                        estimate=settings.estimate_s)
         raise upstream_ops.wait_again(waited, delay, settings.estimate_s)
     if isinstance(status, ClipFailed):
         upstream_ops.record_state(run, "failed")  # a retry may start another
