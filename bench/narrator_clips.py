@@ -12,6 +12,10 @@ and a new one started in its place (as a supervisor would). Prints the wall time
 submit to the last clip, each clip's time, and how many generations the fake saw start.
 Targets: every clip succeeds, in about ``generation`` + 10 s (not clips x generation /
 concurrency), with exactly one start per clip. Exit status 0 when they are met.
+
+A waiting clip's next look is a Celery message with a countdown, held by the worker that
+re-scheduled it: killed, the worker takes those messages with it, and the reaper re-sends them
+``JOB_QUEUED_RESEND_AFTER_SECONDS`` after they were due (``--resend-after``).
 """
 
 from __future__ import annotations
@@ -67,6 +71,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=2, help="worker threads")
     parser.add_argument("--kill-at", type=float, default=30.0,
                         help="seconds after the first submit to SIGKILL the worker (0: never)")
+    parser.add_argument("--resend-after", type=int, default=None,
+                        help="JOB_QUEUED_RESEND_AFTER_SECONDS (platform default 30): how soon "
+                        "the reaper re-sends a waiting job whose message died with the worker")
     parser.add_argument("--timeout", type=float, default=600.0)
     args = parser.parse_args()
     print(f"{args.clips} narrator clips of {CLIP_SECONDS} s, {args.generation:.0f} s per "
@@ -74,6 +81,8 @@ def main() -> int:
           + (f", SIGKILLed at {args.kill_at:.0f} s" if args.kill_at else ""), flush=True)
     mp4_clip(CLIP_SECONDS)  # the fake's clip, made before the clock starts
     env = {"RATE_LIMITS_ENABLED": "false"}
+    if args.resend_after is not None:
+        env["JOB_QUEUED_RESEND_AFTER_SECONDS"] = str(args.resend_after)
     with perf_stack(0.0, "clips", env) as stack:
         stack.gemini.video.generation_seconds = args.generation
         worker: dict[str, str] = {"name": "video-1"}
