@@ -6,6 +6,7 @@ import hashlib
 import uuid
 from typing import Any
 
+from flask import request
 from flask_smorest import abort
 from sqlalchemy import func, select
 from werkzeug.datastructures import FileStorage
@@ -27,6 +28,15 @@ GENERIC_MIME_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
 
 def too_large(field: str) -> None:
     abort(413, message=f"{field} is larger than the {MAX_MEDIA_BYTES // (1024 * 1024)} MB limit")
+
+
+def uploaded_file(field: str = "file") -> FileStorage:
+    """The multipart request's file ``field``; 422 naming it when it is missing."""
+    upload = request.files.get(field)
+    if upload is None:
+        abort(422, message=f"{field} is required", errors={"files": {field: ["required"]}})
+    assert upload is not None
+    return upload
 
 
 def read_upload(upload: FileStorage, field: str) -> bytes:

@@ -6,6 +6,7 @@ would."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import hashlib
 import io
@@ -34,6 +35,7 @@ from config import NarratorSettings, Settings
 from models import Job, Media, Note, Space, User
 from models.base import utcnow
 from tests.fakes.gemini_server import FakeGemini
+from tests.test_worker_jobs import fresh
 from workers import lifecycle
 from workers.context import WorkerContext
 from workers.dispatch import create_job
@@ -117,12 +119,6 @@ def clip_job(session: Session, ctx: WorkerContext, note: Note, **extra: Any) -> 
     return job
 
 
-def fresh(session: Session, job: Job) -> Job:
-    found = session.get(Job, job.id, populate_existing=True)
-    assert found is not None
-    return found
-
-
 def run(ctx: WorkerContext, job: Job) -> None:
     run_job(str(job.id), make_clip, context=ctx)
 
@@ -131,6 +127,13 @@ def make_due(session: Session, job: Job) -> None:
     """The re-scheduled job's message arrives (its countdown is what a test does not wait)."""
     session.execute(update(Job).where(Job.id == job.id).values(enqueued_at=utcnow()))
     session.commit()
+
+
+def start_then_look(session: Session, ctx: WorkerContext, job: Job) -> None:
+    """Start the clip's generation, then take the (due) next look at it."""
+    run(ctx, job)
+    make_due(session, job)
+    run(ctx, job)
 
 
 def probe(path: Path) -> ClipInfo:
@@ -176,7 +179,7 @@ def test_a_clip_is_started_once_polled_without_a_thread_and_stored_on_the_moment
                                              "delivery": "inline"}
     content = start.body["input"][0]["content"]
     assert SCRIPT in content[0]["text"] and content[1]["type"] == "image"
-    assert base64_decoded(content[1]["data"]) == photo_bytes()
+    assert base64.b64decode(content[1]["data"]) == photo_bytes()
 
     make_due(session, job)
     run(ctx, job)  # too early: still generating, re-scheduled again
@@ -212,12 +215,6 @@ def test_a_clip_is_started_once_polled_without_a_thread_and_stored_on_the_moment
     assert row.cost_usd == pytest.approx(4.0 * 0.07 + row.input_tokens * 1.5e-6)
     shown = JobSchema().dump(done)["upstreamOperation"]
     assert shown["state"] == "succeeded" and shown["billed"] is True and "id" not in shown
-
-
-def base64_decoded(text: str) -> bytes:
-    import base64
-
-    return base64.b64decode(text)
 
 
 def test_a_worker_killed_between_start_and_done_resumes_polling_and_never_starts_again(
@@ -342,9 +339,7 @@ def test_a_filtered_clip_fails_blocked_with_the_reasons(
 ) -> None:
     fake_gemini.video.next_outcomes("filtered")
     job = clip_job(session, ctx, note)
-    run(ctx, job)
-    make_due(session, job)
-    run(ctx, job)
+    start_then_look(session, ctx, job)
     failed = fresh(session, job)
     assert failed.status == "failed" and failed.error is not None
     assert failed.error["code"] == "blocked" and failed.error["retryable"] is False
@@ -361,9 +356,7 @@ def test_an_operation_error_maps_to_the_usual_codes(
 ) -> None:
     fake_gemini.video.next_outcomes("error")  # INTERNAL: retryable, a new generation
     job = clip_job(session, ctx, note)
-    run(ctx, job)
-    make_due(session, job)
-    run(ctx, job)
+    start_then_look(session, ctx, job)
     retrying = fresh(session, job)
     assert retrying.status == "queued" and (retrying.error or {})["code"] == "upstream_unavailable"
     make_due(session, job)
@@ -375,9 +368,7 @@ def test_an_operation_error_maps_to_the_usual_codes(
 
     fake_gemini.video.next_outcomes("invalid")  # INVALID_ARGUMENT: fails at once
     other = clip_job(session, ctx, note)
-    run(ctx, other)
-    make_due(session, other)
-    run(ctx, other)
+    start_then_look(session, ctx, other)
     failed = fresh(session, other)
     assert failed.status == "failed" and (failed.error or {})["code"] == "upstream_bad_request"
 
@@ -392,9 +383,7 @@ def test_the_size_cap_refuses_a_clip_too_large(
     for delivery in ("inline", "uri"):
         fake_gemini.video.delivery = delivery
         job = clip_job(session, capped, note)
-        run(capped, job)
-        make_due(session, job)
-        run(capped, job)
+        start_then_look(session, capped, job)
         failed = fresh(session, job)
         assert failed.status == "failed" and failed.error is not None
         assert failed.error["code"] == "media_rejected" and "1 MB" in failed.error["message"]
@@ -409,9 +398,7 @@ def test_a_uri_delivered_clip_is_downloaded_through_the_files_api(
 ) -> None:
     fake_gemini.video.delivery = "uri"
     job = clip_job(session, ctx, note)
-    run(ctx, job)
-    make_due(session, job)
-    run(ctx, job)
+    start_then_look(session, ctx, job)
     assert fresh(session, job).status == "succeeded"
     assert fake_gemini.video.downloads == 1
 
@@ -421,9 +408,7 @@ def test_a_retired_video_model_moves_to_its_fallback(
 ) -> None:
     fake_gemini.models.retire(["gemini-omni-1.2-flash"])
     job = clip_job(session, ctx, note)
-    run(ctx, job)
-    make_due(session, job)
-    run(ctx, job)
+    start_then_look(session, ctx, job)
     done = fresh(session, job)
     assert done.status == "succeeded" and (done.usage or {})["model"] == "gemini-omni-1.1-flash"
 

@@ -5,7 +5,6 @@ many clips waiting upstream at once on a worker with few threads."""
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +15,7 @@ from tests.fakes.gemini_server import FakeGemini
 from tests.fakes.gemini_video import mp4_clip
 from tests.platform import Client, Stack, running_stack
 from tests.test_api_media import png_bytes
+from tests.test_reliability import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -49,14 +49,6 @@ def submit_clip(client: Client, photo: str) -> dict[str, Any]:
     job: dict[str, Any] = client.call("POST", "/narrator-clips", expect=202, json={
         "mediaId": photo, "script": "Hello from the river", "durationSeconds": SECONDS}).json()
     return job
-
-
-def wait_for(predicate: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def test_a_worker_killed_while_polling_is_replaced_and_the_clip_is_never_started_twice(

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 
 from api.auth import SECURITY, current_user, login_required
 from api.errors import error_responses
-from api.media_intake import classify, read_upload, store_media
+from api.media_intake import classify, read_upload, store_media, uploaded_file
 from api.ownership import owned_note_anywhere
 from api.ratelimit import charge
 from api.resources.notes import MAX_MEDIA_PER_NOTE
@@ -80,10 +80,7 @@ class NarratorClips(MethodView):
         mime = ""
         if request.mimetype == "multipart/form-data":
             form = load_body(NarratorClipFormSchema(), request.form.to_dict())
-            upload = request.files.get("file")
-            if upload is None:
-                abort(422, message="file is required", errors={"files": {"file": ["required"]}})
-            assert upload is not None
+            upload = uploaded_file()
             upload_data = read_upload(upload, "file")
             kind, mime = classify(upload_data, upload.mimetype, "file", audio_only=False)
             if kind != "image":

@@ -20,6 +20,7 @@ from api.media_intake import (
     start_transcription,
     store_media,
     too_large,
+    uploaded_file,
 )
 from api.ownership import owned_note_anywhere
 from api.ratelimit import charge
@@ -74,10 +75,7 @@ class Transcriptions(MethodView):
         """Transcribe audio: JSON ``{audioData: base64, mimeType}`` or multipart ``file``."""
         if request.mimetype == "multipart/form-data":
             form = load_body(TranscriptionFormSchema(), request.form.to_dict())
-            upload = request.files.get("file")
-            if upload is None:
-                abort(422, message="file is required", errors={"files": {"file": ["required"]}})
-            assert upload is not None
+            upload = uploaded_file()
             data = read_upload(upload, "audio")
             declared = upload.mimetype
         else:
