@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import redis
 from PIL import Image
+from prometheus_client import REGISTRY
 from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -159,6 +160,9 @@ def test_a_clip_is_started_once_polled_without_a_thread_and_stored_on_the_moment
 ) -> None:
     fake_gemini.video.generation_seconds = 1.5
     job = clip_job(session, ctx, note)
+    labels = {"agent": "narrator_clip", "model": "gemini-omni-1.2-flash"}
+    seconds_before = REGISTRY.get_sample_value("lifetales_model_video_seconds_total", labels) or 0
+    cost_before = REGISTRY.get_sample_value("lifetales_model_cost_usd_total", labels) or 0
 
     run(ctx, job)  # starts the generation and re-schedules itself
     waiting = fresh(session, job)
@@ -215,6 +219,11 @@ def test_a_clip_is_started_once_polled_without_a_thread_and_stored_on_the_moment
     assert row.cost_usd == pytest.approx(4.0 * 0.07 + row.input_tokens * 1.5e-6)
     shown = JobSchema().dump(done)["upstreamOperation"]
     assert shown["state"] == "succeeded" and shown["billed"] is True and "id" not in shown
+    # The metrics: seconds of video and their cost.
+    seconds = REGISTRY.get_sample_value("lifetales_model_video_seconds_total", labels)
+    cost = REGISTRY.get_sample_value("lifetales_model_cost_usd_total", labels)
+    assert seconds == seconds_before + 4.0
+    assert cost == pytest.approx(cost_before + row.cost_usd)
 
 
 def test_a_worker_killed_between_start_and_done_resumes_polling_and_never_starts_again(
