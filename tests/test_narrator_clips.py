@@ -493,3 +493,63 @@ def test_polls_grow_apart_and_one_falls_on_the_estimate() -> None:
     before, after = gaps[:8], gaps[9:]  # gaps[8] is shortened to land on the estimate
     assert before == sorted(before) and after == sorted(after)  # growing
     assert len(looks) < 25  # a few looks per minute, never a busy loop
+
+
+def test_a_film_opens_with_its_narrator_clip(
+    session: Session, offline_ctx: WorkerContext, note: Note, tmp_path: Path
+) -> None:
+    from models import Chapter, Film, Story
+    from tests.audio import wav_tone
+    from workers.runner import JobRun
+    from workers.tasks.film import film_cache_payload
+    from workers.tasks.render import render
+
+    clip = clip_job(session, offline_ctx, note, input={"durationSeconds": 3})
+    run(offline_ctx, clip)
+    video = session.get(Media, clip.id)
+    assert video is not None
+    owner = owner_of(session, note)
+    story = Story(space_id=note.space_id, version=1, job_id=uuid.uuid4(), status="ready",
+                  settings={}, generated_at=utcnow(),
+                  chapters=[Chapter(position=0, title="One", content="We walked.",
+                                    user_image_ids=[])])
+    session.add(story)
+    session.flush()
+
+    def rendered(intro: bool) -> dict[str, Any]:
+        """Render a one-scene film (2 s of narration), opening with the clip or not."""
+        film_job = create_job(session, owner_id=owner, kind="film", input={
+            "spaceId": str(note.space_id), "storyId": str(story.id), "settings": {},
+            **({"narratorClipId": str(clip.id), "introClipKey": video.storage_key,
+                "introClipSha256": video.sha256} if intro else {})})
+        lifecycle_running = update(Job).where(Job.id == film_job.id).values(
+            status="running", attempts=1, started_at=utcnow(), heartbeat_at=utcnow())
+        session.execute(lifecycle_running)
+        film = Film(space_id=note.space_id, story_id=story.id, version=2 if intro else 1,
+                    job_id=film_job.id, status="rendering", settings={}, script={
+                        "title": "T", "musicMood": "calm", "totalDurationSeconds": 8,
+                        "scenes": [{"chapterId": str(story.chapters[0].id),
+                                    "narrationText": "We walked.", "visualDescription": "x",
+                                    "durationSeconds": 8, "transition": "fade"}]})
+        session.add(film)
+        key = f"narrations/{uuid.uuid4()}"
+        stored = offline_ctx.storage.save(key, wav_tone(2.0), "audio/wav")
+        create_job(session, owner_id=owner, kind="narration", parent_id=film_job.id,
+                   input={"sceneIndex": 0})
+        session.execute(update(Job).where(Job.parent_id == film_job.id).values(
+            status="succeeded", result={"audioUrl": stored.url, "durationSeconds": 2.0}))
+        render_job = create_job(session, owner_id=owner, kind="render", parent_id=film_job.id,
+                                input={"filmId": str(film.id)})
+        session.commit()
+        if intro:
+            payload = film_cache_payload(JobRun(offline_ctx, session, film_job), story, {})
+            assert payload["introClip"] == video.sha256  # another clip, another film
+        run_job(str(render_job.id), render, context=offline_ctx)
+        done = fresh(session, render_job)
+        assert done.status == "succeeded", done.error
+        return done.result or {}
+
+    without, opened = rendered(False), rendered(True)
+    # The clip plays first, whole, before the scene (an intro ends with a short transition).
+    assert opened["durationSeconds"] == pytest.approx(without["durationSeconds"] + 3.0, abs=1.0)
+    assert opened["scenes"][0]["startSeconds"] >= 2.0 > without["scenes"][0]["startSeconds"]
