@@ -98,9 +98,7 @@ def follow_clip(run: JobRun, narrator: Narrator, workdir: Path) -> GeneratedClip
         raise status.error
     if record.get("state") != "succeeded":
         upstream_ops.record_state(run, "succeeded")  # done and billed: never started again
-    clip = narrator.fetch(status, workdir)
-    telemetry.record_model_usage(KIND, clip.usage)
-    return clip
+    return narrator.fetch(status, workdir)
 
 
 def store_clip(run: JobRun, clip: GeneratedClip) -> dict[str, Any]:
@@ -133,15 +131,15 @@ def make_clip(run: JobRun) -> None:
     narrator = run.context.provider.narrator
     workdir = Path(tempfile.mkdtemp(prefix=f"lifetales-clip-{run.job.id}-"))
     try:
-        if upstream_ops.may_start(run.job):
-            clip = start_clip(run, narrator, workdir)
-        else:
-            clip = follow_clip(run, narrator, workdir)
+        followed = not upstream_ops.may_start(run.job)
+        clip = (follow_clip if followed else start_clip)(run, narrator, workdir)
         run.check_cancel()
         result = store_clip(run, clip)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
     run.succeed(result, usage=clip.usage)
+    if followed:  # what the operation made, counted once the job has it
+        telemetry.record_model_usage(KIND, clip.usage)
 
 
 @celery_app.task(name="lifetales.make_narrator_clip", acks_late=True, ignore_result=True)
