@@ -27,7 +27,10 @@ result_backend = None
 # Queues sized per timeout class; each may get its own worker pool in production.
 # ``webhooks``: job webhook deliveries, kept apart so a slow receiver never holds a job worker.
 # ``render``: CPU-bound film renders (ffmpeg), on workers of their own, one at a time each.
-QUEUE_NAMES = ("transcription", "illustration", "story", "speech", "render", "batch",
+# ``video``: long-running upstream operations (narrator clips): each task only starts one, looks
+# at it once or stores its result; the waiting in between holds no thread (the job re-schedules
+# itself).
+QUEUE_NAMES = ("transcription", "illustration", "story", "speech", "render", "video", "batch",
                "maintenance", "webhooks")
 # Explicit exchange + routing key per queue: left implicit, every queue binds to the default
 # queue's key and a message would be copied into all of them.
@@ -44,6 +47,7 @@ task_routes = {
         ("lifetales.narrate_text", "speech"),
         ("lifetales.make_film", "story"),
         ("lifetales.render_film", "render"),
+        ("lifetales.make_narrator_clip", "video"),
         ("lifetales.run_story_batch", "batch"),
         ("lifetales.reap_stale_jobs", "maintenance"),
         ("lifetales.deliver_webhook", "webhooks"),
@@ -61,6 +65,9 @@ TIME_LIMITS = {
     # Sized for minutes: the ffmpeg run's own limit (RENDER_TIMEOUT_SECONDS, 900 s) plus
     # fetching the pictures and uploading the film.
     "render": (1020, 1080),
+    # One step of a video operation: a start or a look (30 s each), or fetching the finished
+    # clip (download up to 120 s), probing it and taking its poster, and uploading both.
+    "video": (240, 270),
     "batch": (120, 150),
     "maintenance": (60, 90),
     # One attempt: DNS + connect (3 s) + read (10 s) by default, far below these.

@@ -32,18 +32,40 @@ MODEL_PRICES_USD_PER_MTOK: dict[str, tuple[float, float]] = {
     "gemini-nano-banana-2.1": (1.50, 30.00),
     "gemini-3.8-flash-tts": (0.50, 9.00),
     "gemini-3.8-flash-lite-tts": (0.50, 6.00),
+    # Video models: input (the photo, the prompt) and any text or thinking they output; the
+    # video itself is billed by the second (MODEL_PRICES_USD_PER_VIDEO_SECOND).
+    "gemini-omni-1.2-flash": (1.50, 9.00),
+    "gemini-omni-1.1-flash": (1.50, 9.00),
     # Retired models, still priced so jobs they ran keep their cost in `lifetales usage`.
     "gemini-2.5-flash": (0.30, 2.50),
     "gemini-2.5-flash-image": (0.30, 30.00),
 }
 
 
-def estimated_cost_usd(model: str, input_tokens: int, output_tokens: int) -> float | None:
-    """Estimated cost of these tokens at list price; None for a model without a price."""
+# USD per second of generated video, at the 720p narrator clips are made at. Gemini Omni bills
+# video output as tokens (5,792 a second of 720p) at a video rate, which comes to a price per
+# second: Omni 1.2 Flash $0.07/s (1080p $0.105, 4K $0.21, 360p $0.023), Omni 1.1 Flash
+# $0.10/s (1080p $0.15, 4K $0.30, 360p $0.03), sound included. Read 2026-12-01 (Google's
+# pricing page as quoted by resellers' price lists); keep them current.
+MODEL_PRICES_USD_PER_VIDEO_SECOND: dict[str, float] = {
+    "gemini-omni-1.2-flash": 0.07,
+    "gemini-omni-1.1-flash": 0.10,
+    # Shut down 2026-09-30; priced so its jobs keep their cost.
+    "gemini-omni-flash-preview": 0.10,
+}
+
+
+def estimated_cost_usd(
+    model: str, input_tokens: int, output_tokens: int, video_seconds: float = 0.0
+) -> float | None:
+    """Estimated cost of these tokens (and seconds of video) at list price; None for a model
+    without a price."""
     prices = MODEL_PRICES_USD_PER_MTOK.get(model)
-    if prices is None:
+    per_second = MODEL_PRICES_USD_PER_VIDEO_SECOND.get(model)
+    if prices is None and per_second is None:
         return None
-    return (input_tokens * prices[0] + output_tokens * prices[1]) / 1_000_000
+    tokens = (input_tokens * prices[0] + output_tokens * prices[1]) / 1_000_000 if prices else 0.0
+    return tokens + video_seconds * (per_second or 0.0)
 
 
 def _get(env: Mapping[str, str], name: str, default: str | None = None) -> str | None:
@@ -96,6 +118,7 @@ class RateLimitSettings:
     illustration: str = "30/hour"  # per user
     film: str = "5/hour"  # per user
     narration: str = "60/hour"  # per user: POST /narrations
+    narrator_clip: str = "5/day"  # per user
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RateLimitSettings:
@@ -111,6 +134,7 @@ class RateLimitSettings:
             illustration=_rate_limit(env, "RATE_LIMIT_ILLUSTRATIONS", d.illustration),
             film=_rate_limit(env, "RATE_LIMIT_FILMS", d.film),
             narration=_rate_limit(env, "RATE_LIMIT_NARRATIONS", d.narration),
+            narrator_clip=_rate_limit(env, "RATE_LIMIT_NARRATOR_CLIPS", d.narrator_clip),
         )
 
 
@@ -270,6 +294,39 @@ class FilmSettings:
         return cls(render=RenderSettings.from_env(env), render_concurrency=concurrency)
 
 
+@dataclass(frozen=True)
+class NarratorSettings:
+    """Narrator clips (workers/tasks/narrator_clip.py): how their video generation is polled.
+
+    A job looks at its operation first ``poll_min_s`` after starting it, then every
+    ``poll_growth`` of the time it has waited so far, between ``poll_min_s`` and
+    ``poll_max_s``, with one look falling on ``estimate_s``: a clip done in about the estimate
+    is seen at once; one that takes longer is seen at most ``poll_growth`` of its time late."""
+
+    poll_min_s: float = 5.0
+    poll_max_s: float = 30.0
+    poll_growth: float = 0.2
+    estimate_s: int = 60  # what a generation usually takes (the progress estimate)
+    max_wait_s: int = 900  # then the job gives up on the operation (``upstream_timeout``)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> NarratorSettings:
+        d = cls()
+        settings = cls(
+            poll_min_s=_seconds(env, "NARRATOR_POLL_MIN_SECONDS", d.poll_min_s),
+            poll_max_s=_seconds(env, "NARRATOR_POLL_MAX_SECONDS", d.poll_max_s),
+            poll_growth=_seconds(env, "NARRATOR_POLL_GROWTH", d.poll_growth),
+            estimate_s=env_int(env, "NARRATOR_ESTIMATE_SECONDS", d.estimate_s),
+            max_wait_s=env_int(env, "NARRATOR_MAX_WAIT_SECONDS", d.max_wait_s),
+        )
+        if settings.poll_max_s < settings.poll_min_s or min(settings.estimate_s,
+                                                             settings.max_wait_s) < 1:
+            raise RuntimeError("NARRATOR_POLL_MAX_SECONDS must be at least "
+                               "NARRATOR_POLL_MIN_SECONDS, and NARRATOR_ESTIMATE_SECONDS and "
+                               "NARRATOR_MAX_WAIT_SECONDS positive")
+        return settings
+
+
 DAY_S = 24 * 3600
 
 
@@ -332,6 +389,7 @@ class Settings:
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
     film: FilmSettings = field(default_factory=FilmSettings)
+    narrator: NarratorSettings = field(default_factory=NarratorSettings)
 
     def attempts_for(self, kind: str) -> int:
         """Attempts a job of this kind gets (first try + retries); configurable per kind."""
@@ -382,6 +440,7 @@ class Settings:
             webhooks=WebhookSettings.from_env(env),
             batch=BatchSettings.from_env(env),
             film=FilmSettings.from_env(env),
+            narrator=NarratorSettings.from_env(env),
         )
 
 
@@ -399,7 +458,8 @@ def env_int(env: Mapping[str, str], name: str, default: int) -> int:
 def _attempts_by_kind(env: Mapping[str, str]) -> dict[str, int]:
     """JOB_MAX_ATTEMPTS_<KIND> overrides, e.g. fewer retries for interactive transcriptions."""
     overrides = {}
-    for kind in ("transcription", "story", "illustration", "narration", "film", "render"):
+    for kind in ("transcription", "story", "illustration", "narration", "film", "render",
+                 "narrator_clip"):
         attempts = env_int(env, f"JOB_MAX_ATTEMPTS_{kind.upper()}", 0)
         if attempts > 0:
             overrides[kind] = attempts

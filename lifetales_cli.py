@@ -21,7 +21,9 @@ if TYPE_CHECKING:
 
     from sqlalchemy.orm import Session
 
-QUEUES = "transcription,illustration,story,speech,maintenance,webhooks"
+# ``video``: narrator clips; their tasks are short (a start, a look, storing the clip) and the
+# minutes of generation in between hold no thread, so the main worker serves them too.
+QUEUES = "transcription,illustration,story,speech,video,maintenance,webhooks"
 # Batch regenerations run in a worker process of their own with a few threads (as the Procfile's
 # worker_batch): however long the batch, it never holds the threads (or the GIL) that users'
 # transcriptions need.

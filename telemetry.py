@@ -84,7 +84,13 @@ MODEL_TOKENS = Counter(
 )
 MODEL_COST = Counter(
     "lifetales_model_cost_usd",
-    "Estimated cost in USD at the list prices of config.MODEL_PRICES_USD_PER_MTOK.",
+    "Estimated cost in USD at the list prices of config.MODEL_PRICES_USD_PER_MTOK (and, for "
+    "video, config.MODEL_PRICES_USD_PER_VIDEO_SECOND).",
+    ["agent", "model"],
+)
+MODEL_VIDEO_SECONDS = Counter(
+    "lifetales_model_video_seconds",
+    "Seconds of video generated (what video models bill), by agent and model.",
     ["agent", "model"],
 )
 RENDER_SECONDS = Histogram(
@@ -221,6 +227,8 @@ class _Usage(Protocol):
     def output_tokens(self) -> int: ...
     @property
     def calls(self) -> int: ...
+    @property
+    def video_seconds(self) -> float: ...
 
 
 # The model call this job (thread or task) has in flight: (agent, model, perf_counter at start).
@@ -238,9 +246,23 @@ def model_call_finished(agent: str, model: str, usage: _Usage) -> None:
     """The call answered: its latency, tokens and estimated cost, labelled with the model that
     answered (a fallback's, when the configured one is retired)."""
     _end_call("ok", calls=usage.calls, answered_by=usage.model)
+    record_model_usage(agent, usage)
+
+
+def model_call_answered(agent: str, model: str) -> None:
+    """A call that starts a long-running operation answered: counted (and timed) now; what
+    the operation makes is billed when it finishes (``record_model_usage``)."""
+    _end_call("ok", answered_by=model)
+
+
+def record_model_usage(agent: str, usage: _Usage) -> None:
+    """Tokens, seconds of video and estimated cost of what a model made."""
     MODEL_TOKENS.labels(agent, usage.model, "in").inc(usage.input_tokens)
     MODEL_TOKENS.labels(agent, usage.model, "out").inc(usage.output_tokens)
-    cost = estimated_cost_usd(usage.model, usage.input_tokens, usage.output_tokens)
+    if usage.video_seconds:
+        MODEL_VIDEO_SECONDS.labels(agent, usage.model).inc(usage.video_seconds)
+    cost = estimated_cost_usd(usage.model, usage.input_tokens, usage.output_tokens,
+                              usage.video_seconds)
     if cost is not None:
         MODEL_COST.labels(agent, usage.model).inc(cost)
 

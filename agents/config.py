@@ -7,11 +7,12 @@ from dataclasses import dataclass, field
 
 # The agents that call a Gemini model, as their settings are named: GEMINI_MODEL_<AGENT>,
 # GEMINI_FALLBACK_MODELS_<AGENT>, GEMINI_THINKING_<AGENT>.
-AGENT_NAMES: tuple[str, ...] = ("transcription", "story", "image", "tts")
+AGENT_NAMES: tuple[str, ...] = ("transcription", "story", "image", "tts", "video")
 
 # Thinking settings: a level, ``lowest`` (the lowest level the model accepts) or ``default``
 # (send nothing: the model's own default).
 THINKING_CHOICES: tuple[str, ...] = ("lowest", "minimal", "low", "medium", "high", "default")
+VIDEO_DELIVERIES: tuple[str, ...] = ("inline", "uri")
 
 # Today's generally available models (Google's Gemini API docs, read 2026-12-01; see README,
 # "Models"). Each agent's fallbacks are tried in order when its model answers "not found".
@@ -20,11 +21,15 @@ DEFAULT_MODELS: Mapping[str, tuple[str, tuple[str, ...]]] = {
     "story": ("gemini-3.8-flash", ("gemini-3.5-flash-lite",)),
     "image": ("gemini-nano-banana-2.1", ()),
     "tts": ("gemini-3.8-flash-tts", ("gemini-3.8-flash-lite-tts",)),
+    # Video (narrator clips) goes through the Interactions API: Gemini Omni 1.2 Flash, the
+    # SDK's Gemini API video default since google-genai 3.1.0; 1.1 Flash is GA since 2026-08-27.
+    "video": ("gemini-omni-1.2-flash", ("gemini-omni-1.1-flash",)),
 }
 # Transcription thinks as little as the model allows; a story thinks a little, so its first
 # chapter still streams within a second or so. Images and speech keep the model's default.
 DEFAULT_THINKING: Mapping[str, str] = {
     "transcription": "lowest", "story": "low", "image": "default", "tts": "default",
+    "video": "default",
 }
 # The text agents' former shared setting, still honoured when their own is unset.
 LEGACY_TEXT_MODEL = "GEMINI_MODEL_FLASH"
@@ -45,6 +50,13 @@ def _positive_int(env: Mapping[str, str], name: str, default: int, unit: str) ->
         raise ValueError(f"{name} must be an integer number of {unit}") from exc
     if value <= 0:
         raise ValueError(f"{name} must be positive")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = (_text(env, name) or default).lower()
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
     return value
 
 
@@ -131,10 +143,20 @@ class AgentSettings:
     story: ModelRoute = field(default_factory=lambda: _default_route("story"))
     image: ModelRoute = field(default_factory=lambda: _default_route("image"))
     tts: ModelRoute = field(default_factory=lambda: _default_route("tts"))
+    video: ModelRoute = field(default_factory=lambda: _default_route("video"))
     transcription_timeout_ms: int = 30_000
     story_timeout_ms: int = 60_000
     illustration_timeout_ms: int = 45_000
     tts_timeout_ms: int = 60_000
+    # One request of a long-running video operation (start it, ask how it is doing): the
+    # generation itself takes minutes and is waited for by polling, never by a request.
+    video_timeout_ms: int = 30_000
+    # A generated clip is downloaded whole (at most this long, at most this large).
+    video_download_timeout_ms: int = 120_000
+    video_max_bytes: int = 100 * 1024 * 1024
+    # How the API hands the clip over: ``inline`` (base64 in the finished interaction) or
+    # ``uri`` (a file the SDK downloads).
+    video_delivery: str = "inline"
     # How long a process remembers that a model answered "not found" before trying it again.
     model_recheck_s: int = 600
     # Concurrent HTTP connections to Gemini per process (and kept alive): at least the worker's
@@ -158,6 +180,7 @@ class AgentSettings:
             story=ModelRoute.from_env(env, "story"),
             image=ModelRoute.from_env(env, "image"),
             tts=ModelRoute.from_env(env, "tts"),
+            video=ModelRoute.from_env(env, "video"),
             transcription_timeout_ms=_positive_int(
                 env, "GEMINI_TIMEOUT_TRANSCRIPTION_MS", d.transcription_timeout_ms, "ms"
             ),
@@ -167,6 +190,15 @@ class AgentSettings:
                 env, "GEMINI_TIMEOUT_ILLUSTRATION_MS", d.illustration_timeout_ms, "ms"
             ),
             tts_timeout_ms=_positive_int(env, "GEMINI_TIMEOUT_TTS_MS", d.tts_timeout_ms, "ms"),
+            video_timeout_ms=_positive_int(
+                env, "GEMINI_TIMEOUT_VIDEO_MS", d.video_timeout_ms, "ms"),
+            video_download_timeout_ms=_positive_int(
+                env, "GEMINI_VIDEO_DOWNLOAD_TIMEOUT_MS", d.video_download_timeout_ms, "ms"),
+            video_max_bytes=_positive_int(
+                env, "NARRATOR_CLIP_MAX_MB", d.video_max_bytes // (1024 * 1024), "MB",
+            ) * 1024 * 1024,
+            video_delivery=_choice(env, "GEMINI_VIDEO_DELIVERY", d.video_delivery,
+                                   VIDEO_DELIVERIES),
             model_recheck_s=_positive_int(
                 env, "GEMINI_MODEL_RECHECK_SECONDS", d.model_recheck_s, "seconds"),
             max_connections=_positive_int(

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pydantic
+from google.genai import _interactions_errors as interactions_errors
 from google.genai import errors as genai_errors
 
 # google-genai sends requests with `httpx2` (a fork of httpx under another import name) and
@@ -39,8 +40,12 @@ MALFORMED_RESPONSE_ERRORS: tuple[type[BaseException], ...] = (
     pydantic.ValidationError,
 )
 # Everything a google-genai call may raise that is the upstream's fault, not a bug of ours.
+# The Interactions API (``client.interactions``) is a generated client of its own that raises
+# its own hierarchy (``google.genai._interactions_errors``: status, connection, timeout and
+# response-validation errors), not ``google.genai.errors``.
 SDK_ERRORS: tuple[type[BaseException], ...] = (
     genai_errors.APIError,
+    interactions_errors.APIError,
     *TIMEOUT_ERRORS,
     *TRANSPORT_ERRORS,
     *MALFORMED_RESPONSE_ERRORS,
@@ -57,6 +62,7 @@ ERROR_CODES: tuple[str, ...] = (
     "invalid_model_output",
     "invalid_input",
     "model_unavailable",
+    "upstream_unconfirmed",
 )
 
 _RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
@@ -130,8 +136,7 @@ def parse_duration(value: object) -> float | None:
     return float(match.group(1)) if match else None
 
 
-def _error_body(exc: genai_errors.APIError) -> Mapping[str, Any]:
-    body = exc.details
+def _error_body(body: object) -> Mapping[str, Any]:
     if isinstance(body, Mapping):
         inner = body.get("error")
         return inner if isinstance(inner, Mapping) else body
@@ -180,9 +185,30 @@ def _short(text: object) -> str | None:
 
 def _from_api_error(exc: genai_errors.APIError) -> AgentError:
     status = int(exc.code) if isinstance(exc.code, int) else 0
-    body = _error_body(exc)
-    reason = exc.status or body.get("status") or ""
-    detail = _short(exc.message)
+    body = _error_body(exc.details)
+    return from_status(status, str(exc.status or body.get("status") or ""), exc.message, body)
+
+
+def _from_interactions_error(exc: interactions_errors.APIError) -> AgentError:
+    if isinstance(exc, interactions_errors.APITimeoutError):
+        return AgentError("upstream_timeout", "The AI provider did not answer in time.",
+                          retryable=True, detail=type(exc.__cause__ or exc).__name__)
+    if isinstance(exc, interactions_errors.APIConnectionError):
+        return AgentError("upstream_unavailable", "Could not reach the AI provider.",
+                          retryable=True, detail=type(exc.__cause__ or exc).__name__)
+    if isinstance(exc, interactions_errors.APIResponseValidationError):
+        return AgentError("upstream_unavailable", "The AI provider sent a malformed response.",
+                          retryable=True, detail=type(exc).__name__)
+    body = _error_body(exc.body)
+    message = body.get("message") if isinstance(body.get("message"), str) else exc.message
+    return from_status(int(exc.status_code or 0), str(body.get("status") or ""), message, body)
+
+
+def from_status(status: int, reason: str, message: str | None,
+                body: Mapping[str, Any]) -> AgentError:
+    """The ``AgentError`` for an upstream error status (HTTP code, Google's status name, its
+    message and its JSON error body with ``details``)."""
+    detail = _short(message)
     common: dict[str, Any] = {"upstream_status": status, "detail": detail}
     label = f"HTTP {status} {reason}".strip()
 
@@ -217,7 +243,7 @@ def _from_api_error(exc: genai_errors.APIError) -> AgentError:
             retryable=False,
             **common,
         )
-    if status == 404 or (status == 400 and _NOT_SUPPORTED.search(str(exc.message or ""))):
+    if status == 404 or (status == 400 and _NOT_SUPPORTED.search(str(message or ""))):
         # Retired or unknown: no retry helps. ``agents.gemini`` names the model and setting.
         return AgentError(
             "model_unavailable",
@@ -247,6 +273,8 @@ def from_sdk_error(exc: BaseException) -> AgentError:
         return exc
     if isinstance(exc, genai_errors.APIError):
         return _from_api_error(exc)
+    if isinstance(exc, interactions_errors.APIError):
+        return _from_interactions_error(exc)
     if isinstance(exc, TIMEOUT_ERRORS):
         return AgentError(
             "upstream_timeout",

@@ -10,7 +10,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Generator, Iterable
+from collections.abc import Callable, Generator, Iterable
+from typing import TypeVar
 
 import httpx2  # the SDK's HTTP client: its connection limits are set here
 from google import genai
@@ -29,6 +30,7 @@ from agents.models import (
 from agents.types import Usage
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 BASE_URL_ENV = "GOOGLE_GEMINI_BASE_URL"
 
@@ -71,6 +73,7 @@ def _default_timeout_ms(settings: AgentSettings) -> int:
         settings.story_timeout_ms,
         settings.illustration_timeout_ms,
         settings.tts_timeout_ms,
+        settings.video_timeout_ms,
     )
 
 
@@ -89,9 +92,13 @@ def get_client(settings: AgentSettings) -> genai.Client:
             limits = httpx2.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             )
-            # No retry_options: the SDK then makes exactly one attempt per call.
+            # One attempt per call. Without retry_options the models API already makes one, but
+            # the Interactions API client retries 4 times by default (408, 409, 429, 5xx and
+            # connection errors): a retried ``interactions.create`` could start (and bill) a
+            # second video generation.
             http_options = types.HttpOptions(
-                timeout=timeout_ms, base_url=settings.base_url, client_args={"limits": limits}
+                timeout=timeout_ms, base_url=settings.base_url, client_args={"limits": limits},
+                retry_options=types.HttpRetryOptions(attempts=1),
             )
             client = genai.Client(vertexai=False, api_key=api_key, http_options=http_options)
             _clients[key] = client
@@ -192,6 +199,26 @@ def _unavailable(model: str, route: ModelRoute, error: AgentError) -> None:
     })
 
 
+def call_routed(
+    settings: AgentSettings, route: ModelRoute, call: Callable[[str], T]
+) -> tuple[T, str]:
+    """``call(model)`` on the route's models in order, moving on while one is retired or
+    unknown (``model_unavailable``). Returns the answer and the model that gave it."""
+    tried: list[str] = []
+    for model in _candidates(settings, route):
+        tried.append(model)
+        try:
+            answer = call(model)
+        except AgentError as exc:
+            if exc.code != "model_unavailable":
+                raise
+            _unavailable(model, route, exc)
+            continue
+        availability.mark_answered(model)
+        return answer, model
+    raise unavailable_error(route, tried)
+
+
 def generate_routed(
     settings: AgentSettings,
     *,
@@ -205,22 +232,10 @@ def generate_routed(
 
     Returns the answer and the model that gave it. Each model gets the thinking field (and the
     temperature, if its family takes one) that suits it."""
-    tried: list[str] = []
-    for model in _candidates(settings, route):
-        tried.append(model)
-        try:
-            response = generate(
-                settings, model=model, contents=contents, timeout_ms=timeout_ms,
-                config=for_model(config, model, route, temperature=temperature),
-            )
-        except AgentError as exc:
-            if exc.code != "model_unavailable":
-                raise
-            _unavailable(model, route, exc)
-            continue
-        availability.mark_answered(model)
-        return response, model
-    raise unavailable_error(route, tried)
+    return call_routed(settings, route, lambda model: generate(
+        settings, model=model, contents=contents, timeout_ms=timeout_ms,
+        config=for_model(config, model, route, temperature=temperature),
+    ))
 
 
 def stream_routed(

@@ -62,6 +62,29 @@ def model_traits(model: str) -> ModelTraits:
     return ModelTraits(levels=levels, takes_temperature=False, media=media)
 
 
+# Clip lengths (whole seconds) each video family accepts (Google's docs and the SDK, read
+# 2026-12-01): Omni 1.2 Flash 3-15 s, Omni 1.1 Flash and the preview 3-10 s, Veo 4/6/8 s.
+_VIDEO_SECONDS: tuple[tuple[str, tuple[int, ...]], ...] = (
+    ("gemini-omni-1.2", tuple(range(3, 16))),
+    ("gemini-omni", tuple(range(3, 11))),
+    ("veo-", (4, 6, 8)),
+)
+
+
+def video_durations(model: str) -> tuple[int, ...]:
+    """The clip lengths, in seconds, a video model accepts (8 s only for an unknown model)."""
+    name = model.lower().removeprefix("models/")
+    return next((seconds for prefix, seconds in _VIDEO_SECONDS if name.startswith(prefix)), (8,))
+
+
+def route_video_durations(route: ModelRoute) -> tuple[int, ...]:
+    """The clip lengths every model of the route accepts, so a fallback never refuses one."""
+    allowed = set(video_durations(route.model))
+    for model in route.fallbacks:
+        allowed &= set(video_durations(model))
+    return tuple(sorted(allowed)) or video_durations(route.model)
+
+
 def thinking_config(model: str, wanted: str) -> types.ThinkingConfig | None:
     """The thinking field this model takes for the wanted setting, never both kinds.
 

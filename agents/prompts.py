@@ -282,3 +282,22 @@ def speech_prompt(text: str, voice_style: str, language: str | None = None) -> s
         notes += f"\nLanguage: speak in the language tagged {language} (BCP 47)."
     return (f"{SPEECH_INSTRUCTION}\n\n### DIRECTOR'S NOTES\n{notes}\n\n"
             f"{SPEECH_TRANSCRIPT_HEADING}\n{text.strip()}")
+
+
+# --- narrator clips (image to video) ---------------------------------------------------------
+
+NARRATOR_PROMPT_VERSION = "narrator-v1"
+
+NARRATOR_PROMPT = (
+    "Animate the person in this photo into a single continuous shot of {seconds} seconds: "
+    "they look into the camera and say, in a warm, natural voice, exactly these words:\n"
+    '"{script}"\n'
+    "Keep their face, clothes and the background as in the photo; gentle natural motion, "
+    "a slow push-in of the camera, soft ambient sound under the voice. No cuts, no on-screen "
+    "text, no music."
+)
+
+
+def narrator_prompt(script: str, seconds: int) -> str:
+    """The instruction that turns a photo and a script into a talking clip."""
+    return NARRATOR_PROMPT.format(seconds=seconds, script=" ".join(script.split()))

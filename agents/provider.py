@@ -4,11 +4,22 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal, Protocol, runtime_checkable
 
 from agents.config import AgentSettings
 from agents.film_script import GeminiScriptWriter
 from agents.illustration import GeminiIllustrator
+from agents.narrator import (
+    ClipFailed,
+    ClipPending,
+    ClipRequest,
+    FinishedClip,
+    GeminiClipMaker,
+    GeneratedClip,
+    OfflineClipMaker,
+    StartedClip,
+)
 from agents.offline import (
     OfflineIllustrator,
     OfflineNarrator,
@@ -114,6 +125,26 @@ class Narrator(Protocol):
     ) -> SpeechResult: ...
 
 
+@runtime_checkable
+class ClipMaker(Protocol):
+    """A photo and a script in, a talking clip out. ``start`` (the call that costs money)
+    answers with an upstream operation, or with the clip itself when it is made locally;
+    ``poll`` says how the operation stands (as often as needed), ``fetch`` brings a finished
+    one's clip into ``workdir``."""
+
+    @property
+    def model(self) -> str: ...
+
+    @property
+    def prompt_version(self) -> str: ...
+
+    def start(self, request: ClipRequest, workdir: Path) -> StartedClip | GeneratedClip: ...
+
+    def poll(self, started: StartedClip) -> ClipPending | ClipFailed | FinishedClip: ...
+
+    def fetch(self, finished: FinishedClip, workdir: Path) -> GeneratedClip: ...
+
+
 @dataclass(frozen=True)
 class Provider:
     """The agents of one provider; ``mode`` is what /ready and logs report."""
@@ -124,6 +155,7 @@ class Provider:
     illustrator: Illustrator
     script_writer: ScriptWriter
     narrator: Narrator
+    clip_maker: ClipMaker
 
 
 def build_provider(settings: AgentSettings) -> Provider:
@@ -136,6 +168,7 @@ def build_provider(settings: AgentSettings) -> Provider:
             illustrator=GeminiIllustrator(settings),
             script_writer=GeminiScriptWriter(settings),
             narrator=GeminiNarrator(settings),
+            clip_maker=GeminiClipMaker(settings),
         )
     return Provider(
         mode="offline",
@@ -144,4 +177,5 @@ def build_provider(settings: AgentSettings) -> Provider:
         illustrator=OfflineIllustrator(),
         script_writer=OfflineScriptWriter(),
         narrator=OfflineNarrator(),
+        clip_maker=OfflineClipMaker(),
     )

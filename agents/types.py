@@ -50,12 +50,14 @@ STORY_SETTINGS_KEYS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Usage:
-    """Token usage of one model call (from the response's usageMetadata)."""
+    """Token usage of one model call (from the response's usageMetadata); a video model's
+    output is billed by the second instead (``video_seconds``)."""
 
     model: str
     input_tokens: int = 0
     output_tokens: int = 0
     calls: int = 1
+    video_seconds: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,10 @@ import hashlib
 import uuid
 from typing import Any
 
+from flask import request
 from flask_smorest import abort
 from sqlalchemy import func, select
+from werkzeug.datastructures import FileStorage
 
 from agents.media.sniff import (
     AUDIO_MIME_TYPES,
@@ -26,6 +28,23 @@ GENERIC_MIME_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
 
 def too_large(field: str) -> None:
     abort(413, message=f"{field} is larger than the {MAX_MEDIA_BYTES // (1024 * 1024)} MB limit")
+
+
+def uploaded_file(field: str = "file") -> FileStorage:
+    """The multipart request's file ``field``; 422 naming it when it is missing."""
+    upload = request.files.get(field)
+    if upload is None:
+        abort(422, message=f"{field} is required", errors={"files": {field: ["required"]}})
+    assert upload is not None
+    return upload
+
+
+def read_upload(upload: FileStorage, field: str) -> bytes:
+    """An uploaded file's bytes; 413 naming ``field`` past the size limit (read no further)."""
+    data = upload.stream.read(MAX_MEDIA_BYTES + 1)
+    if len(data) > MAX_MEDIA_BYTES:
+        too_large(field)
+    return bytes(data)
 
 
 def classify(data: bytes, declared: str | None, field: str, *, audio_only: bool) -> tuple[str, str]:

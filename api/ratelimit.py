@@ -44,7 +44,8 @@ GROUPS = frozenset({"general", "polling", "auth", "files", "unlimited"})
 PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
 # Budgets a view charges explicitly; each names a RateLimitSettings field.
 BUDGETS = {"transcription": "transcriptions", "story": "story generations",
-           "illustration": "illustrations", "film": "films", "narration": "narrations"}
+           "illustration": "illustrations", "film": "films", "narration": "narrations",
+           "narrator_clip": "narrator clips"}
 
 
 @dataclass

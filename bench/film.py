@@ -132,7 +132,7 @@ def main() -> int:
             "GET", f"/jobs?parentId={job['id']}&kind=render").json()
         if len(renders) != 1:
             raise SystemExit("expected one render job: " + json.dumps(
-                [(r["id"], r["kind"], r["parentId"], r["status"], r["createdAt"]) for r in renders]))
+                [(r["id"], r["parentId"], r["status"], r["createdAt"]) for r in renders]))
         (render,) = renders
         render_s = seconds_between(render, "startedAt", "finishedAt")
     film_s = done["result"]["durationSeconds"]

@@ -23,6 +23,7 @@ from models.base import Base, utcnow
 
 JOB_KINDS = (
     "transcription", "story", "illustration", "story_batch", "narration", "film", "render",
+    "narrator_clip",
 )
 JOB_STATUSES = ("queued", "running", "succeeded", "failed", "canceled", "expired")
 # ``expired``: its deadline passed before it started (a job stopped mid-run by its deadline ends
@@ -64,6 +65,10 @@ class Job(Base):
     webhook_events: Mapped[list[Any] | None]
     # Not started by then: ``expired``; still running then: canceled with reason ``deadline``.
     deadline_at: Mapped[datetime | None] = mapped_column(index=True)
+    # The long-running upstream operation this job started (a narrator clip's video
+    # generation): {"id", "model", "state", "startedAt", "attempt", ...}. Written before the
+    # job waits on it, so a job that resumes polls it and never starts a second one.
+    upstream_operation: Mapped[dict[str, Any] | None]
     # Retention pruned input/result; the row stays as a tombstone (status, timestamps).
     data_removed_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -361,7 +361,8 @@ class Stack:
 
 
 @contextmanager
-def running_stack(tmp_path: Path, gemini: Any) -> Iterator[Stack]:
+def running_stack(tmp_path: Path, gemini: Any,
+                  extra_env: Mapping[str, str] | None = None) -> Iterator[Stack]:
     from tests.conftest import create_database, drop_database
 
     database = create_database("lt_stack")
@@ -377,6 +378,7 @@ def running_stack(tmp_path: Path, gemini: Any) -> Iterator[Stack]:
         "REAPER_INTERVAL_SECONDS": "1",
         "JOB_HEARTBEAT_TIMEOUT_SECONDS": "3",
         "JOB_QUEUED_RESEND_AFTER_SECONDS": "2",
+        **(extra_env or {}),
     }
     services = Services(env, tmp_path / "var")
     try:

@@ -86,6 +86,13 @@ def audio_upload(_note_id: str) -> dict[str, Any]:
     return {"data": {"file": (io.BytesIO(wav_tone(0.1)), "b.wav", "audio/wav")}}
 
 
+def photo_form(note_id: str) -> dict[str, Any]:
+    from tests.test_api_media import png_bytes
+
+    return {"data": {"file": (io.BytesIO(png_bytes()), "b.png", "image/png"),
+                     "script": "Hello", "noteId": note_id}}
+
+
 def body(payload: dict[str, Any]) -> Any:
     def json_body(_note_id: str) -> dict[str, Any]:
         return {"json": payload}
@@ -122,6 +129,11 @@ CASES = [
     ("GET", "/jobs/{job}/events", None),
     ("POST", "/transcriptions", audio_json),
     ("POST", "/transcriptions", audio_form),
+    ("GET", "/spaces/{space}/film", None),
+    ("POST", "/spaces/{space}/film", body({})),
+    ("GET", "/spaces/{space}/films", None),
+    # B's photo onto A's moment (A's photos by mediaId: test_api_narrator_clips.py).
+    ("POST", "/narrator-clips", photo_form),
 ]
 
 

@@ -24,7 +24,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE_DIRS = ("api", "workers", "agents", "models", "migrations")
 WORKER_CONCURRENCY = {
-    "transcription": 32, "illustration": 16, "story": 16, "speech": 16, "render": 1, "batch": 4,
+    "transcription": 32, "illustration": 16, "story": 16, "speech": 16, "render": 1, "video": 16,
+    "batch": 4,
     "webhooks": 16,
 }
 

@@ -100,7 +100,28 @@ def run_story_flow(client: Client, voice_note: bytes) -> dict[str, Any]:
     assert direct["status"] == "succeeded", direct
     assert direct["input"]["mimeType"] == "audio/webm"
     assert direct["result"]["transcription"] == text
-    return {"space": space, "notes": notes, "story": story, "transcription": text}
+    clip = run_clip_flow(client, space["id"], notes[0]["id"])
+    return {"space": space, "notes": notes, "story": story, "transcription": text,
+            "clip": clip}
+
+
+def run_clip_flow(client: Client, space_id: str, note_id: str) -> dict[str, Any]:
+    """A narrator clip of a photo on the moment: it ends up on the moment as a video."""
+    photo = Image.new("RGB", (800, 600), (200, 120, 60))
+    buffer = io.BytesIO()
+    photo.save(buffer, "JPEG")
+    media = client.call("POST", f"/spaces/{space_id}/notes/{note_id}/media", expect=201,
+                        files={"file": ("me.jpg", buffer.getvalue(), "image/jpeg")}).json()
+    job = client.call("POST", "/narrator-clips", expect=202, json={
+        "mediaId": media["id"], "script": "Welcome to Porto!", "durationSeconds": 3}).json()
+    clip: dict[str, Any] = client.wait_job(job["id"], timeout=90)
+    assert clip["status"] == "succeeded", clip
+    assert clip["result"]["durationSeconds"] == pytest.approx(3.0, abs=0.2)
+    note = client.call("GET", f"/spaces/{space_id}/notes/{note_id}").json()
+    assert note["videoFileIds"] == [clip["result"]["mediaId"]]
+    video = requests.get(clip["result"]["videoUrl"], timeout=10)
+    assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+    return clip
 
 
 @pytest.fixture
@@ -147,6 +168,12 @@ def test_story_flow_on_postgresql_redis_with_fake_gemini_and_cloudinary(
         assert any(p.startswith("/v1/models/gemini-nano-banana-2.1:generateContent")
                    for p in paths)
         assert all(r.headers.get("x-goog-api-key") == "fake-key-for-tests" for r in gemini.requests)
+        # The narrator clip: one video generation through the Interactions API, uploaded as a
+        # Cloudinary video keyed by its job.
+        assert gemini.video.starts == 1
+        clip_id = outcome["clip"]["id"]
+        assert [u.resource_type for u in cloudinary.uploads
+                if u.public_id == f"video/{clip_id}"] == ["video"]
         # One upload per illustration, named after its job: a retry would overwrite it.
         illustration_uploads = [
             u for u in cloudinary.uploads if u.public_id.startswith("illustrations/")

@@ -29,6 +29,7 @@ TASKS: dict[str, tuple[str, str]] = {
     "narration": ("lifetales.narrate_text", "speech"),
     "film": ("lifetales.make_film", "story"),
     "render": ("lifetales.render_film", "render"),
+    "narrator_clip": ("lifetales.make_narrator_clip", "video"),
 }
 
 _PENDING = "lifetales.pending_tasks"

@@ -21,6 +21,10 @@ JOB_LIFECYCLE = (
     "A terminal state never changes."
 )
 WEBHOOK_DELIVERIES_SHOWN = 20
+# A job's upstream operation (workers/upstream_ops.py): the states after which the job may
+# start one (again), none having been billed, and those of one running (or done) and billed.
+UPSTREAM_STARTABLE = frozenset({"not_started", "failed"})
+UPSTREAM_BILLED = frozenset({"running", "succeeded", "abandoned"})
 
 
 class JobErrorSchema(Schema):
@@ -35,6 +39,11 @@ class JobProgressSchema(Schema):
     step = fields.String()
     current = fields.Integer()
     total = fields.Integer()
+    estimated_seconds_remaining = fields.Integer(
+        attribute="estimatedSecondsRemaining", data_key="estimatedSecondsRemaining",
+        metadata={"description": "While a job waits on a long-running upstream operation "
+                                 "(step `generating`): its estimate of the time left; "
+                                 "`current`/`total` are then seconds waited / expected."})
 
 
 class WebhookAttemptSchema(Schema):
@@ -103,6 +112,15 @@ class JobSchema(Schema):
         lambda job: job.data_removed_at is not None, dump_only=True, data_key="dataRemoved",
         metadata={"type": "boolean", "description": "Retention pruned the job's input and "
                   "result; its status, timestamps, error and usage remain."})
+    upstream_operation = fields.Function(
+        lambda job: upstream_view(job), dump_only=True, data_key="upstreamOperation",
+        metadata={"type": ["object", "null"], "description": (
+            "The long-running upstream operation the job started (a narrator clip's video "
+            "generation): `model`, `state` (`starting`, `running`, `succeeded`, `failed`, "
+            "`not_started`, `unconfirmed`, or `abandoned`: the job ended while it ran on, "
+            "e.g. on cancel or deadline), `startedAt`, `starts`, and `billed` (true: the "
+            "provider charges for it; false: nothing to pay; null: unknown). Null for jobs "
+            "without one.")})
     links = fields.Method("_links", dump_only=True, metadata={
         "type": "object", "required": ["self", "cancel", "events"],
         "properties": {name: {"type": "string"} for name in ("self", "cancel", "events")}})
@@ -110,6 +128,25 @@ class JobSchema(Schema):
     def _links(self, job: Any) -> dict[str, str]:
         base = f"/api/v1/jobs/{job.id}"
         return {"self": base, "cancel": f"{base}/cancel", "events": f"{base}/events"}
+
+
+def upstream_view(job: Any) -> dict[str, Any] | None:
+    """The job's upstream operation as clients see it (its upstream id stays private). A job
+    that ended while its operation still ran upstream shows it ``abandoned``: it runs to its
+    end, and is billed, with nobody to collect it."""
+    record = getattr(job, "upstream_operation", None)
+    if not record:
+        return None
+    state = str(record.get("state"))
+    if job.status in TERMINAL_STATUSES and state in ("running", "starting"):
+        state = "abandoned" if state == "running" else "unconfirmed"
+    billed: bool | None = None
+    if state in UPSTREAM_BILLED:
+        billed = True
+    elif state in UPSTREAM_STARTABLE:
+        billed = False
+    return {"model": record.get("model"), "state": state, "startedAt": record.get("startedAt"),
+            "billed": billed, "starts": record.get("starts", 1)}
 
 
 # What a webhook carries: the job resource as frozen when the event happened (its deliveries,

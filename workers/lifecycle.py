@@ -237,12 +237,13 @@ def requeue_for_retry(
 
 def requeue_waiting(
     session: Session, job: Job, *, step: str, delay_s: float,
-    error: dict[str, Any] | None = None,
+    error: dict[str, Any] | None = None, progress: dict[str, Any] | None = None,
 ) -> bool:
-    """Re-schedule a job that must wait (for quota, for an identical job in flight); waiting
-    costs no attempt and holds no worker thread. ``error``: the upstream answer that said so."""
+    """Re-schedule a job that must wait (for quota, for an identical job in flight, for an
+    upstream operation); waiting costs no attempt and holds no worker thread. ``error``: the
+    upstream answer that said so; ``progress``: more to show while it waits."""
     now = utcnow()
-    progress = {"step": step, "current": 0, "total": 0}
+    progress = {"step": step, "current": 0, "total": 0, **(progress or {})}
     values: dict[str, Any] = {
         "status": "queued",
         "attempts": Job.attempts - 1,
@@ -256,6 +257,17 @@ def requeue_waiting(
     if not affected(session, _fenced(job).values(**values)):
         return False
     status_event(session, job.id, "queued", progress=progress, error=error)
+    return True
+
+
+def set_upstream_operation(session: Session, job: Job, operation: dict[str, Any]) -> bool:
+    """Record the upstream operation this attempt started or follows (fenced on the attempt);
+    False when the job is no longer ours. The caller commits."""
+    now = utcnow()
+    if not affected(session, _fenced(job).values(upstream_operation=operation,
+                                                 heartbeat_at=now, updated_at=now)):
+        return False
+    mirror(job, upstream_operation=operation)
     return True
 
 

@@ -51,10 +51,12 @@ class MustWait(Exception):
     """The job cannot proceed yet (no rate-limit room, identical work in flight): re-schedule
     it instead of holding a worker thread; ``step`` says what it waits for."""
 
-    def __init__(self, wait_s: float, step: str = "waiting_for_quota") -> None:
+    def __init__(self, wait_s: float, step: str = "waiting_for_quota",
+                 progress: dict[str, Any] | None = None) -> None:
         super().__init__(f"{step}: retry in {wait_s:.1f}s")
         self.wait_s = wait_s
         self.step = step
+        self.progress = progress  # more of the job's progress while it waits (an estimate)
 
 
 class HasUsage(Protocol):
@@ -147,12 +149,15 @@ Handler = Callable[[JobRun], None]
 
 
 def usage_dict(usage: Usage) -> dict[str, Any]:
-    return {
+    recorded: dict[str, Any] = {
         "model": usage.model,
         "inputTokens": usage.input_tokens,
         "outputTokens": usage.output_tokens,
         "calls": usage.calls,
     }
+    if usage.video_seconds:
+        recorded["videoSeconds"] = usage.video_seconds  # what a video model bills
+    return recorded
 
 
 def retry_delay(attempt: int, retry_after: float | None = None) -> float:
@@ -199,7 +204,8 @@ def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = No
             handler(run)
         except MustWait as exc:
             session.rollback()
-            if lifecycle.requeue_waiting(session, job, step=exc.step, delay_s=exc.wait_s):
+            if lifecycle.requeue_waiting(session, job, step=exc.step, delay_s=exc.wait_s,
+                                         progress=exc.progress):
                 lifecycle.mirror(job, status="queued")
                 enqueue_after_commit(session, job, countdown=exc.wait_s)
             session.commit()

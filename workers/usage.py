@@ -1,8 +1,9 @@
 """Model usage and estimated cost from the job records (``lifetales usage``).
 
 Each job's ``usage`` is what its model calls reported (``{model, inputTokens, outputTokens,
-calls}``); a job answered from the cache made no call and has none. Cost is estimated at the list
-prices of ``config.MODEL_PRICES_USD_PER_MTOK``.
+calls}``, and ``videoSeconds`` for a video model); a job answered from the cache made no call and
+has none. Cost is estimated at the list prices of ``config.MODEL_PRICES_USD_PER_MTOK`` and, for
+video, ``config.MODEL_PRICES_USD_PER_VIDEO_SECOND``.
 """
 
 from __future__ import annotations
@@ -38,10 +39,12 @@ class UsageRow:
     calls: int = 0
     input_tokens: int = 0
     output_tokens: int = 0
+    video_seconds: float = 0.0
 
     @property
     def cost_usd(self) -> float | None:
-        return estimated_cost_usd(self.model, self.input_tokens, self.output_tokens)
+        return estimated_cost_usd(self.model, self.input_tokens, self.output_tokens,
+                                  self.video_seconds)
 
 
 def usage_since(session: Session, since: datetime) -> list[UsageRow]:
@@ -61,6 +64,8 @@ def usage_since(session: Session, since: datetime) -> list[UsageRow]:
         row.calls += _int(usage.get("calls"))
         row.input_tokens += _int(usage.get("inputTokens"))
         row.output_tokens += _int(usage.get("outputTokens"))
+        seconds = usage.get("videoSeconds")
+        row.video_seconds += float(seconds) if isinstance(seconds, int | float) else 0.0
     return sorted(rows.values(), key=lambda r: (r.agent, r.model))
 
 
@@ -75,6 +80,7 @@ def total(rows: list[UsageRow]) -> UsageRow:
         summed.calls += row.calls
         summed.input_tokens += row.input_tokens
         summed.output_tokens += row.output_tokens
+        summed.video_seconds += row.video_seconds
     return summed
 
 
@@ -84,17 +90,19 @@ def total_cost_usd(rows: list[UsageRow]) -> float:
 
 def format_table(rows: list[UsageRow], since: datetime, window: str) -> str:
     """The report as an aligned text table with a total line."""
-    header = ("agent", "model", "jobs", "calls", "tokens in", "tokens out", "est. cost USD")
+    header = ("agent", "model", "jobs", "calls", "tokens in", "tokens out", "video s",
+              "est. cost USD")
     lines = [header]
     for row in rows:
         cost = row.cost_usd
         lines.append((row.agent, row.model, f"{row.jobs:,}", f"{row.calls:,}",
                       f"{row.input_tokens:,}", f"{row.output_tokens:,}",
+                      f"{row.video_seconds:,.1f}" if row.video_seconds else "-",
                       "-" if cost is None else f"{cost:.4f}"))
     summed = total(rows)
     lines.append(("total", "", f"{summed.jobs:,}", f"{summed.calls:,}",
                   f"{summed.input_tokens:,}", f"{summed.output_tokens:,}",
-                  f"{total_cost_usd(rows):.4f}"))
+                  f"{summed.video_seconds:,.1f}", f"{total_cost_usd(rows):.4f}"))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
 
     def render(line: tuple[str, ...]) -> str:
@@ -105,6 +113,7 @@ def format_table(rows: list[UsageRow], since: datetime, window: str) -> str:
     title = f"Model usage of jobs created since {since:%Y-%m-%d %H:%M} UTC (last {window})"
     body = [render(line) for line in lines]
     rule = "-" * len(body[0])
-    note = ("Cost: estimated at list prices (config.MODEL_PRICES_USD_PER_MTOK); "
-            "'-': no price for that model. Jobs answered from the cache made no calls.")
+    note = ("Cost: estimated at list prices (config.MODEL_PRICES_USD_PER_MTOK; video by the "
+            "second, config.MODEL_PRICES_USD_PER_VIDEO_SECOND); '-': no price for that model. "
+            "Jobs answered from the cache made no calls.")
     return "\n".join([title, "", body[0], rule, *body[1:-1], rule, body[-1], "", note])

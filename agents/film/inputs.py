@@ -30,6 +30,7 @@ DEMUXER_BY_MIME: dict[str, str] = {
 }
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _STREAM = re.compile(r"Stream #0:\d+.*?: (Video|Audio): ")
+_FRAME_SIZE = re.compile(r"Stream #0:\d+.*?: Video: .*?, (\d{2,5})x(\d{2,5})\b")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,8 @@ class ClipInfo:
     seconds: float
     has_video: bool
     has_audio: bool
+    width: int = 0  # of the first video stream (0: none)
+    height: int = 0
 
 
 def rejected(what: str, reason: str) -> AgentError:
@@ -82,8 +85,10 @@ def parse_clip_info(stderr: list[str]) -> ClipInfo | None:
         return None
     hours, minutes, seconds = match.groups()
     kinds = set(_STREAM.findall(text))
+    size = _FRAME_SIZE.search(text)
+    width, height = (int(size.group(1)), int(size.group(2))) if size else (0, 0)
     return ClipInfo(int(hours) * 3600 + int(minutes) * 60 + float(seconds),
-                    "Video" in kinds, "Audio" in kinds)
+                    "Video" in kinds, "Audio" in kinds, width, height)
 
 
 def clip_info(staged: StagedMedia, run: Callable[[list[str]], list[str]], what: str) -> ClipInfo:

@@ -9,6 +9,7 @@ from api.resources import (
     health,
     jobs,
     narrations,
+    narrator_clips,
     notes,
     settings,
     spaces,
@@ -18,5 +19,6 @@ from api.resources import (
 )
 
 # Registration order is the order of the OpenAPI document.
-ALL = (health, auth, settings, spaces, notes, transcriptions, stories, films, narrations, jobs,
+ALL = (health, auth, settings, spaces, notes, transcriptions, stories, films, narrations,
+       narrator_clips, jobs,
        events, admin, batches, webhooks)

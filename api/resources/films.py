@@ -13,14 +13,14 @@ from sqlalchemy import select
 
 from api.auth import SECURITY, current_user, login_required
 from api.errors import error_responses
-from api.ownership import owned_space
+from api.ownership import owned_job, owned_space
 from api.ratelimit import charge
 from api.resources.stories import current_story
 from api.schemas.base import camelcase
 from api.schemas.films import FilmQuerySchema, FilmRequestSchema, FilmSchema
 from api.state import db, state
 from api.submit import SUBMIT_HEADERS, SUBMITTED, job_options, submit
-from models import Film, Job, Space, Story
+from models import Film, Job, Media, Space, Story
 from workers.batch import story_settings_for
 from workers.dispatch import create_job
 
@@ -40,6 +40,25 @@ def film_view(film: Film, current: Film | None) -> dict[str, Any]:
     return {**{c.key: getattr(film, c.key) for c in Film.__table__.columns},
             "story_version": story_version,
             "current": current is not None and film.id == current.id}
+
+
+def intro_clip(clip_id: uuid.UUID | None) -> dict[str, Any]:
+    """The film job's input for its opening narrator clip (the clip's stored video, and its
+    content hash for the film's cache key); 404 for another user's or an unknown clip, 422 for
+    one that is not finished or whose video is gone."""
+    if clip_id is None:
+        return {}
+    job = owned_job(clip_id)
+    if job.kind != "narrator_clip":
+        abort(404, message="narrator clip not found")
+    media_id = (job.result or {}).get("mediaId") if job.status == "succeeded" else None
+    media = db().get(Media, uuid.UUID(media_id)) if media_id else None
+    if media is None or media.removed_at is not None:
+        abort(422, message="narratorClipId: the clip is not finished, or its video was deleted",
+              errors={"json": {"narratorClipId": ["not a finished clip"]}})
+    assert media is not None
+    return {"narratorClipId": str(job.id), "introClipKey": media.storage_key,
+            "introClipSha256": media.sha256}
 
 
 @blp.route("/spaces/<uuid:space_id>/film")
@@ -62,7 +81,8 @@ class SpaceFilm(MethodView):
         overrides = {camelcase(k): v for k, v in (data.get("settings") or {}).items()}
         settings = {key: overrides.get(key, saved[key]) for key in FILM_SETTINGS}
         payload = {"spaceId": str(space.id), "storyId": str(story.id),
-                   "storyVersion": story.version, "settings": settings, "force": data["force"]}
+                   "storyVersion": story.version, "settings": settings, "force": data["force"],
+                   **intro_clip(data.get("narrator_clip_id"))}
         options = job_options(data)
 
         def create(key: str | None, request_hash: str) -> Job:

@@ -15,7 +15,7 @@ from werkzeug.datastructures import FileStorage
 
 from api.auth import SECURITY, current_user, login_required
 from api.errors import error_responses
-from api.media_intake import MAX_MEDIA_BYTES, classify, start_transcription, store_media, too_large
+from api.media_intake import classify, read_upload, start_transcription, store_media
 from api.ownership import owned_note, owned_space
 from api.ratelimit import charge
 from api.resources.stories import MAX_NOTES_PER_STORY
@@ -125,9 +125,7 @@ class NoteMedia(MethodView):
         if len(note.media) >= MAX_MEDIA_PER_NOTE:
             abort(422, message=f"a moment holds at most {MAX_MEDIA_PER_NOTE} files")
         upload = files["file"]
-        data = upload.stream.read(MAX_MEDIA_BYTES + 1)
-        if len(data) > MAX_MEDIA_BYTES:
-            too_large("file")
+        data = read_upload(upload, "file")
         kind, mime = classify(data, upload.mimetype, "file", audio_only=False)
         if kind == "audio":
             charge("transcription")

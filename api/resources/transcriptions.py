@@ -10,29 +10,27 @@ from typing import Any
 from flask import Response, request
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
-from marshmallow import ValidationError
 
 from api.auth import SECURITY, current_user, login_required
 from api.errors import error_responses
-from api.media_intake import MAX_MEDIA_BYTES, classify, start_transcription, store_media, too_large
+from api.media_intake import (
+    MAX_MEDIA_BYTES,
+    classify,
+    read_upload,
+    start_transcription,
+    store_media,
+    too_large,
+    uploaded_file,
+)
 from api.ownership import owned_note_anywhere
 from api.ratelimit import charge
 from api.schemas.stories import TranscriptionFormSchema, TranscriptionJsonSchema
-from api.submit import SUBMIT_HEADERS, SUBMITTED, job_options, submit
+from api.submit import SUBMIT_HEADERS, SUBMITTED, job_options, load_body, submit
 
 blp = Blueprint("transcriptions", __name__, url_prefix="/api/v1", description="Transcriptions")
 
 # base64 grows data by 4/3; anything longer cannot decode to an allowed size.
 MAX_BASE64_CHARS = (MAX_MEDIA_BYTES + 2) // 3 * 4
-
-
-def _load(schema: Any, data: Any) -> dict[str, Any]:
-    try:
-        return schema.load(data)
-    except ValidationError as exc:
-        location = "json" if request.is_json else "form"
-        abort(422, errors={location: exc.messages})  # the error handler words the message
-    raise AssertionError("unreachable")
 
 
 def _decode_base64(text: str) -> bytes:
@@ -76,21 +74,18 @@ class Transcriptions(MethodView):
     def post(self) -> Response:
         """Transcribe audio: JSON ``{audioData: base64, mimeType}`` or multipart ``file``."""
         if request.mimetype == "multipart/form-data":
-            form = _load(TranscriptionFormSchema(), request.form.to_dict())
-            upload = request.files.get("file")
-            if upload is None:
-                abort(422, message="file is required", errors={"files": {"file": ["required"]}})
-            assert upload is not None
-            data = upload.stream.read(MAX_MEDIA_BYTES + 1)
+            form = load_body(TranscriptionFormSchema(), request.form.to_dict())
+            upload = uploaded_file()
+            data = read_upload(upload, "audio")
             declared = upload.mimetype
         else:
             if not request.is_json:
                 abort(415, message="send application/json or multipart/form-data")
-            form = _load(TranscriptionJsonSchema(), request.get_json(silent=True))
+            form = load_body(TranscriptionJsonSchema(), request.get_json(silent=True))
             data = _decode_base64(form["audio_data"])
             declared = form["mime_type"]
-        if len(data) > MAX_MEDIA_BYTES:
-            too_large("audio")
+            if len(data) > MAX_MEDIA_BYTES:
+                too_large("audio")
         _, mime = classify(data, declared, "audio", audio_only=True)
         note = owned_note_anywhere(form["note_id"]) if form.get("note_id") else None
         user = current_user()

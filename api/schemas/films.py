@@ -19,6 +19,9 @@ class FilmSettingsSchema(CamelSchema):
 class FilmRequestSchema(JobOptionsSchema):
     settings = fields.Nested(FilmSettingsSchema, load_default=None, allow_none=True)
     force = fields.Boolean(load_default=False, metadata=FORCE_HELP)
+    narrator_clip_id = fields.UUID(load_default=None, allow_none=True, metadata={
+        "description": "A finished narrator clip of yours (its job id, `POST /narrator-clips`)"
+                       ": the film opens with it, with its own sound, before the scenes."})
 
 
 class FilmQuerySchema(CamelSchema):

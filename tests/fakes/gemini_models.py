@@ -65,6 +65,13 @@ CATALOG: tuple[FakeModel, ...] = (
     FakeModel("gemini-3.8-flash-lite-tts", "Gemini 3.8 Flash-Lite TTS", "3.8",
               input_token_limit=8_192, output_token_limit=16_384,
               methods=("generateContent", "countTokens"), levels=(), thinking=False),
+    # Video: served by the Interactions API only (generateContent answers 400 for them).
+    FakeModel("gemini-omni-1.2-flash", "Gemini Omni 1.2 Flash", "1.2", input_token_limit=131_072,
+              output_token_limit=86_880, methods=("generateContent", "countTokens"),
+              levels=(), thinking=False),
+    FakeModel("gemini-omni-1.1-flash", "Gemini Omni 1.1 Flash", "1.1", input_token_limit=131_072,
+              output_token_limit=57_920, methods=("generateContent", "countTokens"),
+              levels=(), thinking=False),
     # Shut down (retired by default, see DEFAULT_RETIRED): kept so a test can bring them back.
     FakeModel("gemini-2.5-flash", "Gemini 2.5 Flash", "2.5", levels=None),
     FakeModel("gemini-2.5-flash-lite", "Gemini 2.5 Flash-Lite", "2.5", levels=None),
@@ -72,11 +79,15 @@ CATALOG: tuple[FakeModel, ...] = (
               thinking=False),
     FakeModel("gemini-3.1-flash-image", "Gemini 3.1 Flash Image", "3.1",
               levels=("MINIMAL", "HIGH")),
+    FakeModel("gemini-omni-flash-preview", "Gemini Omni Flash Preview", "preview",
+              methods=("generateContent", "countTokens"), levels=(), thinking=False),
 )
 
-# What Google has shut down by 2026-12-01: every 2.x model, and Nano Banana 2.
+# What Google has shut down by 2026-12-01: every 2.x model, Nano Banana 2 and the Omni Flash
+# preview (2026-09-30).
 DEFAULT_RETIRED: frozenset[str] = frozenset(
-    {m.name for m in CATALOG if m.name.startswith("gemini-2.")} | {"gemini-3.1-flash-image"}
+    {m.name for m in CATALOG if m.name.startswith("gemini-2.")}
+    | {"gemini-3.1-flash-image", "gemini-omni-flash-preview"}
 )
 
 

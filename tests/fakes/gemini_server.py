@@ -18,6 +18,9 @@ and decides what kind of call it is from the request, as the real model would be
 - an ``inlineData`` audio part -> ``transcription``: ``transcription_text``;
 - anything else -> ``text``: ``text_reply``.
 
+Video generation (``POST /{v}/interactions``, ``GET /{v}/interactions/{id}``, the Files API
+download) is served by ``fake.video`` (``tests/fakes/gemini_video.py``).
+
 Note-id convention (shared with ``agents.story_builder.build_story_context``): every note in
 the story context has a line that starts at column 0 with ``id: <note id>``; user-written lines
 are always indented, so only those lines match ``^id: (\\S+)$``.
@@ -60,8 +63,10 @@ from tests.fakes.gemini_models import (
     thinking_of,
 )
 from tests.fakes.gemini_script import is_script_request, script_answer
+from tests.fakes.gemini_video import FakeVideo
 
-KINDS: tuple[str, ...] = ("transcription", "story", "script", "illustration", "speech", "text")
+KINDS: tuple[str, ...] = ("transcription", "story", "script", "illustration", "speech", "text",
+                          "video", "video_poll")
 ANY_KIND = "any"
 DEFAULT_TRANSCRIPTION = "Hello from the fake Gemini"
 DEFAULT_TEXT_REPLY = "A plain answer from the fake Gemini"
@@ -395,6 +400,7 @@ class FakeGemini:
         # Which models exist and which are retired (404); tests change it, reset restores it.
         self.models = ModelCatalog()
         self.model_lookups: list[str] = []  # model names asked for with GET (models.get)
+        self.video = FakeVideo(self)  # the Interactions API's video generations
 
     # --- lifecycle ---------------------------------------------------------------------
 
@@ -495,6 +501,7 @@ class FakeGemini:
             self._story_stream = self._initial_story_stream
             self.models = ModelCatalog()
             self.model_lookups.clear()
+        self.video.reset()
 
     # --- behaviour ---------------------------------------------------------------------
 
@@ -763,6 +770,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         fake = self.server.fake
+        if fake.video.serve(self, "GET"):
+            return
         route = _MODEL_ROUTE.match(urlsplit(self.path).path)
         if route is None:
             self._send_json(404, google_error(404, f"No route for {self.path}."))
@@ -785,6 +794,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         fake = self.server.fake
+        if fake.video.serve(self, "POST"):
+            return
         url = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
@@ -951,6 +962,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="seed of the fault draws")
     parser.add_argument("--story-stream-seconds", type=float, default=0.0,
                         help="how long a streamed story takes from first to last chunk")
+    parser.add_argument("--video-seconds", type=float, default=0.0,
+                        help="how long a video generation takes (Interactions API)")
     parser.add_argument("--story-stream-chunks", type=int, default=DEFAULT_STORY_STREAM_CHUNKS,
                         help="how many pieces a streamed story is cut into")
     return parser
@@ -958,13 +971,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def fake_from_args(args: argparse.Namespace) -> FakeGemini:
     """The (not yet started) fake the command-line options describe."""
-    return FakeGemini(
+    fake = FakeGemini(
         latency=args.latency, host=args.host, port=args.port, max_recorded=1000,
         fault_rate=args.fault_rate, fault_mix=args.fault_mix, seed=args.seed,
         hang_seconds=args.hang_seconds,
         story_stream_seconds=args.story_stream_seconds,
         story_stream_chunks=args.story_stream_chunks,
     )
+    fake.video.generation_seconds = args.video_seconds
+    return fake
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -6,6 +6,7 @@ from workers.tasks import (
     illustration,
     maintenance,
     narration,
+    narrator_clip,
     render,
     story,
     transcription,
@@ -13,6 +14,14 @@ from workers.tasks import (
 )
 
 __all__ = [
-    "batch", "film", "illustration", "maintenance", "narration", "render", "story",
-    "transcription", "webhooks",
+    "batch",
+    "film",
+    "illustration",
+    "maintenance",
+    "narration",
+    "narrator_clip",
+    "render",
+    "story",
+    "transcription",
+    "webhooks",
 ]

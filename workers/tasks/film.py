@@ -64,6 +64,7 @@ def film_cache_payload(run: JobRun, story: Story, settings: dict[str, Any]) -> d
                       or [c.generated_image_url]) for c in story.chapters],
         "settings": settings,
         "narrator": narrator_model(run),
+        "introClip": run.job.input.get("introClipSha256"),
         "music": music_fingerprint(film_settings.render.music_library_dir)
         if settings.get("backgroundMusic") else None,
     }

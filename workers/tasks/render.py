@@ -126,7 +126,9 @@ class RenderRun:
             if track is not None:
                 music = workdir / f"music{track.suffix}"
                 shutil.copyfile(track, music)
-        return FilmInput(scenes=tuple(scenes), music=music)
+        intro_key = self.parent.input.get("introClipKey")  # a narrator clip opens the film
+        intro = self.fetch(intro_key, "intro.mp4", workdir) if intro_key else None
+        return FilmInput(scenes=tuple(scenes), music=music, intro_clip=intro)
 
     def on_progress(self, fraction: float) -> None:
         now = time.monotonic()
