@@ -1,4 +1,5 @@
-"""Engine and session factories for the API and the workers."""
+"""Engine and session factories for the API and the workers, and what a database outage
+looks like to them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,40 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, exc
 from sqlalchemy.orm import Session, sessionmaker
+
+# SQLSTATEs that say the server cannot serve us now, not that the statement is wrong: connection
+# exceptions (class 08), insufficient resources (class 53: too many connections, disk full),
+# shutdowns and start-up (57P01-57P03), and a read-only server (a replica after a failover).
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53")
+UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "25006"})
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` (or an error it was raised from) says the database is away: down,
+    restarting, full or read-only. Such work is worth running again once it is back."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, exc.TimeoutError):  # no pooled connection came free in time
+            return True
+        if isinstance(current, exc.DBAPIError) and _unavailable(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _unavailable(error: exc.DBAPIError) -> bool:
+    if error.connection_invalidated:
+        return True
+    code: str | None = getattr(error.orig, "pgcode", "")
+    if code == "":
+        return False  # not PostgreSQL's: SQLite's errors are about its file or the statement
+    if code is None:
+        # libpq's own errors carry no SQLSTATE: connection refused, server closed the
+        # connection, timeout expired.
+        return isinstance(error, exc.OperationalError | exc.InterfaceError)
+    return code.startswith(UNAVAILABLE_SQLSTATE_CLASSES) or code in UNAVAILABLE_SQLSTATES
 
 
 def normalize_database_url(url: str) -> str:
@@ -62,7 +97,9 @@ def _ping_idle_connections(engine: Engine) -> None:
     @event.listens_for(engine, "checkout")
     def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         idle_since = record.info.get("idle_since")
-        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+        if idle_since is None:
+            return
+        if time.monotonic() - idle_since < PING_AFTER_IDLE_S:
             return
         try:
             cursor = dbapi_connection.cursor()
