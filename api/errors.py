@@ -12,7 +12,12 @@ from flask_smorest import Api
 from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
+from models.db import database_unavailable
+
 log = logging.getLogger(__name__)
+
+# How soon a client should try again when the database is away: a crash-restart takes seconds.
+DATABASE_RETRY_AFTER_S = 5
 
 
 def error_body(code: int, message: str, errors: Any = None) -> dict[str, Any]:
@@ -93,11 +98,26 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
+        if database_unavailable(exc):
+            return database_unavailable_response(exc)
         # Never a stack trace in a response: it is in the log, keyed by the request.
         log.exception("unhandled error")
         response = jsonify(error_body(500, "an internal error occurred"))
         response.status_code = 500
         return response
+
+
+def database_unavailable_response(exc: Exception) -> Response:
+    """503 for a request that needed the database while it was away (down, restarting, full,
+    read-only): not a bug, and the client is told when to come back. ``errors.database``
+    names the reason for programs; ``code`` stays the HTTP status, as in every error."""
+    log.warning("database unavailable", extra={"error": type(exc).__name__})
+    response = jsonify(error_body(
+        503, f"the database is unavailable; retry in {DATABASE_RETRY_AFTER_S} seconds",
+        {"database": ["database_unavailable"]}))
+    response.status_code = 503
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return response
 
 
 class ErrorSchema(Schema):

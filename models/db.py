@@ -3,11 +3,12 @@ looks like to them."""
 
 from __future__ import annotations
 
+import select
 import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 
 # SQLSTATEs that say the server cannot serve us now, not that the statement is wrong: connection
@@ -45,6 +46,15 @@ def _unavailable(error: exc.DBAPIError) -> bool:
     return code.startswith(UNAVAILABLE_SQLSTATE_CLASSES) or code in UNAVAILABLE_SQLSTATES
 
 
+def accepts_writes(session: Session) -> bool:
+    """One round trip: whether the database answers and takes writes (a replica promoted by a
+    failover does; one still read-only does not). Raises if it does not answer."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(text("SELECT 1"))
+        return True
+    return session.scalar(text("SELECT current_setting('transaction_read_only')")) == "off"
+
+
 def normalize_database_url(url: str) -> str:
     """Pin PostgreSQL URLs to psycopg2 (SQLAlchemy 2.1 would pick psycopg 3 for a bare scheme)."""
     for prefix in ("postgres://", "postgresql://"):
@@ -74,6 +84,7 @@ def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
         **kwargs,
     )
     _ping_idle_connections(engine)
+    _drop_connections_to_an_unavailable_server(engine)
     return engine
 
 
@@ -82,12 +93,15 @@ PING_AFTER_IDLE_S = 5.0
 
 
 def _ping_idle_connections(engine: Engine) -> None:
-    """``pool_pre_ping``, but only for a connection that sat idle in the pool.
+    """``pool_pre_ping``, but only for a connection that may be stale: one that sat idle in the
+    pool, or one the server sent something to while it waited there (it hung up: a restart,
+    a crash, an administrator ending sessions).
 
     Why: a job checks a connection out for each of its transactions, and pinging every time
-    was a round trip (and ~0.2 ms of CPU) per transaction. Connections that go stale (a
-    database restart, a firewall's idle timeout) are the idle ones; one that fails while busy
-    raises, and the job's attempt is retried like any other database error.
+    was a round trip (and ~0.2 ms of CPU) per transaction; looking for input is one
+    ``poll()``. So the first request after the database returns gets a live connection
+    instead of an error, however soon it comes. One that fails while busy raises, and the
+    job's attempt runs again once the database is back (workers/outage.py).
     """
 
     @event.listens_for(engine, "checkin")
@@ -99,7 +113,7 @@ def _ping_idle_connections(engine: Engine) -> None:
         idle_since = record.info.get("idle_since")
         if idle_since is None:
             return
-        if time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+        if time.monotonic() - idle_since < PING_AFTER_IDLE_S and not _has_input(dbapi_connection):
             return
         try:
             cursor = dbapi_connection.cursor()
@@ -108,6 +122,29 @@ def _ping_idle_connections(engine: Engine) -> None:
         except Exception as error:
             # The pool discards this connection and checks out (or opens) another.
             raise exc.DisconnectionError() from error
+
+
+def _has_input(dbapi_connection: Any) -> bool:
+    """Whether the server sent something to this idle connection (no round trip)."""
+    try:
+        fd = dbapi_connection.fileno()
+    except Exception:  # closed already: let the ping find out
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
+
+
+def _drop_connections_to_an_unavailable_server(engine: Engine) -> None:
+    """Errors that say the server went away or turned read-only (an administrator's shutdown,
+    a failover to a replica) discard the connection, and the pool's others with it, so the
+    next checkout connects afresh (to the new primary, once DNS points to it)."""
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: Any) -> None:
+        code = getattr(context.original_exception, "pgcode", None)
+        if code is not None and (code.startswith("08") or code in UNAVAILABLE_SQLSTATES):
+            context.is_disconnect = True
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -10,16 +10,20 @@ import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import text
+from flask import Flask
+from sqlalchemy import event, text
+from werkzeug.test import TestResponse
 
 from config import Settings
 from models import Job, User
-from tests.conftest import alembic_upgrade
+from models.base import utcnow
+from tests.conftest import alembic_upgrade, assert_error, register
 from tests.pg_cluster import PostgresCluster
-from workers import outage
+from workers import lifecycle, outage
 from workers.context import WorkerContext, build_context
 from workers.dispatch import create_job
 from workers.reaper import reap_stale_jobs
@@ -36,8 +40,13 @@ def cluster() -> Iterator[PostgresCluster]:
 
 @pytest.fixture(scope="module")
 def outage_database(cluster: PostgresCluster) -> str:
+    """The schema, and ``app``: an ordinary role for the API (limits apply to it, not to a
+    superuser)."""
     url = cluster.create_database("lifetales")
     alembic_upgrade(url)
+    cluster.execute("CREATE ROLE app LOGIN",
+                    "GRANT ALL ON ALL TABLES IN SCHEMA public TO app",
+                    "GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO app", database="lifetales")
     return url
 
 
@@ -185,3 +194,151 @@ def test_a_thread_ended_by_a_base_exception_leaves_the_pump(
         run_job(str(job_id), handler, context=worker)
     assert worker.heartbeat is not None and worker.heartbeat.running() == set()
     assert load(worker, job_id).status == "running"
+
+
+
+def test_the_heartbeat_and_the_reaper_live_through_an_outage_and_catch_up(
+        worker: WorkerContext, pg: PostgresCluster, caplog: pytest.LogCaptureFixture) -> None:
+    from workers.context import set_context
+    from workers.heartbeat import HeartbeatPump
+    from workers.tasks.maintenance import reap_stale_jobs_task
+
+    job_id, lost_id = new_job(worker), new_job(worker)
+    with worker.session_factory() as session:
+        for started in (job_id, lost_id):
+            assert lifecycle.start_job(session, started, heartbeat_timeout_s=3) is not None
+    pump = HeartbeatPump(worker.session_factory, interval_s=0.2)
+    pump.track(job_id, 1)  # this thread runs it, all along; nothing runs the other one
+    set_context(worker)
+    try:
+        pg.crash()
+        time.sleep(1)  # beats fail meanwhile
+        reap_stale_jobs_task()  # a pass with the database away: skipped, not a crash
+        assert "maintenance pass skipped: database unavailable" in caplog.text
+        pg.start()
+        back = utcnow()
+        deadline = time.monotonic() + 10
+        while (beat := load(worker, job_id).heartbeat_at) is None or beat < back:
+            assert time.monotonic() < deadline, "the heartbeat did not resume"
+            time.sleep(0.1)
+        time.sleep(max(0.0, 3.5 - (utcnow() - back).total_seconds()))  # the other goes stale
+        reap_stale_jobs_task()  # the next pass catches up
+        assert load(worker, job_id).status == "running"
+        assert load(worker, lost_id).status == "queued"
+    finally:
+        set_context(None)
+        pump.stop()
+
+# --- the API ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def api(settings: Settings, outage_database: str, pg: PostgresCluster,
+        redis_client: object) -> Iterator[Flask]:
+    """The API on the private cluster, as the ordinary role ``app``."""
+    from api import create_app
+    from api.state import EXTENSION
+
+    app = create_app(dataclasses.replace(settings, database_url=pg.url("lifetales", "app")))
+    app.testing = True
+    yield app
+    engine = app.extensions[EXTENSION].engine
+    engine.dispose()
+    pg.execute("ALTER ROLE app CONNECTION LIMIT -1",
+               "ALTER DATABASE lifetales RESET default_transaction_read_only")
+
+
+def assert_database_unavailable(response: TestResponse) -> None:
+    body = assert_error(response, 503, "database is unavailable")
+    assert body["errors"] == {"database": ["database_unavailable"]}
+    assert int(response.headers["Retry-After"]) > 0
+
+
+def test_with_the_database_down_requests_are_503_with_retry_after_and_health_stays_200(
+        api: Flask, pg: PostgresCluster) -> None:
+    client = api.test_client()
+    auth = register(client)
+    space = client.post("/api/v1/spaces", json={"title": "Porto"}, headers=auth).get_json()
+    pg.crash()
+    assert_database_unavailable(client.post("/api/v1/spaces", json={"title": "x"},
+                                            headers=auth))
+    assert_database_unavailable(client.get(f"/api/v1/spaces/{space['id']}", headers=auth))
+    assert_database_unavailable(client.post("/api/v1/illustrations", json={"prompt": "a dog"},
+                                            headers=auth))
+    ready = client.get("/ready")
+    assert ready.status_code == 503
+    assert ready.get_json()["down"] == ["database"]
+    assert client.get("/health").status_code == 200
+    pg.start()
+    assert client.get(f"/api/v1/spaces/{space['id']}", headers=auth).status_code == 200
+    assert client.get("/ready").get_json()["down"] == []
+
+
+def test_the_first_request_after_a_crash_restart_succeeds(
+        api: Flask, pg: PostgresCluster) -> None:
+    """The pooled connection was used a moment before the crash (too recently for the idle
+    ping): the server's hang-up is noticed at checkout, and a fresh connection serves."""
+    client = api.test_client()
+    auth = register(client)
+    assert client.get("/api/v1/spaces", headers=auth).status_code == 200
+    pg.restart(downtime_s=0.2)
+    response = client.get("/api/v1/spaces", headers=auth)
+    assert response.status_code == 200, response.get_data(as_text=True)
+
+
+def test_a_connection_ended_mid_transaction_is_503_and_the_next_request_succeeds(
+        api: Flask, pg: PostgresCluster) -> None:
+    """An administrator's ``pg_terminate_backend`` (or a reset) between two statements of one
+    request's transaction."""
+    from api.state import EXTENSION
+
+    client = api.test_client()
+    auth = register(client)
+    engine = api.extensions[EXTENSION].engine
+    ended: list[int] = []
+
+    def end_after_the_user_lookup(conn: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        if not ended and statement.lstrip().startswith("SELECT") and "FROM users" in statement:
+            pid = conn.connection.dbapi_connection.get_backend_pid()
+            ended.append(pid)
+            pg.execute(f"SELECT pg_terminate_backend({pid}, 5000)")
+
+    event.listen(engine, "after_cursor_execute", end_after_the_user_lookup)
+    try:
+        response = client.post("/api/v1/spaces", json={"title": "x"}, headers=auth)
+    finally:
+        event.remove(engine, "after_cursor_execute", end_after_the_user_lookup)
+    assert ended, "the request never looked its user up"
+    assert_database_unavailable(response)
+    assert client.post("/api/v1/spaces", json={"title": "y"}, headers=auth).status_code == 201
+
+
+def test_too_many_connections_is_503(api: Flask, pg: PostgresCluster) -> None:
+    from api.state import EXTENSION
+
+    client = api.test_client()
+    auth = register(client)
+    pg.execute("ALTER ROLE app CONNECTION LIMIT 0")
+    api.extensions[EXTENSION].engine.dispose()  # the next request must open a connection
+    assert_database_unavailable(client.get("/api/v1/spaces", headers=auth))
+    pg.execute("ALTER ROLE app CONNECTION LIMIT -1")
+    assert client.get("/api/v1/spaces", headers=auth).status_code == 200
+
+
+def test_a_read_only_database_is_503_and_ready_says_so(api: Flask, pg: PostgresCluster) -> None:
+    """A replica after a failover takes reads and refuses writes: the refused write's
+    connection (and the pool's others) are dropped, so writes work once a primary is back."""
+    from api.state import EXTENSION
+
+    client = api.test_client()
+    auth = register(client)
+    pg.execute("ALTER DATABASE lifetales SET default_transaction_read_only = on")
+    api.extensions[EXTENSION].engine.dispose()  # new sessions pick the setting up
+    assert client.get("/api/v1/spaces", headers=auth).status_code == 200
+    assert_database_unavailable(client.post("/api/v1/spaces", json={"title": "x"},
+                                            headers=auth))
+    ready = client.get("/ready").get_json()
+    assert ready["down"] == ["database"] and ready["checks"]["database"] == "error: read-only"
+    pg.execute("ALTER DATABASE lifetales RESET default_transaction_read_only")
+    api.extensions[EXTENSION].engine.dispose()
+    assert client.post("/api/v1/spaces", json={"title": "y"}, headers=auth).status_code == 201

@@ -10,11 +10,12 @@ import random
 import time
 import uuid
 
-from sqlalchemy import text, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import Job
 from models.base import utcnow
+from models.db import accepts_writes
 from workers.lifecycle import affected, waiting_on_children
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,7 @@ def wait_for_database(factory: sessionmaker[Session], patience_s: float | None =
     while True:
         try:
             with factory() as session:
-                if session.get_bind().dialect.name != "postgresql":
-                    session.execute(text("SELECT 1"))
-                    return True
-                read_only = session.scalar(text("SELECT current_setting('transaction_read_only')"))
-                if read_only == "off":
+                if accepts_writes(session):
                     return True
         except Exception as error:  # still away: look again shortly
             log.debug("database still unavailable", extra={"error": type(error).__name__})
