@@ -15,13 +15,16 @@ from typing import Any
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from flask import Flask
-from sqlalchemy import event, text
+from sqlalchemy import event, select, text
 from werkzeug.test import TestResponse
 
+from agents.config import AgentSettings
+from agents.provider import build_provider
 from config import Settings
 from models import Job, User
 from models.base import utcnow
 from tests.conftest import alembic_upgrade, assert_error, register
+from tests.fakes.gemini_server import FakeGemini
 from tests.pg_cluster import PostgresCluster
 from workers import lifecycle, outage
 from workers.context import WorkerContext, build_context
@@ -228,6 +231,111 @@ def test_the_heartbeat_and_the_reaper_live_through_an_outage_and_catch_up(
     finally:
         set_context(None)
         pump.stop()
+
+
+# --- a paid answer is not paid for twice -----------------------------------------------------
+
+
+@pytest.fixture
+def gemini_worker(worker: WorkerContext, fake_gemini: FakeGemini) -> WorkerContext:
+    """The worker with the real Gemini agents, talking to the fake."""
+    agents = AgentSettings(gemini_api_key="test-key", transcription_timeout_ms=5000,
+                           illustration_timeout_ms=5000, story_timeout_ms=5000)
+    return dataclasses.replace(worker, provider=build_provider(agents))
+
+
+def crash_after(pg: PostgresCluster, call: Callable[..., Any]) -> Callable[..., Any]:
+    """``call``, then the database crashes (back a second later): the answer has come, the
+    commit that would save it is yet to come."""
+    def answered_then_crash(*args: Any, **kwargs: Any) -> Any:
+        answer = call(*args, **kwargs)
+        pg.crash()
+        restart_soon(pg, 1.0)
+        return answer
+
+    return answered_then_crash
+
+
+def test_a_transcription_answered_as_the_database_crashes_is_not_paid_for_twice(
+        gemini_worker: WorkerContext, pg: PostgresCluster, fake_gemini: FakeGemini,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.test_worker_jobs import audio_job
+    from workers.tasks.transcription import transcribe_media
+
+    with gemini_worker.session_factory() as session:
+        user = User(email=f"t-{uuid.uuid4().hex[:8]}@example.com", password_hash="x",
+                    token_version=0, role="user")
+        session.add(user)
+        session.commit()
+        job_id = audio_job(session, gemini_worker, user).id
+    transcriber = gemini_worker.provider.transcriber
+    monkeypatch.setattr(transcriber, "transcribe", crash_after(pg, transcriber.transcribe))
+    run_job(str(job_id), transcribe_media, context=gemini_worker)
+    job = load(gemini_worker, job_id)
+    assert (job.status, job.attempts) == ("succeeded", 1), job.error
+    assert job.result is not None and job.result["transcription"] == fake_gemini.transcription_text
+    assert job.usage is not None and job.usage["calls"] == 1  # the kept answer's usage
+    assert len(fake_gemini.requests_of("transcription")) == 1
+
+
+def test_an_illustration_answered_as_the_database_crashes_is_not_paid_for_twice(
+        gemini_worker: WorkerContext, pg: PostgresCluster, fake_gemini: FakeGemini,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from workers.tasks.illustration import illustrate
+
+    job_id = new_job(gemini_worker)
+    illustrator = gemini_worker.provider.illustrator
+    monkeypatch.setattr(illustrator, "illustrate", crash_after(pg, illustrator.illustrate))
+    run_job(str(job_id), illustrate, context=gemini_worker)
+    job = load(gemini_worker, job_id)
+    assert (job.status, job.attempts) == ("succeeded", 1), job.error
+    assert job.result is not None and job.result["imageUrl"].endswith(f"{job_id}.png")
+    assert len(fake_gemini.requests_of("illustration")) == 1
+
+
+def test_a_story_cut_short_by_the_database_is_read_to_the_end_and_not_paid_for_twice(
+        gemini_worker: WorkerContext, pg: PostgresCluster, fake_gemini: FakeGemini,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from agents.types import ChapterDraft
+    from models import Chapter, Note, Space, Story
+    from workers.tasks.story import build_story
+
+    with gemini_worker.session_factory() as session:
+        user = User(email=f"s-{uuid.uuid4().hex[:8]}@example.com", password_hash="x",
+                    token_version=0, role="user")
+        session.add(user)
+        session.flush()
+        space = Space(owner_id=user.id, title="Porto")
+        session.add(space)
+        session.flush()
+        session.add_all(Note(space_id=space.id, timestamp_ms=1_700_000_000_000 + n,
+                             text_content=f"Moment {n}") for n in range(3))
+        job = create_job(session, owner_id=user.id, kind="story",
+                         input={"spaceId": str(space.id), "settings": {"imagesPerChapter": 0}})
+        session.commit()
+        job_id, space_id = job.id, space.id
+    builder = gemini_worker.provider.story_builder
+    stream = builder.stream
+
+    def crash_after_the_first_chapter(*args: Any, **kwargs: Any) -> Iterator[Any]:
+        chapters = 0
+        for item in stream(*args, **kwargs):
+            yield item
+            chapters += isinstance(item, ChapterDraft)
+            if chapters == 1 and pg.running:
+                pg.crash()  # the next chapter's commit fails; the model writes on
+                restart_soon(pg, 1.0)
+
+    monkeypatch.setattr(builder, "stream", crash_after_the_first_chapter)
+    run_job(str(job_id), build_story, context=gemini_worker)
+    job = load(gemini_worker, job_id)
+    assert (job.status, job.attempts) == ("succeeded", 1), job.error
+    assert len(fake_gemini.requests_of("story")) == 1
+    with gemini_worker.session_factory() as session:
+        stories = session.scalars(select(Story).where(Story.space_id == space_id)).all()
+        assert [(s.version, s.status) for s in stories] == [(1, "ready")]
+        chapters = session.scalars(select(Chapter).where(Chapter.story_id == stories[0].id))
+        assert len(list(chapters)) == 3
 
 # --- the API ----------------------------------------------------------------------------------
 

@@ -75,6 +75,7 @@ class JobRun:
     context: WorkerContext
     session: Session
     job: Job
+    reruns: int = 0  # times this attempt was run again after a database outage
 
     def progress(
         self, step: str, current: int = 0, total: int = 0, *, commit: bool = True
@@ -121,6 +122,19 @@ class JobRun:
         result = call()
         self.settle_upstream(model, estimated_tokens, result.usage)
         return result
+
+    def kept_answer(self, digest: str) -> dict[str, Any] | None:
+        """The model answer an earlier run of this job paid for and could not commit (see
+        workers/answers.py); a first run has none, so it does not look."""
+        answers = self.context.answers
+        if answers is None or (self.job.attempts <= 1 and not self.reruns):
+            return None
+        return answers.recall(self.job.id, digest)
+
+    def keep_answer(self, digest: str, answer: dict[str, Any]) -> None:
+        """Keep a paid answer until this job's transaction commits."""
+        if self.context.answers is not None:
+            self.context.answers.keep(self.job.id, digest, answer)
 
     def check_cancel(self) -> None:
         # Past its deadline the job stops here too; it then ends canceled, reason ``deadline``.
@@ -197,7 +211,7 @@ def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = No
         pump = ctx.heartbeat
         beating = pump.track(parsed_id, attempt) if pump is not None else None
         try:
-            for rerun in itertools.count(1):
+            while True:
                 try:
                     _run_attempt(run, handler)
                     break
@@ -206,7 +220,8 @@ def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = No
                         raise
                     log.warning("database unavailable mid-job; the attempt runs again once it "
                                 "is back", extra={"job_id": job_id, "error": type(exc).__name__})
-                    if rerun > outage.MAX_RERUNS or not outage.resume_attempt(
+                    run.reruns += 1
+                    if run.reruns > outage.MAX_RERUNS or not outage.resume_attempt(
                             ctx.session_factory, session, job, parsed_id, attempt):
                         log.warning("job left to the reaper", extra={"job_id": job_id})
                         break
