@@ -55,6 +55,15 @@ def accepts_writes(session: Session) -> bool:
     return session.scalar(text("SELECT current_setting('transaction_read_only')")) == "off"
 
 
+def server_uptime_s(session: Session) -> float | None:
+    """Seconds since the database server (re)started, by its own clock; None if unknown
+    (SQLite)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    uptime = session.scalar(text("SELECT EXTRACT(EPOCH FROM now() - pg_postmaster_start_time())"))
+    return float(uptime) if uptime is not None else None
+
+
 def normalize_database_url(url: str) -> str:
     """Pin PostgreSQL URLs to psycopg2 (SQLAlchemy 2.1 would pick psycopg 3 for a bare scheme)."""
     for prefix in ("postgres://", "postgresql://"):

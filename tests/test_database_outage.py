@@ -9,13 +9,14 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from flask import Flask
-from sqlalchemy import event, select, text
+from sqlalchemy import event, select, text, update
 from werkzeug.test import TestResponse
 
 from agents.config import AgentSettings
@@ -232,6 +233,27 @@ def test_the_heartbeat_and_the_reaper_live_through_an_outage_and_catch_up(
         set_context(None)
         pump.stop()
 
+
+
+def test_after_a_restart_the_reaper_gives_workers_a_heartbeat_timeout_to_beat_again(
+        worker: WorkerContext, pg: PostgresCluster) -> None:
+    """Every heartbeat is stale right after a restart, live workers' too (none could beat while
+    the database was down): the reaper takes nothing back until the server has been up for a
+    heartbeat timeout, and then only what nobody beat meanwhile."""
+    job_id = new_job(worker)
+    with worker.session_factory() as session:
+        assert lifecycle.start_job(session, job_id, heartbeat_timeout_s=3) is not None
+        session.execute(update(Job).where(Job.id == job_id)
+                        .values(heartbeat_at=utcnow() - timedelta(seconds=30)))
+        session.commit()
+    pg.restart(downtime_s=0.2)
+    with worker.session_factory() as session:
+        reap_stale_jobs(session, resend_after_s=60, heartbeat_timeout_s=3)
+    assert load(worker, job_id).status == "running"
+    time.sleep(3.2)
+    with worker.session_factory() as session:
+        reap_stale_jobs(session, resend_after_s=60, heartbeat_timeout_s=3)
+    assert load(worker, job_id).status == "queued"
 
 # --- a paid answer is not paid for twice -----------------------------------------------------
 
