@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 from celery.exceptions import SoftTimeLimitExceeded
 from flask import Flask
+from flask.testing import FlaskClient
 from sqlalchemy import event, select, text, update
 from werkzeug.test import TestResponse
 
@@ -472,3 +473,16 @@ def test_a_read_only_database_is_503_and_ready_says_so(api: Flask, pg: PostgresC
     pg.execute("ALTER DATABASE lifetales RESET default_transaction_read_only")
     api.extensions[EXTENSION].engine.dispose()
     assert client.post("/api/v1/spaces", json={"title": "y"}, headers=auth).status_code == 201
+
+
+def test_the_openapi_document_gives_every_operation_needing_the_database_its_503(
+        client: FlaskClient) -> None:
+    doc = client.get("/api/openapi.json").get_json()
+    unavailable = doc["components"]["responses"]["DATABASE_UNAVAILABLE"]
+    assert "Retry-After" in unavailable["headers"]
+    documented = {f"{method.upper()} {path}": "503" in operation["responses"]
+                  for path, operations in doc["paths"].items()
+                  for method, operation in operations.items() if method != "parameters"}
+    assert documented["POST /api/v1/spaces"] and documented["GET /api/v1/jobs/{job_id}"]
+    assert not documented["GET /health"] and not documented["GET /media/{path}"]
+    assert sum(documented.values()) == len(documented) - 2  # all but those two (and /ready's own)
