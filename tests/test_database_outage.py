@@ -23,11 +23,12 @@ from werkzeug.test import TestResponse
 from agents.config import AgentSettings
 from agents.provider import build_provider
 from config import Settings
-from models import Job, User
+from models import Job
 from models.base import utcnow
 from tests.conftest import alembic_upgrade, assert_error, register
 from tests.fakes.gemini_server import FakeGemini
 from tests.pg_cluster import PostgresCluster
+from tests.test_batches import owner
 from workers import lifecycle, outage
 from workers.context import WorkerContext, build_context
 from workers.dispatch import create_job
@@ -79,10 +80,7 @@ def worker(settings: Settings, outage_database: str, pg: PostgresCluster,
 
 def new_job(ctx: WorkerContext) -> uuid.UUID:
     with ctx.session_factory() as session:
-        user = User(email=f"o-{uuid.uuid4().hex[:8]}@example.com", password_hash="x",
-                    token_version=0, role="user")
-        session.add(user)
-        session.flush()
+        user = owner(session)
         job = create_job(session, owner_id=user.id, kind="illustration",
                          input={"prompt": "a lighthouse", "style": "pastel"})
         session.commit()
@@ -286,11 +284,7 @@ def test_a_transcription_answered_as_the_database_crashes_is_not_paid_for_twice(
     from workers.tasks.transcription import transcribe_media
 
     with gemini_worker.session_factory() as session:
-        user = User(email=f"t-{uuid.uuid4().hex[:8]}@example.com", password_hash="x",
-                    token_version=0, role="user")
-        session.add(user)
-        session.commit()
-        job_id = audio_job(session, gemini_worker, user).id
+        job_id = audio_job(session, gemini_worker, owner(session)).id
     transcriber = gemini_worker.provider.transcriber
     monkeypatch.setattr(transcriber, "transcribe", crash_after(pg, transcriber.transcribe))
     run_job(str(job_id), transcribe_media, context=gemini_worker)
@@ -324,10 +318,7 @@ def test_a_story_cut_short_by_the_database_is_read_to_the_end_and_not_paid_for_t
     from workers.tasks.story import build_story
 
     with gemini_worker.session_factory() as session:
-        user = User(email=f"s-{uuid.uuid4().hex[:8]}@example.com", password_hash="x",
-                    token_version=0, role="user")
-        session.add(user)
-        session.flush()
+        user = owner(session)
         space = Space(owner_id=user.id, title="Porto")
         session.add(space)
         session.flush()
