@@ -740,6 +740,12 @@ def report_recovery(found: Findings, ev: Evidence, opts: Options, faults: list[F
     found.add("every job final at", clock(all_final_at) if all_final_at else "never")
     found.add("run time, first submit to all final",
               f"{(all_final_at - started).total_seconds():.1f} s" if all_final_at else "-")
+    # A fault before the last submit: the tail after it is the submitting as much as recovery.
+    last_submit = max((j.created_at for j in ev.jobs.values() if j.parent_id is None),
+                      default=None)
+    if all_final_at is not None and last_submit is not None:
+        found.add("final after the last submit accepted",
+                  f"{max(0.0, (all_final_at - last_submit).total_seconds()):.1f} s", "info")
     if last_fault is not None:
         target = f"<= {opts.target_recovery_s:.0f} s (2 reaper intervals)"
         if all_final_at is None:
