@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agents.media.storage import build_storage
 from api import docs, resources
+from api.body_limit import init_body_limit
 from api.errors import DocumentedApi, register_error_handlers
 from api.job_watch import JobWatcher
 from api.observability import init_observability
@@ -22,9 +23,6 @@ from workers.events import Notifier, install_event_notifier
 
 log = logging.getLogger(__name__)
 
-# Base64 audio of the 20 MB limit plus JSON framing; larger bodies answer 413 before parsing.
-MAX_CONTENT_LENGTH = 28 * 1024 * 1024
-
 
 def create_app(
     settings: Settings | None = None, *, session_factory: sessionmaker[Session] | None = None
@@ -33,7 +31,6 @@ def create_app(
     app = Flask(__name__)
     app.config.update(
         SECRET_KEY=settings.secret_key,
-        MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
         JSON_SORT_KEYS=False,
         API_TITLE="LifeTales API",
         API_VERSION="v1",
@@ -75,6 +72,7 @@ def create_app(
     init_security(app, settings.http)
     init_rate_limits(app, settings)
     init_observability(app)
+    init_body_limit(app)  # after the request is logged and counted like any other
     log.info("api ready", extra={"provider": app.extensions[EXTENSION].provider_mode,
                                  "database": settings.database_url.split(":", 1)[0]})
     return app

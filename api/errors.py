@@ -7,12 +7,18 @@ from collections.abc import Mapping
 from http import HTTPStatus
 from typing import Any
 
+from apispec import APISpec, BasePlugin
 from flask import Flask, Response, current_app, jsonify
 from flask_smorest import Api
 from marshmallow import Schema, fields
 from werkzeug.exceptions import HTTPException
 
+from models.db import database_unavailable
+
 log = logging.getLogger(__name__)
+
+# How soon a client should try again when the database is away: a crash-restart takes seconds.
+DATABASE_RETRY_AFTER_S = 5
 
 
 def error_body(code: int, message: str, errors: Any = None) -> dict[str, Any]:
@@ -93,11 +99,26 @@ def register_error_handlers(app: Flask) -> None:
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> Any:
+        if database_unavailable(exc):
+            return database_unavailable_response(exc)
         # Never a stack trace in a response: it is in the log, keyed by the request.
         log.exception("unhandled error")
         response = jsonify(error_body(500, "an internal error occurred"))
         response.status_code = 500
         return response
+
+
+def database_unavailable_response(exc: Exception) -> Response:
+    """503 for a request that needed the database while it was away (down, restarting, full,
+    read-only): not a bug, and the client is told when to come back. ``errors.database``
+    names the reason for programs; ``code`` stays the HTTP status, as in every error."""
+    log.warning("database unavailable", extra={"error": type(exc).__name__})
+    response = jsonify(error_body(
+        503, f"the database is unavailable; retry in {DATABASE_RETRY_AFTER_S} seconds",
+        {"database": ["database_unavailable"]}))
+    response.status_code = 503
+    response.headers["Retry-After"] = str(DATABASE_RETRY_AFTER_S)
+    return response
 
 
 class ErrorSchema(Schema):
@@ -109,6 +130,30 @@ class ErrorSchema(Schema):
     errors = fields.Dict(metadata={"description": "Per location and field: what is wrong"})
 
 
+class DatabaseUnavailableDocs(BasePlugin):
+    """Every operation that needs the database documents the 503 it answers while the
+    database is away, with its ``Retry-After``."""
+
+    NO_DATABASE = ("/health", "/ready", "/media/")
+
+    def init_spec(self, spec: APISpec) -> None:
+        spec.components.response("DATABASE_UNAVAILABLE", {
+            "description": "The database is unavailable (down, restarting, full or read-only): "
+                           "errors.database is [\"database_unavailable\"]; try again after "
+                           "Retry-After seconds",
+            "headers": {"Retry-After": {"description": "Seconds to wait before retrying",
+                                        "schema": {"type": "integer"}}},
+            "content": {"application/json": {"schema": ErrorSchema}},
+        })
+
+    def operation_helper(self, path: str | None = None,
+                         operations: dict[str, Any] | None = None, **_: Any) -> None:
+        if path is None or operations is None or path.startswith(self.NO_DATABASE):
+            return
+        for operation in operations.values():
+            operation.setdefault("responses", {}).setdefault("503", "DATABASE_UNAVAILABLE")
+
+
 class DocumentedApi(Api):
     """flask-smorest's Api with our error shape, and no catch-all ``default`` response: every
     view documents the codes it answers with, so the document is one a client (and the fuzz
@@ -116,6 +161,9 @@ class DocumentedApi(Api):
 
     ERROR_SCHEMA = ErrorSchema
     DEFAULT_ERROR_RESPONSE_NAME = None
+
+    def __init__(self, app: Flask) -> None:
+        super().__init__(app, spec_kwargs={"extra_plugins": [DatabaseUnavailableDocs()]})
 
     def _register_pagination_header(self) -> None:
         # flask-smorest describes X-Pagination with a bare object schema, which in OpenAPI means

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy import func, select
+from sqlalchemy import func, inspect, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -70,10 +70,18 @@ def _finish_request(response: Response) -> Response:
             "endpoint": endpoint,
             "status": response.status_code,
             "duration_ms": round(seconds * 1000, 1),
-            "user_id": str(g.current_user.id) if "current_user" in g else None,
+            "user_id": _user_id(),
         },
     )
     return response
+
+
+def _user_id() -> str | None:
+    """The signed-in user's id, from its identity key: never a query, since the request's
+    transaction may have failed (the database gone) and left the user's row expired."""
+    user = g.get("current_user")
+    identity = inspect(user).identity if user is not None else None
+    return str(identity[0]) if identity else None
 
 
 def _end_request(_exc: BaseException | None = None) -> None:

@@ -1,12 +1,17 @@
 """Chaos run: N jobs against real PostgreSQL + Redis and several worker processes, while workers
-are SIGKILLed at random moments and Redis restarts; then what the database says happened.
+are SIGKILLed at random moments, Redis restarts and PostgreSQL crash-restarts; then what the
+database says happened.
 
-    .venv/bin/python bench/chaos.py --jobs 1000 --kills 5 --redis-restarts 1
-    .venv/bin/python bench/chaos.py --jobs 1000 --kills 0 --redis-restarts 0 --fault-rate 0.3
+    .venv/bin/python bench/chaos.py --jobs 1000 --kills 5 --redis-restarts 1 --pg-restarts 1
+    .venv/bin/python bench/chaos.py --jobs 1000 --kills 0 --redis-restarts 0 --pg-restarts 3
+    .venv/bin/python bench/chaos.py --jobs 1000 --kills 0 --redis-restarts 0 --pg-restarts 0 \
+        --fault-rate 0.3
 
-Everything runs on 127.0.0.1 and is started here: a throwaway PostgreSQL database, a private
-``redis-server`` (no persistence, so a restart loses every queued message), the fake Gemini in a
-thread, ``lifetales migrate``, the API (gunicorn gthread), W workers and one ``celery beat``.
+Everything runs on 127.0.0.1 and is started here: a throwaway PostgreSQL database (on a private
+cluster, ``initdb`` on a free port, when PostgreSQL restarts: ``pg_ctl stop -m immediate``,
+then started again), a private ``redis-server`` (no persistence, so a restart loses every queued
+message), the fake Gemini in a thread, ``lifetales migrate``, the API (gunicorn gthread), W
+workers and one ``celery beat``.
 Kills and the Redis restart fire when a random share of the jobs is final, so they land mid-run
 whatever the machine's speed. Logs stay under the printed directory; the database is dropped.
 The exit status is 0 when every target line is met, 1 when one is missed.
@@ -43,10 +48,11 @@ from sqlalchemy import Engine, func, select
 
 from models import TERMINAL_STATUSES, Chapter, Job, Note, Story
 from models.base import utcnow
-from models.db import make_engine
+from models.db import database_unavailable, make_engine
 from tests.audio import wav_tone
 from tests.conftest import create_database, drop_database  # also clears GEMINI_API_KEY & co.
 from tests.fakes.gemini_server import NOTE_ID_LINE, FakeGemini, RecordedRequest
+from tests.pg_cluster import PostgresCluster
 from tests.platform import RedisServer, Services
 
 WORKER_CONCURRENCY = 8
@@ -66,6 +72,8 @@ class Options:
     kills: int
     redis_restarts: int
     redis_downtime: float
+    pg_restarts: int
+    pg_downtime: float
     fault_rate: float
     latency: float
     upstream_timeout: float
@@ -111,11 +119,22 @@ class Submission:
 @dataclass
 class SubmitStats:
     retries: Counter[str] = field(default_factory=Counter)
+    # Every refused submit (retried or not): "503 with Retry-After", "500 without", ...
+    refusals: Counter[str] = field(default_factory=Counter)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def retry(self, reason: str) -> None:
         with self.lock:
             self.retries[reason] += 1
+
+    def refused(self, response: requests.Response | None, error: str = "") -> None:
+        if response is None:
+            reason = f"no answer ({error})"
+        else:
+            has = "with" if response.headers.get("Retry-After", "").isdigit() else "without"
+            reason = f"{response.status_code} {has} Retry-After"
+        with self.lock:
+            self.refusals[reason] += 1
 
 
 def clock(moment: datetime | None) -> str:
@@ -136,6 +155,21 @@ def throwaway_database(keep: bool) -> Iterator[str]:
         else:
             drop_database(url)
             print(f"dropped database {url.rsplit('/', 1)[1]}", flush=True)
+
+
+@contextmanager
+def private_cluster(keep: bool) -> Iterator[PostgresCluster]:
+    """A PostgreSQL cluster of the run's own, which it may crash: the shared server never."""
+    cluster = PostgresCluster(max_connections=300).start()
+    print(f"PostgreSQL cluster {cluster.dir} on port {cluster.port}", flush=True)
+    try:
+        yield cluster
+    finally:
+        if keep:
+            print(f"kept the cluster running: {cluster.url('lt_chaos')} (data in "
+                  f"{cluster.data_dir})", flush=True)
+        else:
+            cluster.destroy()
 
 
 def platform_env(opts: Options, database_url: str, broker: str, gemini_url: str,
@@ -201,39 +235,91 @@ def restart_redis(server: RedisServer, downtime: float) -> None:
     server.start()
 
 
+@dataclass
+class FirstRequest:
+    """The first request after PostgreSQL came back: its answer and how long it took."""
+
+    status: int | str
+    ms: float
+
+
+class PostgresRestarts:
+    """Crash-restarts of the run's private cluster (``pg_ctl stop -m immediate``, down for a
+    while, started again), each followed at once by a request that needs the database: it
+    must succeed, not meet a pooled connection the crash cut."""
+
+    def __init__(self, cluster: PostgresCluster, downtime: float, base_url: str) -> None:
+        self.cluster = cluster
+        self.downtime = downtime
+        self.probe = requests.Session()
+        self.probe_url = f"{base_url}/api/v1/jobs?limit=1"
+        self.first_requests: list[FirstRequest] = []
+
+    def authorize(self, token: str) -> None:
+        self.probe.headers["Authorization"] = f"Bearer {token}"
+
+    def restart(self, share: float) -> Fault:
+        started = utcnow()
+        print(f"  chaos {clock(started)}  PostgreSQL crash (pg_ctl stop -m immediate, "
+              f"{share:.0%} of the jobs final)", flush=True)
+        self.cluster.crash()
+        time.sleep(self.downtime)
+        self.cluster.start()
+        ended = utcnow()
+        before = time.perf_counter()
+        try:
+            status: int | str = self.probe.get(self.probe_url, timeout=SUBMIT_TIMEOUT_S).status_code
+        except requests.RequestException as exc:
+            status = type(exc).__name__
+        self.first_requests.append(FirstRequest(status, (time.perf_counter() - before) * 1000))
+        down = (ended - started).total_seconds()
+        print(f"  chaos {clock(ended)}  PostgreSQL up again (down {down:.1f} s); first request "
+              f"{status} in {self.first_requests[-1].ms:.0f} ms", flush=True)
+        return Fault(f"PostgreSQL crash-restart (down {down:.1f} s)", started, ended, share)
+
+
 class ChaosMonkey(threading.Thread):
     """Fires the planned kills and Redis restarts as the run's progress crosses random points."""
 
     def __init__(self, opts: Options, fleet: Fleet, redis_server: RedisServer,
-                 progress: Callable[[], float], rng: random.Random) -> None:
+                 progress: Callable[[], float], rng: random.Random,
+                 postgres: PostgresRestarts | None = None) -> None:
         super().__init__(name="chaos", daemon=True)
         actions = ["kill"] * opts.kills + ["redis"] * opts.redis_restarts
+        actions += ["postgres"] * opts.pg_restarts
         self.plan = sorted((rng.uniform(*CHAOS_WINDOW), action) for action in actions)
         self.opts = opts
         self.fleet = fleet
         self.redis_server = redis_server
+        self.postgres = postgres
         self.progress = progress
         self.faults: list[Fault] = []
         self.errors: list[str] = []
         self.stopping = threading.Event()
+        self.firing = False  # a fault under way (the plan is empty during the last one)
 
     @property
     def done(self) -> bool:
-        return not self.plan
+        return not self.plan and not self.firing
 
     def run(self) -> None:
         while self.plan and not self.stopping.is_set():
             try:
                 share = self.progress()
-            except Exception as exc:  # the database is fine; a hiccup should not end the chaos
-                self.errors.append(f"progress query failed: {exc!r}")
-                share = 0.0
+            except Exception as exc:
+                if not database_unavailable(exc):  # a hiccup should not end the chaos
+                    self.errors.append(f"progress query failed: {exc!r}")
+                self.stopping.wait(POLL_S)  # away (restarting): look again
+                continue
             if self.plan and share >= self.plan[0][0] and not self.stopping.is_set():
+                self.firing = True
                 _, action = self.plan.pop(0)
                 try:
                     self.fire(action, share)
                 except Exception as exc:
                     self.errors.append(f"{action} at {share:.0%} final failed: {exc!r}")
+                finally:
+                    self.firing = False
                 continue  # the next one waits for its own threshold, measured afresh
             self.stopping.wait(POLL_S)
 
@@ -245,6 +331,9 @@ class ChaosMonkey(threading.Thread):
             print(f"  chaos {clock(started)}  {what} ({share:.0%} of the jobs final)", flush=True)
             replacement = self.fleet.start_one()
             print(f"  chaos {clock(utcnow())}  {replacement} started in its place", flush=True)
+        elif action == "postgres":
+            assert self.postgres is not None
+            self.faults.append(self.postgres.restart(share))
         else:
             print(f"  chaos {clock(started)}  Redis SHUTDOWN NOSAVE ({share:.0%} of the jobs "
                   "final)", flush=True)
@@ -296,11 +385,13 @@ class Submitter:
             except requests.RequestException as exc:
                 item.refused = type(exc).__name__
                 self.stats.retry(item.refused)
+                self.stats.refused(None, item.refused)
                 time.sleep(wait)
                 continue
             if response.status_code in (200, 202):
                 item.job_id, item.refused = uuid.UUID(response.json()["id"]), None
                 return item
+            self.stats.refused(response)
             item.refused = f"HTTP {response.status_code}: {response.text[:200]}"
             if response.status_code != 429 and response.status_code < 500:
                 return item  # the request itself is wrong: retrying will not help
@@ -484,6 +575,81 @@ def image_owner(job: Any) -> str:
     return url.rsplit("/", 1)[-1].split(".", 1)[0] or str(job.id)
 
 
+@dataclass
+class UpstreamCalls:
+    """The calls the fake Gemini served, per distinct input: illustration prompt, audio
+    (sha256), story (space). A call it refused with 429 did nothing (and, being back-pressure,
+    spends no attempt): it is not counted."""
+
+    images: Counter[str]
+    images_drawn: Counter[str]
+    audio: Counter[str]
+    stories: Counter[str]
+
+    @classmethod
+    def count(cls, ev: Evidence) -> UpstreamCalls:
+        prompts = {job.input["prompt"] for job in ev.of_kind("illustration")}
+        served = [r for r in ev.requests if r.status != 429]
+        images: Counter[str] = Counter()
+        drawn: Counter[str] = Counter()
+        for request in served:
+            if request.kind == "illustration":
+                text = request.prompt_text
+                prompt = next((p for p in prompts if p in text), text)
+                images[prompt] += 1
+                drawn[prompt] += request.status == 200 and request.fault is None
+        audio = Counter(sha for r in served if r.kind == "transcription"
+                        for sha in map(audio_sha, r.inline_data) if sha)
+        stories = Counter[str]()
+        for request in served:
+            note_ids = NOTE_ID_LINE.findall(request.prompt_text) if request.kind == "story" else []
+            if note_ids:
+                stories[str(ev.space_of_note.get(note_ids[0], note_ids[0]))] += 1
+        return cls(images, drawn, audio, stories)
+
+
+def report_calls_per_input(found: Findings, ev: Evidence, opts: Options) -> None:
+    """A paid answer is paid for once: at most one call per distinct input. A worker SIGKILLed
+    mid-call and injected upstream faults make a second call legitimately (that answer never
+    came): the target holds without them."""
+    calls = UpstreamCalls.count(ev)
+    per_input = calls.images + calls.audio + calls.stories
+    most = max(per_input.values(), default=0)
+    twice = sum(n > 1 for n in per_input.values())
+    label = "upstream calls per distinct input, max"
+    if opts.kills or opts.fault_rate:
+        found.add(label, most, f"info: <= 1 applies without kills and upstream faults "
+                               f"({twice} inputs called more than once)")
+    else:
+        found.add(label, most, "<= 1", most <= 1)
+    for kind, counter in (("illustration", calls.images), ("transcription", calls.audio),
+                          ("story", calls.stories)):
+        again = sorted((n, key) for key, n in counter.items() if n > 1)[-3:]
+        for n, key in again:
+            found.details.append(f"{kind} input called {n} times: {key[:60]}")
+
+
+def report_refusals(found: Findings, stats: SubmitStats) -> None:
+    """Every refused submit must tell the client when to come back: 503 or 429 with
+    Retry-After, never a bare 500 or a dropped connection."""
+    total = sum(stats.refusals.values())
+    good = sum(n for reason, n in stats.refusals.items()
+               if reason in ("503 with Retry-After", "429 with Retry-After"))
+    found.add("refused submits (each retried)", total)
+    for reason, count in sorted(stats.refusals.items()):
+        found.add(f"  {reason}", count)
+    found.add("  refusals not 503/429 with Retry-After", total - good, "0", total == good)
+
+
+def report_first_requests(found: Findings, postgres: PostgresRestarts) -> None:
+    """The first request after each PostgreSQL restart succeeds (no cut pooled connection)."""
+    first = postgres.first_requests
+    failed = [r for r in first if r.status != 200]
+    found.add("first request after PostgreSQL returned, not 200", len(failed), "0", not failed)
+    found.details.append("first request after each PostgreSQL restart: " + ", ".join(
+        f"{r.status} in {r.ms:.0f} ms" for r in first))
+
+
 def report_duplicates(found: Findings, ev: Evidence) -> None:
     # Database effects: one story per story job, one chapter per note, one child per chapter.
     notes = Counter(ev.space_of_note.values())
@@ -506,47 +672,30 @@ def report_duplicates(found: Findings, ev: Evidence) -> None:
                     and j.input.get("chapterId") in chapter_url
                     and not chapter_url[j.input["chapterId"]]]
     # Upstream calls: at most one per claimed attempt, matched by prompt, audio or space.
+    calls = UpstreamCalls.count(ev)
     image_attempts: Counter[str] = Counter()
     image_successes: Counter[str] = Counter()
     for job in illustrations:
         image_attempts[job.input["prompt"]] += job.attempts
         image_successes[job.input["prompt"]] += job.status == "succeeded"
-    image_calls: Counter[str] = Counter()
-    images_drawn: Counter[str] = Counter()
-    # A call the upstream refused with 429 did nothing (and, being back-pressure, spends no
-    # attempt): only the calls it served count against the attempts.
-    served = [r for r in ev.requests if r.status != 429]
-    for request in served:
-        if request.kind == "illustration":
-            text = request.prompt_text
-            prompt = next((p for p in image_attempts if p in text), text)
-            image_calls[prompt] += 1
-            images_drawn[prompt] += request.status == 200 and request.fault is None
     audio_attempts: Counter[str] = Counter()
     for item in ev.submissions:
         row = ev.jobs.get(item.job_id) if item.job_id else None
         if row is not None and item.audio_sha:
             audio_attempts[item.audio_sha] += row.attempts
-    audio_calls = Counter(sha for r in served if r.kind == "transcription"
-                          for sha in map(audio_sha, r.inline_data) if sha)
     story_attempts = Counter[str]()
     for job in ev.of_kind("story"):
         story_attempts[job.input["spaceId"]] += job.attempts
-    story_calls = Counter[str]()
-    for request in served:
-        note_ids = NOTE_ID_LINE.findall(request.prompt_text) if request.kind == "story" else []
-        if note_ids:
-            story_calls[str(ev.space_of_note.get(note_ids[0], note_ids[0]))] += 1
 
     figures = {
         "  stories beyond one per story job": dup_stories,
         "  chapters beyond the notes": extra_chapters,
         "  illustration children beyond chapters": extra_children,
         "  image files beyond one per job": dup_files,
-        "  image calls beyond attempts": calls_beyond_attempts(image_calls, image_attempts),
-        "  transcription calls beyond attempts": calls_beyond_attempts(audio_calls,
+        "  image calls beyond attempts": calls_beyond_attempts(calls.images, image_attempts),
+        "  transcription calls beyond attempts": calls_beyond_attempts(calls.audio,
                                                                        audio_attempts),
-        "  story calls beyond attempts": calls_beyond_attempts(story_calls, story_attempts),
+        "  story calls beyond attempts": calls_beyond_attempts(calls.stories, story_attempts),
     }
     total = sum(figures.values())
     found.add("duplicate effects", total, "0", total == 0)
@@ -558,7 +707,7 @@ def report_duplicates(found: Findings, ev: Evidence) -> None:
         found.details.append(f"succeeded illustration {job_id} has no file")
     for job in missing_urls[:3]:
         found.details.append(f"succeeded illustration {job.id}: chapter has no image URL")
-    redrawn = calls_beyond_attempts(images_drawn, image_successes)
+    redrawn = calls_beyond_attempts(calls.images_drawn, image_successes)
     found.add("  images redrawn after a lost attempt", redrawn, "info: overwrites, same key")
     found.add("  image files of unfinished jobs", len(set(ev.image_files) - succeeded), "info")
     found.add("  temp files left by killed workers", ev.temp_files, "info")
@@ -591,6 +740,12 @@ def report_recovery(found: Findings, ev: Evidence, opts: Options, faults: list[F
     found.add("every job final at", clock(all_final_at) if all_final_at else "never")
     found.add("run time, first submit to all final",
               f"{(all_final_at - started).total_seconds():.1f} s" if all_final_at else "-")
+    # A fault before the last submit: the tail after it is the submitting as much as recovery.
+    last_submit = max((j.created_at for j in ev.jobs.values() if j.parent_id is None),
+                      default=None)
+    if all_final_at is not None and last_submit is not None:
+        found.add("final after the last submit accepted",
+                  f"{max(0.0, (all_final_at - last_submit).total_seconds()):.1f} s", "info")
     if last_fault is not None:
         target = f"<= {opts.target_recovery_s:.0f} s (2 reaper intervals)"
         if all_final_at is None:
@@ -618,7 +773,13 @@ def wait_until_final(engine: Engine, expected: int, monkey: ChaosMonkey,
     """Poll until every job is final and the chaos is over; True if the deadline passed."""
     next_report = 0.0
     while True:
-        final, total, by_status = job_progress(engine, expected)
+        try:
+            final, total, by_status = job_progress(engine, expected)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            time.sleep(0.5)  # PostgreSQL is restarting
+            continue
         now = time.monotonic()
         if final == total and monkey.done:
             return False
@@ -636,12 +797,18 @@ def run(opts: Options) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="lifetales-chaos-"))
     var_dir = work_dir / "var"
     print(f"chaos: {opts.jobs} jobs, {opts.workers} workers x {WORKER_CONCURRENCY} threads, "
-          f"{opts.kills} kills, {opts.redis_restarts} Redis restarts, upstream faults "
+          f"{opts.kills} kills, {opts.redis_restarts} Redis restarts, {opts.pg_restarts} "
+          f"PostgreSQL restarts, upstream faults "
           f"{opts.fault_rate:.0%}, latency {opts.latency} s, upstream timeout "
           f"{opts.upstream_timeout} s", flush=True)
     print(f"logs: {var_dir} (api.log, worker-N.log, beat.log)", flush=True)
     with ExitStack() as stack:
-        database_url = stack.enter_context(throwaway_database(opts.keep_database))
+        cluster = None
+        if opts.pg_restarts:
+            cluster = stack.enter_context(private_cluster(opts.keep_database))
+            database_url = cluster.create_database("lt_chaos")
+        else:
+            database_url = stack.enter_context(throwaway_database(opts.keep_database))
         gemini = stack.enter_context(FakeGemini(
             latency=opts.latency, fault_rate=opts.fault_rate, seed=opts.seed,
             hang_seconds=opts.hang_seconds))
@@ -663,6 +830,10 @@ def run(opts: Options) -> int:
         stack.callback(engine.dispose)
 
         token, spaces = setup_user_and_spaces(services.base_url, opts.spaces)
+        postgres = None
+        if cluster is not None:
+            postgres = PostgresRestarts(cluster, opts.pg_downtime, services.base_url)
+            postgres.authorize(token)
         submissions = plan_submissions(opts, rng)
         expected = len(submissions) + NOTES_PER_SPACE * sum(
             s.kind == "story" for s in submissions)
@@ -671,7 +842,7 @@ def run(opts: Options) -> int:
             final, total, _ = job_progress(engine, expected)
             return final / total
 
-        monkey = ChaosMonkey(opts, fleet, redis_server, final_share, rng)
+        monkey = ChaosMonkey(opts, fleet, redis_server, final_share, rng, postgres)
 
         def stop_monkey() -> None:
             monkey.stopping.set()
@@ -696,10 +867,15 @@ def run(opts: Options) -> int:
         evidence = Evidence.gather(engine, submissions, Path(env["MEDIA_DIR"]), gemini)
         findings = Findings()
         report_outcomes(findings, evidence, stats, opts)
+        report_refusals(findings, stats)
         report_duplicates(findings, evidence)
+        report_calls_per_input(findings, evidence, opts)
         report_recovery(findings, evidence, opts, monkey.faults, gemini, started)
-        print("\nchaos results (targets: 0 lost, 0 stuck, 0 duplicate effects, every job final "
-              "within 2 reaper intervals after the last fault)")
+        if postgres is not None:
+            report_first_requests(findings, postgres)
+        print("\nchaos results (targets: 0 lost, 0 stuck, 0 duplicate effects, every refusal a "
+              "503/429 with Retry-After, every job final within 2 reaper intervals after the "
+              "last fault)")
         findings.print()
         for error in monkey.errors:
             print(f"  chaos error: {error}")
@@ -720,6 +896,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     add("--kills", type=int, default=5, help="workers SIGKILLed (each replaced)")
     add("--redis-restarts", type=int, default=1, help="Redis SHUTDOWN NOSAVE + start")
     add("--redis-downtime", type=float, default=2.0, help="seconds Redis stays down")
+    add("--pg-restarts", type=int, default=1,
+        help="PostgreSQL crash-restarts (pg_ctl stop -m immediate + start) of a private cluster")
+    add("--pg-downtime", type=float, default=2.0, help="seconds PostgreSQL stays down")
     add("--fault-rate", type=float, default=0.0, help="share of Gemini calls that fail")
     add("--latency", type=float, default=0.2, help="seconds per fake Gemini answer")
     add("--upstream-timeout", type=float, default=10.0,
@@ -736,8 +915,10 @@ def parse_args(argv: list[str] | None = None) -> Options:
     add("--seed", type=int, default=None, help="seed of the job mix, chaos and faults")
     add("--keep-database", action="store_true", help="keep the database to inspect job rows")
     args = parser.parse_args(argv)
-    if args.jobs < 1 or args.workers < 1 or args.kills < 0 or args.redis_restarts < 0:
-        parser.error("--jobs and --workers must be positive, --kills and --redis-restarts >= 0")
+    if args.jobs < 1 or args.workers < 1 or min(args.kills, args.redis_restarts,
+                                                 args.pg_restarts) < 0:
+        parser.error("--jobs and --workers must be positive, --kills and --redis-restarts and "
+                     "--pg-restarts >= 0")
     if not 0 <= args.fault_rate <= 1:
         parser.error("--fault-rate is a share between 0 and 1")
     return Options(**vars(args))

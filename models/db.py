@@ -1,13 +1,67 @@
-"""Engine and session factories for the API and the workers."""
+"""Engine and session factories for the API and the workers, and what a database outage
+looks like to them."""
 
 from __future__ import annotations
 
+import select
 import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, exc
+from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
+
+# SQLSTATEs that say the server cannot serve us now, not that the statement is wrong: connection
+# exceptions (class 08), insufficient resources (class 53: too many connections, disk full),
+# shutdowns and start-up (57P01-57P03), and a read-only server (a replica after a failover).
+UNAVAILABLE_SQLSTATE_CLASSES = ("08", "53")
+UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "25006"})
+
+
+def database_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` (or an error it was raised from) says the database is away: down,
+    restarting, full or read-only. Such work is worth running again once it is back."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, exc.TimeoutError):  # no pooled connection came free in time
+            return True
+        if isinstance(current, exc.DBAPIError) and _unavailable(current):
+            return True
+        current = current.__cause__ or current.__context__
+    return False
+
+
+def _unavailable(error: exc.DBAPIError) -> bool:
+    if error.connection_invalidated:
+        return True
+    code: str | None = getattr(error.orig, "pgcode", "")
+    if code == "":
+        return False  # not PostgreSQL's: SQLite's errors are about its file or the statement
+    if code is None:
+        # libpq's own errors carry no SQLSTATE: connection refused, server closed the
+        # connection, timeout expired.
+        return isinstance(error, exc.OperationalError | exc.InterfaceError)
+    return code.startswith(UNAVAILABLE_SQLSTATE_CLASSES) or code in UNAVAILABLE_SQLSTATES
+
+
+def accepts_writes(session: Session) -> bool:
+    """One round trip: whether the database answers and takes writes (a replica promoted by a
+    failover does; one still read-only does not). Raises if it does not answer."""
+    if session.get_bind().dialect.name != "postgresql":
+        session.execute(text("SELECT 1"))
+        return True
+    return session.scalar(text("SELECT current_setting('transaction_read_only')")) == "off"
+
+
+def server_uptime_s(session: Session) -> float | None:
+    """Seconds since the database server (re)started, by its own clock; None if unknown
+    (SQLite)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    uptime = session.scalar(text("SELECT EXTRACT(EPOCH FROM now() - pg_postmaster_start_time())"))
+    return float(uptime) if uptime is not None else None
 
 
 def normalize_database_url(url: str) -> str:
@@ -39,6 +93,7 @@ def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
         **kwargs,
     )
     _ping_idle_connections(engine)
+    _drop_connections_to_an_unavailable_server(engine)
     return engine
 
 
@@ -47,12 +102,15 @@ PING_AFTER_IDLE_S = 5.0
 
 
 def _ping_idle_connections(engine: Engine) -> None:
-    """``pool_pre_ping``, but only for a connection that sat idle in the pool.
+    """``pool_pre_ping``, but only for a connection that may be stale: one that sat idle in the
+    pool, or one the server sent something to while it waited there (it hung up: a restart,
+    a crash, an administrator ending sessions).
 
     Why: a job checks a connection out for each of its transactions, and pinging every time
-    was a round trip (and ~0.2 ms of CPU) per transaction. Connections that go stale (a
-    database restart, a firewall's idle timeout) are the idle ones; one that fails while busy
-    raises, and the job's attempt is retried like any other database error.
+    was a round trip (and ~0.2 ms of CPU) per transaction; looking for input is one
+    ``poll()``. So the first request after the database returns gets a live connection
+    instead of an error, however soon it comes. One that fails while busy raises, and the
+    job's attempt runs again once the database is back (workers/outage.py).
     """
 
     @event.listens_for(engine, "checkin")
@@ -62,7 +120,9 @@ def _ping_idle_connections(engine: Engine) -> None:
     @event.listens_for(engine, "checkout")
     def _checked_out(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
         idle_since = record.info.get("idle_since")
-        if idle_since is None or time.monotonic() - idle_since < PING_AFTER_IDLE_S:
+        if idle_since is None:
+            return
+        if time.monotonic() - idle_since < PING_AFTER_IDLE_S and not _has_input(dbapi_connection):
             return
         try:
             cursor = dbapi_connection.cursor()
@@ -71,6 +131,29 @@ def _ping_idle_connections(engine: Engine) -> None:
         except Exception as error:
             # The pool discards this connection and checks out (or opens) another.
             raise exc.DisconnectionError() from error
+
+
+def _has_input(dbapi_connection: Any) -> bool:
+    """Whether the server sent something to this idle connection (no round trip)."""
+    try:
+        fd = dbapi_connection.fileno()
+    except Exception:  # closed already: let the ping find out
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN | select.POLLPRI)
+    return bool(poller.poll(0))
+
+
+def _drop_connections_to_an_unavailable_server(engine: Engine) -> None:
+    """Errors that say the server went away or turned read-only (an administrator's shutdown,
+    a failover to a replica) discard the connection, and the pool's others with it, so the
+    next checkout connects afresh (to the new primary, once DNS points to it)."""
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: Any) -> None:
+        code = getattr(context.original_exception, "pgcode", None)
+        if code is not None and (code.startswith("08") or code in UNAVAILABLE_SQLSTATES):
+            context.is_disconnect = True
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:

@@ -224,7 +224,8 @@ def test_the_heartbeat_asks_a_job_past_its_deadline_to_stop(
                     .values(deadline_at=utcnow() - timedelta(seconds=1)))
     session.commit()
     pump = HeartbeatPump(session_factory, interval_s=60)
-    pump._running = {late.id: 1, other.id: 1}
+    pump.track(late.id, 1)
+    pump.track(other.id, 1)
     assert pump.beat() == 2
     assert fresh(session, late).cancel_requested is True
     assert fresh(session, other).cancel_requested is False

@@ -465,6 +465,39 @@ def test_heartbeat_pump_beats_only_the_attempts_it_runs(
     assert fresh(session, reclaimed).heartbeat_at == long_ago
 
 
+def test_heartbeat_pump_beats_only_what_a_live_thread_runs(
+    session: Session, session_factory: sessionmaker[Session], ctx: WorkerContext, user: User
+) -> None:
+    """A job tracked by a thread that ended without untracking it is not beaten, and a job
+    tracked twice (a reclaimed attempt in the same process) keeps the beat of the run that
+    goes on when the other one untracks."""
+    import threading
+
+    from workers.heartbeat import HeartbeatPump
+
+    orphan, twice = audio_job(session, ctx, user), audio_job(session, ctx, user)
+    for job in (orphan, twice):
+        assert lifecycle.start_job(session, job.id, heartbeat_timeout_s=60) is not None
+    pump = HeartbeatPump(session_factory, interval_s=3600)  # beat() by hand
+    try:
+        gone = threading.Thread(target=pump.track, args=(orphan.id, 1))
+        gone.start()
+        gone.join()  # the thread ended; its job was never untracked
+        first = pump.track(twice.id, 1)
+        pump.track(twice.id, 1)  # the same attempt run again by this thread after an outage
+        pump.untrack(first)
+        assert pump.running() == {(twice.id, 1)}
+        long_ago = utcnow() - timedelta(minutes=5)
+        session.execute(update(Job).values(heartbeat_at=long_ago))
+        session.commit()
+        assert pump.beat() == 1
+    finally:
+        pump.stop()
+    assert fresh(session, orphan).heartbeat_at == long_ago
+    beaten = fresh(session, twice).heartbeat_at
+    assert beaten is not None and beaten > long_ago
+
+
 def test_throttled_job_waits_for_quota_without_spending_an_attempt(
     session: Session, ctx: WorkerContext, user: User, gemini: FakeGemini
 ) -> None:

@@ -125,6 +125,9 @@ def cached_result(
     """(value, cached): the cached value, or ``compute()``'s, stored for the next identical job.
 
     Identical work already in flight is joined: this job is re-scheduled until it is done.
+    ``compute`` makes the paid call and must not touch the database: its answer is kept in
+    Redis before anything is written, so a run of this job that follows a lost commit reads
+    it instead of paying again.
     """
     key = cache_key(agent, model, prompt_version, payload)
     found = lookup_or_lease(run.session, key, agent=agent, model=model, job_id=run.job.id,
@@ -135,7 +138,10 @@ def cached_result(
         raise MustWait(JOIN_POLL_S, step="waiting_for_identical_job")
     run.session.commit()  # hold no transaction (or row lock) across the model call
     try:
-        value = compute()
+        value = run.kept_answer(key)
+        if value is None:
+            value = compute()
+            run.keep_answer(key, value)
     except BaseException:
         run.session.rollback()
         release(run.session, key, run.job.id)

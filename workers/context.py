@@ -15,6 +15,7 @@ from agents.media.storage import MediaStorage, build_storage
 from agents.provider import Provider, build_provider
 from config import Settings
 from models.db import make_engine, make_session_factory
+from workers.answers import AnswerKeeper, build_answer_keeper
 from workers.dispatch import install_enqueue_after_commit
 from workers.events import Notifier, install_event_notifier
 from workers.heartbeat import HeartbeatPump
@@ -30,6 +31,7 @@ class WorkerContext:
     storage: MediaStorage
     heartbeat: HeartbeatPump | None = None
     limiter: RateLimiter | None = None
+    answers: AnswerKeeper | None = None
 
 
 _lock = threading.Lock()
@@ -67,6 +69,7 @@ def build_context(settings: Settings, *, pool_size: int = 20) -> WorkerContext:
         ),
         heartbeat=HeartbeatPump(factory, interval_s=max(0.5, settings.heartbeat_timeout_s / 4)),
         limiter=build_rate_limiter(settings.redis_url, os.environ),
+        answers=build_answer_keeper(settings.redis_url),
     )
 
 

@@ -1,9 +1,16 @@
 """One thread per worker process beats every job that process is running, in a single UPDATE
 per interval, so a job whose worker died is noticed within the heartbeat timeout while a slow
-Gemini call never looks dead. The same UPDATE asks a job past its deadline to stop."""
+Gemini call never looks dead. The same UPDATE asks a job past its deadline to stop.
+
+Only an attempt that a live thread runs is beaten: each ``track`` is undone by its own token,
+so a job run twice in one process (a reclaimed attempt) keeps the beat of the run still going,
+and an entry whose thread ended without untracking it is dropped. A job nobody runs any more
+then goes stale, and the reaper takes it back.
+"""
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import uuid
@@ -21,27 +28,36 @@ class HeartbeatPump:
     def __init__(self, session_factory: sessionmaker[Session], interval_s: float) -> None:
         self._session_factory = session_factory
         self.interval_s = interval_s
-        self._running: dict[uuid.UUID, int] = {}  # job id -> the attempt this process runs
+        # token -> (job id, the attempt this process runs, the thread running it)
+        self._running: dict[int, tuple[uuid.UUID, int, threading.Thread]] = {}
+        self._tokens = itertools.count(1)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def track(self, job_id: uuid.UUID, attempt: int) -> None:
+    def track(self, job_id: uuid.UUID, attempt: int) -> int:
+        """Beat this attempt while the calling thread runs it; untrack it with the token."""
         with self._lock:
-            self._running[job_id] = attempt
+            token = next(self._tokens)
+            self._running[token] = (job_id, attempt, threading.current_thread())
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(
                     target=self._loop, name="job-heartbeat", daemon=True
                 )
                 self._thread.start()
+        return token
 
-    def untrack(self, job_id: uuid.UUID) -> None:
+    def untrack(self, token: int) -> None:
         with self._lock:
-            self._running.pop(job_id, None)
+            self._running.pop(token, None)
 
-    def running(self) -> dict[uuid.UUID, int]:
+    def running(self) -> set[tuple[uuid.UUID, int]]:
+        """(job id, attempt) of every attempt a live thread of this process runs."""
         with self._lock:
-            return dict(self._running)
+            for token, (_, _, thread) in list(self._running.items()):
+                if not thread.is_alive():
+                    del self._running[token]
+            return {(job_id, attempt) for job_id, attempt, _ in self._running.values()}
 
     def beat(self) -> int:
         """Beat every tracked job still running at the tracked attempt; returns rows touched."""
@@ -53,7 +69,7 @@ class HeartbeatPump:
             touched = session.execute(
                 update(Job)
                 .where(
-                    tuple_(Job.id, Job.attempts).in_(list(running.items())),
+                    tuple_(Job.id, Job.attempts).in_(sorted(running)),
                     Job.status == "running",
                 )
                 # A job past its deadline is asked to stop, in the same statement.

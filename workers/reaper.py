@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import exists, func, select, update
 from sqlalchemy.orm import Session, aliased
 
 from models import TERMINAL_STATUSES, Job, Story
 from models.base import utcnow
+from models.db import server_uptime_s
 from workers.dispatch import TASKS, send_job_message
 from workers.events import final_events, status_event
 from workers.lifecycle import DEADLINE_CANCELED, affected, end_overdue, waiting_on_children
@@ -60,9 +61,30 @@ def reap_stale_jobs(
             report.resent += 1
     session.commit()
 
-    # 2. Running with an expired heartbeat: the worker died. A story waiting on illustrations
-    #    has no worker of its own; it is settled once its children are all finished.
-    stale = now - timedelta(seconds=heartbeat_timeout_s)
+    # 2. Running with an expired heartbeat: the worker died.
+    if _heartbeats_had_time(session, heartbeat_timeout_s):
+        recover_lost_jobs(session, report, stale=now - timedelta(seconds=heartbeat_timeout_s))
+
+    # 3. Webhook deliveries whose message was lost (broker down, worker died mid-attempt).
+    report.webhooks_resent = resend_due_deliveries(session, overdue_s=resend_after_s)
+    if any(report.__dict__.values()):
+        log.info("reaper acted", extra={"report": report.__dict__})
+    return report
+
+
+def _heartbeats_had_time(session: Session, heartbeat_timeout_s: int) -> bool:
+    """A database that restarted less than a heartbeat timeout ago took no beats while it was
+    down: every heartbeat is old then, live workers' too. They get a full timeout to beat
+    again (the jobs their threads waited out the outage with are theirs to run again)."""
+    uptime = server_uptime_s(session)
+    return uptime is None or uptime >= heartbeat_timeout_s
+
+
+def recover_lost_jobs(session: Session, report: ReapReport, *, stale: datetime) -> None:
+    """Re-queue (or fail, out of attempts) running jobs whose heartbeat is older than
+    ``stale``: their worker died. A story waiting on illustrations has no worker of its own;
+    it is settled once its children are all finished."""
+    now = utcnow()
     child = aliased(Job)
     unfinished_child = exists().where(
         child.parent_id == Job.id, child.status.not_in(TERMINAL_STATUSES)
@@ -112,12 +134,6 @@ def reap_stale_jobs(
             if job.parent_id is not None:
                 on_child_finished(session, job.parent_id)
     session.commit()
-
-    # 3. Webhook deliveries whose message was lost (broker down, worker died mid-attempt).
-    report.webhooks_resent = resend_due_deliveries(session, overdue_s=resend_after_s)
-    if any(report.__dict__.values()):
-        log.info("reaper acted", extra={"report": report.__dict__})
-    return report
 
 
 def enforce_deadlines(session: Session) -> int:

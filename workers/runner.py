@@ -5,6 +5,7 @@ Handlers are plain functions of a ``JobRun`` so they can be tested without a wor
 
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 import time
@@ -21,7 +22,8 @@ from agents.errors import AgentError
 from agents.types import Usage
 from models import Job
 from models.base import utcnow
-from workers import lifecycle
+from models.db import database_unavailable
+from workers import lifecycle, outage
 from workers.context import WorkerContext, get_context
 from workers.dispatch import enqueue_after_commit
 
@@ -75,6 +77,7 @@ class JobRun:
     context: WorkerContext
     session: Session
     job: Job
+    reruns: int = 0  # times this attempt was run again after a database outage
 
     def progress(
         self, step: str, current: int = 0, total: int = 0, *, commit: bool = True
@@ -121,6 +124,19 @@ class JobRun:
         result = call()
         self.settle_upstream(model, estimated_tokens, result.usage)
         return result
+
+    def kept_answer(self, digest: str) -> dict[str, Any] | None:
+        """The model answer an earlier run of this job paid for and could not commit (see
+        workers/answers.py); a first run has none, so it does not look."""
+        answers = self.context.answers
+        if answers is None or (self.job.attempts <= 1 and not self.reruns):
+            return None
+        return answers.recall(self.job.id, digest)
+
+    def keep_answer(self, digest: str, answer: dict[str, Any]) -> None:
+        """Keep a paid answer until this job's transaction commits."""
+        if self.context.answers is not None:
+            self.context.answers.keep(self.job.id, digest, answer)
 
     def check_cancel(self) -> None:
         # Past its deadline the job stops here too; it then ends canceled, reason ``deadline``.
@@ -185,62 +201,114 @@ def run_job(job_id: str, handler: Handler, *, context: WorkerContext | None = No
         log.error("task for a malformed job id dropped", extra={"job_id": job_id})
         return
     with ctx.session_factory() as session:
-        job = lifecycle.start_job(
-            session, parsed_id, heartbeat_timeout_s=ctx.settings.heartbeat_timeout_s
-        )
+        job = _claim(ctx, session, parsed_id)
         if job is None:
             log.info(
                 "job not claimable (finished, canceled or running elsewhere)",
                 extra={"job_id": job_id},
             )
             return
+        attempt = job.attempts  # kept: a rollback expires the loaded row
         log_context = telemetry.begin_job(job_id, job.request_id)
         telemetry.observe_queue_wait(job.kind, job.enqueued_at or job.created_at, job.started_at)
-        log.info("job started", extra={"job_id": job_id, "kind": job.kind, "attempt": job.attempts})
+        log.info("job started", extra={"job_id": job_id, "kind": job.kind, "attempt": attempt})
         run = JobRun(ctx, session, job)
-        if ctx.heartbeat is not None:
-            ctx.heartbeat.track(job.id, job.attempts)
+        pump = ctx.heartbeat
+        beating = pump.track(parsed_id, attempt) if pump is not None else None
         try:
-            handler(run)
-        except MustWait as exc:
-            session.rollback()
-            if lifecycle.requeue_waiting(session, job, step=exc.step, delay_s=exc.wait_s,
-                                         progress=exc.progress):
-                lifecycle.mirror(job, status="queued")
-                enqueue_after_commit(session, job, countdown=exc.wait_s)
-            session.commit()
-            log.info("job re-scheduled", extra={"job_id": job_id, "step": exc.step,
-                                                "delay_s": round(exc.wait_s, 2)})
-        except JobCanceled:
-            session.rollback()
-            if lifecycle.cancel_running_job(session, job):
-                lifecycle.mirror(job, status="canceled")
-            session.commit()
-            log.info("job canceled", extra={"job_id": job_id})
-        except AgentError as exc:  # the model's or the media CDN's
-            _record_failure(session, job, exc.code, exc.message, exc.retryable, exc.retry_after)
-        except JobFailed as exc:
-            _record_failure(session, job, exc.code, exc.message, exc.retryable, None)
-        except SoftTimeLimitExceeded:
-            _record_failure(session, job, "timeout", "the job ran past its time limit", True, None)
-        except Exception:
-            log.exception("job handler crashed", extra={"job_id": job_id})
-            _record_failure(
-                session, job, "internal_error", "an internal error occurred", True, None
-            )
+            while True:
+                try:
+                    _run_attempt(run, handler)
+                    break
+                except Exception as exc:
+                    if not database_unavailable(exc):
+                        raise
+                    log.warning("database unavailable mid-job; the attempt runs again once it "
+                                "is back", extra={"job_id": job_id, "error": type(exc).__name__})
+                    run.reruns += 1
+                    if run.reruns > outage.MAX_RERUNS or not outage.resume_attempt(
+                            ctx.session_factory, session, job, parsed_id, attempt):
+                        log.warning("job left to the reaper", extra={"job_id": job_id})
+                        break
         finally:
-            if ctx.heartbeat is not None:
-                ctx.heartbeat.untrack(job.id)
-            log.info("job finished", extra={"job_id": job_id, "status": job.status,
-                                            "seconds": round(_run_s(job), 3)})
-            if job.status != "running":
-                from workers.parents import WAITING_KINDS, abandon_attempt, on_child_finished
-
-                if job.parent_id is not None:
-                    on_child_finished(session, job.parent_id)
-                if job.kind in WAITING_KINDS:
-                    abandon_attempt(session, job.id)
+            # First, and by the id parsed above: nothing here may fail before the job leaves
+            # the pump, or it would be beaten for good with no thread running it.
+            if pump is not None and beating is not None:
+                pump.untrack(beating)
+            _after_attempt(session, job, job_id)
             telemetry.end_job(log_context)
+
+
+def _claim(ctx: WorkerContext, session: Session, job_id: uuid.UUID) -> Job | None:
+    """Claim the job; a claim the database's absence stopped is tried again once it is back."""
+    for retry in itertools.count(1):
+        try:
+            return lifecycle.start_job(
+                session, job_id, heartbeat_timeout_s=ctx.settings.heartbeat_timeout_s
+            )
+        except Exception as exc:
+            if not database_unavailable(exc) or retry > outage.MAX_RERUNS:
+                raise
+            outage.discard(session)
+            if not outage.wait_for_database(ctx.session_factory):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _run_attempt(run: JobRun, handler: Handler) -> None:
+    """Run the handler and settle the attempt by how it ended. A database outage (in the
+    handler or while settling) propagates: the caller runs the attempt again."""
+    session, job, job_id = run.session, run.job, str(run.job.id)
+    try:
+        handler(run)
+    except MustWait as exc:
+        session.rollback()
+        if lifecycle.requeue_waiting(session, job, step=exc.step, delay_s=exc.wait_s,
+                                     progress=exc.progress):
+            lifecycle.mirror(job, status="queued")
+            enqueue_after_commit(session, job, countdown=exc.wait_s)
+        session.commit()
+        log.info("job re-scheduled", extra={"job_id": job_id, "step": exc.step,
+                                            "delay_s": round(exc.wait_s, 2)})
+    except JobCanceled:
+        session.rollback()
+        if lifecycle.cancel_running_job(session, job):
+            lifecycle.mirror(job, status="canceled")
+        session.commit()
+        log.info("job canceled", extra={"job_id": job_id})
+    except AgentError as exc:  # the model's or the media CDN's
+        _record_failure(session, job, exc.code, exc.message, exc.retryable, exc.retry_after)
+    except JobFailed as exc:
+        _record_failure(session, job, exc.code, exc.message, exc.retryable, None)
+    except SoftTimeLimitExceeded:
+        _record_failure(session, job, "timeout", "the job ran past its time limit", True, None)
+    except Exception as exc:
+        if database_unavailable(exc):
+            raise  # not the job's fault: never recorded as a failure
+        log.exception("job handler crashed", extra={"job_id": job_id})
+        _record_failure(
+            session, job, "internal_error", "an internal error occurred", True, None
+        )
+
+
+def _after_attempt(session: Session, job: Job, job_id: str) -> None:
+    """Log how the attempt ended and move the job's parent or children along. With the
+    database away, the reaper does the latter once it is back."""
+    try:
+        log.info("job finished", extra={"job_id": job_id, "status": job.status,
+                                        "seconds": round(_run_s(job), 3)})
+        if job.status != "running":
+            from workers.parents import WAITING_KINDS, abandon_attempt, on_child_finished
+
+            if job.parent_id is not None:
+                on_child_finished(session, job.parent_id)
+            if job.kind in WAITING_KINDS:
+                abandon_attempt(session, job.id)
+    except Exception as exc:
+        if not database_unavailable(exc):
+            raise
+        log.warning("job outcome not followed up: database unavailable; the reaper will",
+                    extra={"job_id": job_id, "error": type(exc).__name__})
 
 
 def _record_failure(

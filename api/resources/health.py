@@ -7,21 +7,24 @@ from typing import Any
 from flask import Response, jsonify, send_file
 from flask.views import MethodView
 from flask_smorest import Blueprint, abort
-from sqlalchemy import text
 
 from agents.errors import AgentError
 from agents.film import ffmpeg_info
 from agents.gemini import check_routes
 from api.errors import error_responses
 from api.state import db, state
+from models.db import accepts_writes
 
 blp = Blueprint("health", __name__, description="Health and readiness")
 
-READINESS = {"description": "ready (200) or unavailable (503), with each check's outcome",
+READINESS = {"description": "ready (200) or unavailable (503), with each check's outcome and "
+                            "the dependencies that are down",
              "content": {"application/json": {"schema": {
-                 "type": "object", "required": ["status", "checks", "provider", "media"],
+                 "type": "object", "required": ["status", "checks", "down", "provider", "media"],
                  "properties": {"status": {"type": "string", "enum": ["ready", "unavailable"]},
-                                "checks": {"type": "object"}, "provider": {"type": "string"},
+                                "checks": {"type": "object"},
+                                "down": {"type": "array", "items": {"type": "string"}},
+                                "provider": {"type": "string"},
                                 "media": {"type": "string"},
                                 "ffmpeg": {"type": "string", "description":
                                            "the ffmpeg films are rendered with: its source "
@@ -61,15 +64,18 @@ class Ready(MethodView):
 
     @blp.doc(responses={"200": READINESS, "503": READINESS})
     def get(self) -> Response:
-        """Readiness: database and broker reachable, and a working model for each agent (503
-        when every model of an agent was found retired); which AI provider is active."""
+        """Readiness: database and broker reachable (``down`` names those that are not), and
+        a working model for each agent (503 when every model of an agent was found retired);
+        which AI provider is active."""
         checks: dict[str, Any] = {"database": _check_database(), "broker": _check_broker()}
+        down = [name for name, value in checks.items() if value != "ok"]
         models = _model_states()
-        ok = all(value == "ok" for value in checks.values()) and all(
-            m["state"] != "unavailable" for m in models.values())
+        down += [f"model:{agent}" for agent, m in models.items() if m["state"] == "unavailable"]
+        ok = not down
         body = jsonify({
             "status": "ready" if ok else "unavailable",
             "checks": checks,
+            "down": down,
             "provider": state().provider_mode,
             "media": "cloudinary" if state().settings.cloudinary_url else "local",
             "models": models,
@@ -114,10 +120,10 @@ def _ffmpeg() -> str:
 
 def _check_database() -> str:
     try:
-        db().execute(text("SELECT 1"))
+        writable = accepts_writes(db())
     except Exception as exc:  # reported, not raised: this is a health probe
         return f"error: {type(exc).__name__}"
-    return "ok"
+    return "ok" if writable else "error: read-only"
 
 
 def _check_broker() -> str:

@@ -33,7 +33,6 @@ def illustrate(run: JobRun) -> None:
             len(prompt) // 4 + 1400,
             lambda: illustrator.illustrate(prompt, spec["style"]),
         )
-        run.check_cancel()
         # Keyed by the job: a retried or redelivered job overwrites its image, never duplicates.
         stored = run.context.storage.save(
             f"illustrations/{run.job.id}", image.data, image.mime_type
@@ -48,6 +47,8 @@ def illustrate(run: JobRun) -> None:
         payload={"prompt": prompt, "style": spec["style"]},
         compute=draw,
     )
+    if not cached:
+        run.check_cancel()  # here, not in draw(): that runs before its answer is kept
     chapter_id = spec.get("chapterId")
     if chapter_id:
         attach_to_chapter(run, uuid.UUID(chapter_id), variant, variants, value["imageUrl"])

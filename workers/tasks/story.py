@@ -5,7 +5,9 @@ story is still being written."""
 from __future__ import annotations
 
 import dataclasses
+import logging
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 from sqlalchemy import delete, func, select, update
@@ -18,8 +20,10 @@ from agents.types import (
     StoryRestart,
     StoryResult,
     StorySettings,
+    StoryStreamItem,
 )
 from models import Chapter, Job, Note, Space, Story
+from models.db import database_unavailable
 from workers.app import celery_app
 from workers.cache import JOIN_POLL_S, cache_key, lookup_or_lease, release, store
 from workers.dispatch import create_job
@@ -27,6 +31,8 @@ from workers.events import emit
 from workers.fanout import illustration_variants, is_illustrations_only, missing_illustrations
 from workers.parents import on_child_finished
 from workers.runner import JobFailed, JobRun, MustWait, run_job, usage_dict
+
+log = logging.getLogger(__name__)
 
 
 def story_settings(data: dict[str, Any]) -> StorySettings:
@@ -201,11 +207,17 @@ def build_story(run: JobRun) -> None:
     if found.value is None and not found.owner:
         raise MustWait(JOIN_POLL_S, step="waiting_for_identical_job")
     try:
-        if found.value is not None:
+        # The cache's answer, or the one an earlier run of this job paid for and lost.
+        answer = found.value if found.value is not None else run.kept_answer(key)
+        if answer is not None:
             writer = StoryWriter(run, space, notes, settings)
-            for chapter in found.value["chapters"]:
+            for chapter in answer["chapters"]:
                 writer.add(ChapterDraft(**chapter))
-            writer.finish(None, cached=True)
+            if found.value is None:  # this job's own answer: published as a fresh one is
+                store(session, key, answer, agent="story", model=builder.model,
+                      ttl_s=run.context.settings.cache_ttl_s)
+            writer.finish(None if found.value is not None else answer["usage"],
+                          cached=found.value is not None)
             return
         # ~4 characters a token in, and a story about as long as its notes plus instructions.
         chars = sum(len(n.text_content or "") + sum(map(len, n.transcriptions)) for n in inputs)
@@ -213,27 +225,54 @@ def build_story(run: JobRun) -> None:
         run.acquire_upstream(builder.model, estimate)
         writer = StoryWriter(run, space, notes, settings)
         final: StoryResult | None = None
-        for item in builder.stream(inputs, space.title, settings):
-            if isinstance(item, ChapterDraft):
-                writer.add(item)
-            elif isinstance(item, StoryRestart):
-                writer.restart(item.reason)
-            else:
-                final = item
+        stream = builder.stream(inputs, space.title, settings)
+        try:
+            for item in stream:
+                if isinstance(item, ChapterDraft):
+                    writer.add(item)
+                elif isinstance(item, StoryRestart):
+                    writer.restart(item.reason)
+                else:
+                    final = item
+        except Exception as exc:
+            if database_unavailable(exc):
+                keep_rest_of_story(run, key, estimate, stream)
+            raise
         if final is None:
             raise JobFailed("invalid_model_output", "the story ended without a result",
                             retryable=True)
-        run.settle_upstream(builder.model, estimate, final.usage)
-        usage = usage_dict(final.usage)
-        store(session, key, {"chapters": [dataclasses.asdict(c) for c in final.chapters],
-                             "usage": usage},
-              agent="story", model=builder.model, ttl_s=run.context.settings.cache_ttl_s)
-        writer.finish(usage, cached=False)
+        answer = keep_story_answer(run, key, estimate, final)
+        store(session, key, answer, agent="story", model=builder.model,
+              ttl_s=run.context.settings.cache_ttl_s)
+        writer.finish(answer["usage"], cached=False)
     except BaseException:
         if found.value is None:
             session.rollback()
             release(session, key, job.id)
         raise
+
+
+def keep_story_answer(run: JobRun, key: str, estimate: int, final: StoryResult) -> dict[str, Any]:
+    """Charge the story's call and keep its answer until the job commits (workers/answers.py)."""
+    run.settle_upstream(run.context.provider.story_builder.model, estimate, final.usage)
+    answer = {"chapters": [dataclasses.asdict(c) for c in final.chapters],
+              "usage": usage_dict(final.usage)}
+    run.keep_answer(key, answer)
+    return answer
+
+
+def keep_rest_of_story(run: JobRun, key: str, estimate: int,
+                       stream: Iterator[StoryStreamItem]) -> None:
+    """The database went away mid-story, but the model is still writing it, and it is paid
+    for: read it to the end and keep it for the run of this job that follows."""
+    try:
+        final = next((item for item in stream if isinstance(item, StoryResult)), None)
+    except Exception as exc:  # its answer was unusable after all: nothing to keep
+        log.info("story answer not kept", extra={"job_id": str(run.job.id),
+                                                 "error": type(exc).__name__})
+        return
+    if final is not None:
+        keep_story_answer(run, key, estimate, final)
 
 
 @celery_app.task(name="lifetales.build_story", acks_late=True, ignore_result=True)
