@@ -250,32 +250,27 @@ def stream_routed(
     """``generate_stream`` on the route's first model that answers: yields (model, chunk).
 
     A model that is retired fails before its first chunk, so moving on never repeats text."""
-    tried: list[str] = []
-    for model in _candidates(settings, route):
-        tried.append(model)
+
+    def opened(model: str) -> tuple[types.GenerateContentResponse | None,
+                                    Generator[types.GenerateContentResponse, None, None]]:
         chunks = generate_stream(
             settings, model=model, contents=contents, timeout_ms=timeout_ms,
             config=for_model(config, model, route, temperature=temperature),
         )
         try:
-            first = next(chunks)
-        except StopIteration:
-            return
-        except AgentError as exc:
+            return next(chunks, None), chunks
+        except BaseException:
             chunks.close()
-            if exc.code != "model_unavailable":
-                raise
-            _unavailable(model, route, exc)
-            continue
-        availability.mark_answered(model)
-        try:
+            raise
+
+    (first, chunks), model = call_routed(settings, route, opened)
+    try:
+        if first is not None:
             yield model, first
             for chunk in chunks:
                 yield model, chunk
-        finally:
-            chunks.close()
-        return
-    raise unavailable_error(route, tried)
+    finally:
+        chunks.close()
 
 
 def check_models(
