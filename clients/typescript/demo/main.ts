@@ -1,7 +1,9 @@
 // The demo page: sign up, a space, three moments and a voice note, then a story whose chapters
-// appear as they are written and whose images appear as they are drawn.
+// appear as they are written and whose images appear as they are drawn, then its film: the
+// steps and each scene's voice as they happen, and the video with its subtitles.
 import {
-  type Chapter, type IllustrationEvent, type JobProgress, createClient,
+  type Chapter, type FilmResult, type IllustrationEvent, type JobProgress, type NarrationEvent,
+  type VideoScript, createClient,
 } from "../src/index.js";
 
 const api = new URLSearchParams(location.search).get("api") ?? "http://localhost:3000";
@@ -40,10 +42,11 @@ button("#create-space", async () => {
 button("#add-moments", async () => {
   const rows = [...document.querySelectorAll(".moment")];
   for (const [index, row] of rows.entries()) {
+    const title = row.querySelector<HTMLInputElement>(".moment-title")?.value ?? "";
+    const textContent = row.querySelector<HTMLTextAreaElement>(".moment-text")?.value ?? "";
+    if (!title && !textContent) continue; // a row left empty is no moment
     const note = await client.notes.create(spaceId, {
-      title: row.querySelector<HTMLInputElement>(".moment-title")?.value ?? "",
-      textContent: row.querySelector<HTMLTextAreaElement>(".moment-text")?.value ?? "",
-      timestamp: Date.now() - (rows.length - index) * 3_600_000,
+      title, textContent, timestamp: Date.now() - (rows.length - index) * 3_600_000,
     });
     firstNoteId ||= note.id;
     const item = document.createElement("li");
@@ -107,4 +110,69 @@ button("#generate", async () => {
   });
   status.textContent = done?.data.status ?? "over";
   status.dataset.final = done?.data.status ?? "";
+});
+
+/** One line per step; a step's line is updated while it goes on (render: percent). */
+function showStep(progress: JobProgress): void {
+  const steps = $("#film-steps");
+  let line = steps.lastElementChild as HTMLElement | null;
+  if (line?.dataset.step !== progress.step) {
+    line = document.createElement("li");
+    line.dataset.step = progress.step;
+    steps.append(line);
+  }
+  line.textContent = progress.step === "render" ? `render ${progress.current}%`
+    : `${progress.step} ${progress.current}/${progress.total}`;
+}
+
+function showNarration(narration: NarrationEvent): void {
+  const item = document.createElement("li");
+  item.textContent = `Scene ${narration.sceneIndex + 1} narrated `
+    + `(${narration.durationSeconds.toFixed(1)} s) `;
+  const audio = document.createElement("audio");
+  audio.controls = true;
+  audio.src = narration.audioUrl;
+  item.append(audio);
+  $("#narrations").append(item);
+}
+
+function showFilm(film: FilmResult): void {
+  const video = $<HTMLVideoElement>("#film");
+  const track = document.createElement("track");
+  track.kind = "subtitles";
+  track.label = "Narration";
+  track.src = film.subtitlesUrl;
+  track.default = true;
+  video.replaceChildren(track);
+  video.poster = film.posterUrl;
+  video.src = film.videoUrl;
+  video.hidden = false;
+  // Browsers autoplay a muted video only while it is on screen.
+  video.scrollIntoView({ block: "center" });
+}
+
+button("#make-film", async () => {
+  for (const list of ["#film-steps", "#narrations"]) $(list).replaceChildren();
+  say("#film-script", "");
+  const status = $("#film-job");
+  delete status.dataset.final;
+  const job = await client.films.generate(spaceId);
+  status.textContent = job.status;
+  const done = await client.jobs.events(job.id, {
+    onEvent: (event) => {
+      if (event.type === "progress") showStep(event.data as JobProgress);
+      if (event.type === "script") {
+        const script = event.data as VideoScript;
+        say("#film-script", `Script “${script.title}”: `
+          + script.scenes.map((scene) => scene.narrationText).join(" / "));
+      }
+      if (event.type === "narration") showNarration(event.data as NarrationEvent);
+    },
+  });
+  const outcome = done?.data;
+  const film = outcome?.status === "succeeded" ? outcome.result as FilmResult : undefined;
+  status.textContent = film ? `succeeded: ${film.durationSeconds} s, ${film.width}×${film.height}`
+    : `${outcome?.status ?? "over"}: ${outcome?.error?.message ?? ""}`;
+  if (film) showFilm(film);
+  status.dataset.final = outcome?.status ?? "";
 });

@@ -1,6 +1,7 @@
 // createClient: one object with a property per resource of the API.
 import { Auth, Settings, Webhooks } from "./account.js";
 import { Admin, Batches } from "./admin.js";
+import { Films, Narrations } from "./films.js";
 import { Illustrations, Stories, Transcriptions } from "./generation.js";
 import { type ClientOptions, Http } from "./http.js";
 import { Jobs } from "./jobs.js";
@@ -15,6 +16,8 @@ export interface LifeTalesClient {
   readonly stories: Stories;
   readonly illustrations: Illustrations;
   readonly transcriptions: Transcriptions;
+  readonly films: Films;
+  readonly narrations: Narrations;
   readonly jobs: Jobs;
   readonly webhooks: Webhooks;
   /** Admins only. */
@@ -36,6 +39,8 @@ export function createClient(options: ClientOptions): LifeTalesClient {
     stories: new Stories(http),
     illustrations: new Illustrations(http),
     transcriptions: new Transcriptions(http),
+    films: new Films(http),
+    narrations: new Narrations(http),
     jobs: new Jobs(http),
     webhooks: new Webhooks(http),
     batches: new Batches(http),

@@ -117,8 +117,9 @@ export class Jobs {
     return current;
   }
 
-  /** Follows the job's live events (`status`, `progress`, `chapter`, `illustration`, `restart`,
-   * `error`, `done`) and resolves with `done`; see EventsOptions. */
+  /** Follows the job's live events (`status`, `progress`, `error`, `done`; a story's
+   * `chapter`, `illustration`, `restart`; a film's `script`, `narration`) and resolves with
+   * `done`; see EventsOptions. */
   events(jobId: string, options: EventsOptions = {}): Promise<JobEvent<DoneEvent> | undefined> {
     return followEvents(this.http, jobId, options);
   }

@@ -47,7 +47,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** Readiness: database and broker reachable; which AI provider is active. */
+        /**
+         * Readiness: database and broker reachable, and a working model for each agent (503
+         *     when every model of an agent was found retired); which AI provider is active.
+         */
         get: {
             parameters: {
                 query?: never;
@@ -69,6 +72,16 @@ export interface paths {
                             checks: Record<string, never>;
                             provider: string;
                             media: string;
+                            models?: {
+                                [key: string]: {
+                                    model: string;
+                                    fallbacks?: string[];
+                                    /** @enum {string} */
+                                    state: "ok" | "fallback" | "unavailable" | "unknown" | "offline";
+                                    answering?: string | null;
+                                    found?: Record<string, never>;
+                                };
+                            };
                         };
                     };
                 };
@@ -84,6 +97,16 @@ export interface paths {
                             checks: Record<string, never>;
                             provider: string;
                             media: string;
+                            models?: {
+                                [key: string]: {
+                                    model: string;
+                                    fallbacks?: string[];
+                                    /** @enum {string} */
+                                    state: "ok" | "fallback" | "unavailable" | "unknown" | "offline";
+                                    answering?: string | null;
+                                    found?: Record<string, never>;
+                                };
+                            };
                         };
                     };
                 };
@@ -1166,6 +1189,224 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/spaces/{space_id}/film": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                space_id: string;
+            };
+            cookie?: never;
+        };
+        /** The current film (the newest ready one), or ``?version=N``. */
+        get: {
+            parameters: {
+                query?: {
+                    version?: number;
+                };
+                header?: never;
+                path: {
+                    space_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Film"];
+                    };
+                };
+                401: components["responses"]["UNAUTHORIZED"];
+                404: components["responses"]["NOT_FOUND"];
+                422: components["responses"]["UNPROCESSABLE_ENTITY"];
+                429: components["responses"]["TOO_MANY_REQUESTS"];
+            };
+        };
+        put?: never;
+        /**
+         * Make a narrated film of the space's current story version (a ``film`` job: script,
+         *     narration, render, upload). 422 when the space has no story yet.
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description A retried submit with the same key returns the same job (for 24 h); the same key with another body is 422. */
+                    "Idempotency-Key"?: string;
+                    /** @description RFC 7240. ``wait=N`` (N <= 60): wait up to N seconds for the job to finish, answering 200 with the finished job if it does (else 202). ``respond-async``: answer 202 at once; with ``wait=N`` as well, wait up to N seconds first. ``Preference-Applied`` names what shaped the answer (``wait=N`` on a 200, ``respond-async`` on a 202); other preferences (``return=...``) are ignored. Answers carry ``Vary: Prefer``. */
+                    Prefer?: string;
+                    /** @description The job's deadline, in seconds from now (1 to 604800): not started by then it ends ``expired``; still running then it is stopped and ends ``canceled`` with ``error.reason`` ``deadline``. The body's ``deadlineSeconds`` says the same; sending both with different values is 422. */
+                    "Cancel-After"?: number;
+                };
+                path: {
+                    space_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["FilmRequest"];
+                };
+            };
+            responses: {
+                /** @description The job, already finished (``Prefer: wait=N``, or a replay of a finished job's Idempotency-Key). */
+                200: {
+                    headers: {
+                        "Content-Location": string;
+                        Vary: string;
+                        "Preference-Applied"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Job"];
+                    };
+                };
+                /** @description Accepted: the job, queued or running; poll its Location. */
+                202: {
+                    headers: {
+                        Location: string;
+                        "Retry-After": number;
+                        Vary: string;
+                        "Preference-Applied"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Job"];
+                    };
+                };
+                400: components["responses"]["BAD_REQUEST"];
+                401: components["responses"]["UNAUTHORIZED"];
+                404: components["responses"]["NOT_FOUND"];
+                413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
+                422: components["responses"]["UNPROCESSABLE_ENTITY"];
+                429: components["responses"]["TOO_MANY_REQUESTS"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/spaces/{space_id}/films": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                space_id: string;
+            };
+            cookie?: never;
+        };
+        /** Every film of the space, newest first; ``current`` marks the one shown. */
+        get: {
+            parameters: {
+                query?: never;
+                header?: never;
+                path: {
+                    space_id: string;
+                };
+                cookie?: never;
+            };
+            requestBody?: never;
+            responses: {
+                /** @description OK */
+                200: {
+                    headers: {
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Film"][];
+                    };
+                };
+                401: components["responses"]["UNAUTHORIZED"];
+                404: components["responses"]["NOT_FOUND"];
+                429: components["responses"]["TOO_MANY_REQUESTS"];
+            };
+        };
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/narrations": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Speak a text; the job's result is ``{audioUrl, mimeType, durationSeconds, cached}``
+         *     (a WAV file).
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description A retried submit with the same key returns the same job (for 24 h); the same key with another body is 422. */
+                    "Idempotency-Key"?: string;
+                    /** @description RFC 7240. ``wait=N`` (N <= 60): wait up to N seconds for the job to finish, answering 200 with the finished job if it does (else 202). ``respond-async``: answer 202 at once; with ``wait=N`` as well, wait up to N seconds first. ``Preference-Applied`` names what shaped the answer (``wait=N`` on a 200, ``respond-async`` on a 202); other preferences (``return=...``) are ignored. Answers carry ``Vary: Prefer``. */
+                    Prefer?: string;
+                    /** @description The job's deadline, in seconds from now (1 to 604800): not started by then it ends ``expired``; still running then it is stopped and ends ``canceled`` with ``error.reason`` ``deadline``. The body's ``deadlineSeconds`` says the same; sending both with different values is 422. */
+                    "Cancel-After"?: number;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["NarrationRequest"];
+                };
+            };
+            responses: {
+                /** @description The job, already finished (``Prefer: wait=N``, or a replay of a finished job's Idempotency-Key). */
+                200: {
+                    headers: {
+                        "Content-Location": string;
+                        Vary: string;
+                        "Preference-Applied"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Job"];
+                    };
+                };
+                /** @description Accepted: the job, queued or running; poll its Location. */
+                202: {
+                    headers: {
+                        Location: string;
+                        "Retry-After": number;
+                        Vary: string;
+                        "Preference-Applied"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Job"];
+                    };
+                };
+                400: components["responses"]["BAD_REQUEST"];
+                401: components["responses"]["UNAUTHORIZED"];
+                413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
+                422: components["responses"]["UNPROCESSABLE_ENTITY"];
+                429: components["responses"]["TOO_MANY_REQUESTS"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/jobs": {
         parameters: {
             query?: never;
@@ -1180,7 +1421,7 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    kind?: "transcription" | "story" | "illustration" | "story_batch";
+                    kind?: "transcription" | "story" | "illustration" | "story_batch" | "narration" | "film" | "render";
                     /** @description `queued` -> `running` -> one terminal state: `succeeded`, `failed`, `canceled`, `expired`. A job may go back from `running` to `queued` to be retried. `canceled`: on request (`POST /jobs/{id}/cancel`) or, with `error.reason` `deadline`, stopped by its deadline (`Cancel-After`) while running; `expired`: its deadline passed before it started. A terminal state never changes. */
                     status?: "queued" | "running" | "succeeded" | "failed" | "canceled" | "expired";
                     parentId?: string;
@@ -1386,7 +1627,7 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    kind?: "transcription" | "story" | "illustration" | "story_batch";
+                    kind?: "transcription" | "story" | "illustration" | "story_batch" | "narration" | "film" | "render";
                     /** @description `queued` -> `running` -> one terminal state: `succeeded`, `failed`, `canceled`, `expired`. A job may go back from `running` to `queued` to be retried. `canceled`: on request (`POST /jobs/{id}/cancel`) or, with `error.reason` `deadline`, stopped by its deadline (`Cancel-After`) while running; `expired`: its deadline passed before it started. A terminal state never changes. */
                     status?: "queued" | "running" | "succeeded" | "failed" | "canceled" | "expired";
                     parentId?: string;
@@ -2119,6 +2360,112 @@ export interface components {
              * @enum {string}
              */
             style?: "illustration" | "cinematic" | "pastel" | "realistic";
+            /**
+             * @description bypass the result cache (a new call to the model)
+             * @default false
+             */
+            force?: boolean;
+        };
+        FilmScene: {
+            readonly chapterId?: string;
+            readonly startSeconds?: number;
+            readonly endSeconds?: number;
+        };
+        Film: {
+            /** Format: uuid */
+            readonly id?: string;
+            /** Format: uuid */
+            readonly spaceId?: string;
+            readonly version?: number;
+            readonly storyVersion?: number;
+            /** @enum {string} */
+            readonly status?: "scripting" | "narrating" | "rendering" | "ready" | "failed" | "canceled";
+            /** Format: uuid */
+            readonly jobId?: string;
+            readonly current?: boolean;
+            readonly settings?: {
+                [key: string]: unknown;
+            };
+            /** @description The frontend's VideoScript: title, totalDurationSeconds, musicMood, scenes (chapterId, narrationText, visualDescription, durationSeconds, transition). */
+            readonly script?: {
+                [key: string]: unknown;
+            } | null;
+            readonly videoUrl?: string | null;
+            readonly posterUrl?: string | null;
+            readonly subtitlesUrl?: string | null;
+            readonly durationSeconds?: number | null;
+            readonly width?: number | null;
+            readonly height?: number | null;
+            readonly sizeBytes?: number | null;
+            readonly scenes?: components["schemas"]["FilmScene"][] | null;
+            readonly hasMusic?: boolean | null;
+            /** Format: date-time */
+            readonly createdAt?: string;
+            /** Format: date-time */
+            readonly finishedAt?: string | null;
+        };
+        FilmSettings: {
+            /** @enum {string} */
+            voiceStyle?: "serious" | "calm" | "warm" | "storyteller";
+            backgroundMusic?: boolean;
+            /** @enum {string} */
+            narrativeTone?: "cinematic" | "funny" | "neutral" | "emotional" | "journalistic" | "poetic";
+        };
+        FilmRequest: {
+            /**
+             * Format: uri
+             * @description An https URL to push this job's events to, signed (README, Webhooks). Must resolve to a public address; the payload is the job resource.
+             * @default null
+             */
+            webhook?: string | null;
+            /**
+             * @description Events to push besides `completed`, which is always sent: any of ['start', 'progress', 'completed'].
+             * @default null
+             */
+            webhookEvents?: ("start" | "progress" | "completed")[] | null;
+            /**
+             * @description Seconds from now: not started by then, the job ends `expired`; still running then, it is stopped and ends `canceled` with reason `deadline`. Same as the `Cancel-After` header (both: they must agree).
+             * @default null
+             */
+            deadlineSeconds?: number | null;
+            /** @default null */
+            settings?: components["schemas"]["FilmSettings"] | null;
+            /**
+             * @description bypass the result cache (a new call to the model)
+             * @default false
+             */
+            force?: boolean;
+        };
+        NarrationRequest: {
+            /**
+             * Format: uri
+             * @description An https URL to push this job's events to, signed (README, Webhooks). Must resolve to a public address; the payload is the job resource.
+             * @default null
+             */
+            webhook?: string | null;
+            /**
+             * @description Events to push besides `completed`, which is always sent: any of ['start', 'progress', 'completed'].
+             * @default null
+             */
+            webhookEvents?: ("start" | "progress" | "completed")[] | null;
+            /**
+             * @description Seconds from now: not started by then, the job ends `expired`; still running then, it is stopped and ends `canceled` with reason `deadline`. Same as the `Cancel-After` header (both: they must agree).
+             * @default null
+             */
+            deadlineSeconds?: number | null;
+            /** @description The words to speak. */
+            text: string;
+            /**
+             * @description The StorySettings voiceStyle.
+             * @default storyteller
+             * @enum {string}
+             */
+            voiceStyle?: "serious" | "calm" | "warm" | "storyteller";
+            /**
+             * @description BCP 47 tag of the text's language (e.g. fr, pt-BR); unset: detected.
+             * @default null
+             */
+            language?: string | null;
             /**
              * @description bypass the result cache (a new call to the model)
              * @default false

@@ -2,7 +2,7 @@
 // The API always sends every field of its resources (the tests check each one against the
 // document), so answers are typed with every field present; request bodies keep the document's
 // optional fields.
-import type { components } from "./openapi.js";
+import type { components, paths } from "./openapi.js";
 
 type Schemas = components["schemas"];
 /** An answer of the API: every documented field present (possibly null). */
@@ -44,8 +44,37 @@ export type StoryRequest = Partial<Schemas["StoryRequest"]>;
 export type IllustrationRequest = Schemas["IllustrationRequest"];
 export type TranscriptionRequest = Schemas["TranscriptionJson"];
 
+/** What may change from the user's saved settings for one film. */
+export type FilmSettings = Schemas["FilmSettings"];
+export type FilmRequest = Schemas["FilmRequest"];
+/** One scene of a film's `VideoScript` (the frontend's type): the narration of a chapter. */
+export interface VideoScene {
+  chapterId: string;
+  narrationText: string;
+  visualDescription: string;
+  durationSeconds: number;
+  transition: "fade" | "slide" | "zoom";
+}
+/** The script a film is made from (the frontend's `VideoScript`), one scene per chapter. */
+export interface VideoScript {
+  title: string;
+  totalDurationSeconds: number;
+  musicMood: "upbeat" | "calm" | "emotional" | "dramatic" | "neutral";
+  scenes: VideoScene[];
+}
+/** Where a chapter's scene sits in the finished film. */
+export type FilmScene = Sent<Schemas["FilmScene"]>;
+/** A film version of a space; `videoUrl` and the rest once it is `ready`. */
+export type Film = Omit<Sent<Schemas["Film"]>, "script" | "scenes"> & {
+  script: VideoScript | null;
+  scenes: FilmScene[] | null;
+};
+export type NarrationRequest = Schemas["NarrationRequest"];
+
 export type JobStatus = NonNullable<Schemas["Job"]["status"]>;
-export type JobKind = "transcription" | "story" | "illustration" | "story_batch" | (string & {});
+/** The kinds the API documents (and any a newer API adds). */
+type JobListQuery = NonNullable<paths["/api/v1/jobs"]["get"]["parameters"]["query"]>;
+export type JobKind = NonNullable<JobListQuery["kind"]> | (string & {});
 export type JobProgress = Sent<Schemas["JobProgress"]>;
 /** Why a job did not succeed; `reason: "deadline"` when its deadline stopped it. */
 export type JobError = Omit<Sent<Schemas["JobError"]>, "reason"> & { reason?: string };
@@ -89,18 +118,45 @@ export interface StoryResult {
     message: string;
   }[];
 }
-export type JobResult = TranscriptionResult | IllustrationResult | StoryResult
-  | Record<string, unknown>;
+/** `result` of a narration job: a WAV file. A film's narrations also name their scene. */
+export interface NarrationResult {
+  audioUrl: string;
+  mimeType: string;
+  durationSeconds: number;
+  cached: boolean;
+  chapterId?: string;
+  sceneIndex?: number;
+}
+/** `result` of a film job: the film version it made (`cached`: an identical film's files). */
+export interface FilmResult {
+  filmId: string;
+  spaceId: string;
+  version: number;
+  videoUrl: string;
+  posterUrl: string;
+  subtitlesUrl: string;
+  durationSeconds: number;
+  width: number;
+  height: number;
+  sizeBytes: number;
+  scenes: FilmScene[];
+  hasMusic: boolean;
+  cached: boolean;
+}
+export type JobResult = TranscriptionResult | IllustrationResult | StoryResult | NarrationResult
+  | FilmResult | Record<string, unknown>;
 
 export type StoryRegenerationRequest = Schemas["StoryRegenerationRequest"];
 export type BatchEstimate = Sent<Schemas["BatchEstimate"]>;
 export type Batch = Sent<Schemas["Batch"]> & { totals: Sent<Schemas["BatchTotals"]> };
 export type WebhookSecret = Sent<Schemas["WebhookSecret"]>;
 
-/** One event of `GET /jobs/{id}/events`; `data` is JSON (a chapter, a progress step...). */
+/** One event of `GET /jobs/{id}/events`; `data` is JSON (a chapter, a progress step...). A
+ * story sends `chapter`, `illustration` and `restart`; a film `script` and `narration`. */
 export interface JobEvent<T = unknown> {
   id: number;
-  type: "status" | "progress" | "chapter" | "illustration" | "restart" | "error" | "done";
+  type: "status" | "progress" | "chapter" | "illustration" | "restart" | "script" | "narration"
+    | "error" | "done";
   data: T;
 }
 /** `data` of the last event, `done`. */
@@ -116,6 +172,16 @@ export interface IllustrationEvent {
   variant: number;
   imageUrl: string;
 }
+
+/** `data` of a film's `narration` event: a scene's audio, published as soon as it exists. */
+export interface NarrationEvent {
+  chapterId: string;
+  sceneIndex: number;
+  audioUrl: string;
+  durationSeconds: number;
+}
+/** A film's `progress.step`s, in order (`render`: `current` percent of `total` 100). */
+export type FilmStep = "script" | "narration" | "render" | "upload" | "done";
 
 /** What any submit may add: the headers (`Idempotency-Key`, `Prefer`, `Cancel-After`). */
 export interface SubmitOptions {

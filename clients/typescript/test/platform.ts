@@ -88,15 +88,19 @@ export async function startPlatform(varDir: string, options: { pageOrigin: strin
   return platform;
 }
 
-/** The API answers /ready and both workers (main and batch) said "ready.". */
+// The workers `lifetales run` starts, by Celery hostname: the I/O queues, batches, film renders.
+const WORKERS = ["celery", "batch", "render"];
+
+/** The API answers /ready and every worker said "<name>@host ready.". */
 async function ready(baseUrl: string, child: ChildProcess, logPath: string): Promise<void> {
   const deadline = Date.now() + 120_000;
   while (Date.now() < deadline) {
     if (child.exitCode !== null) throw new Error(`lifetales run exited (${child.exitCode})`);
-    const workers = readFileSync(logPath, "utf8").match(/ ready\./g)?.length ?? 0;
+    const log = readFileSync(logPath, "utf8");
+    const workers = WORKERS.every((name) => new RegExp(`"${name}@\\S+ ready\\.`).test(log));
     const api = await fetch(`${baseUrl}/ready`, { signal: AbortSignal.timeout(2000) })
       .then((response) => response.status === 200, () => false);
-    if (api && workers >= 2) return;
+    if (api && workers) return;
     await new Promise((done) => setTimeout(done, 300));
   }
   throw new Error("the platform was not ready within 120 s");
