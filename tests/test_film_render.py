@@ -235,6 +235,41 @@ def test_the_bundled_ffmpeg_renders_too(media: dict, tmp_path: Path) -> None:
     assert result.ffmpeg_version == bundled.version
 
 
+def test_a_film_at_the_scene_limit_renders_within_the_default_caps(
+    media: dict, tmp_path: Path
+) -> None:
+    # 60 scenes and 60 narrations: as many inputs as ffmpeg will ever get, in many segments,
+    # under the default memory cap.
+    voice = tmp_path / "voice.wav"
+    tone(voice, 1.4, 500.0)
+    scenes = [scene(f"c{n}", (media["photo1"], media["photo2"]), voice, 1.4, "Words.",
+                    ("fade", "slide", "zoom")[n % 3]) for n in range(60)]
+    result = render_film(small(*scenes), tmp_path / "work")
+    assert len(result.scenes) == 60
+    assert result.duration_seconds == pytest.approx(60 * (1.4 + AIR), abs=0.1)
+    assert abs(float(ffprobe(result.video)["format"]["duration"]) - result.duration_seconds) < 1
+
+
+def test_segments_join_without_a_seam(
+    media: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same film encoded whole and in segments of two clips (cut inside transitions and
+    # fades): frame for frame the same picture, up to encoding noise.
+    film = small(*(scene(f"c{n}", (media["photo1"], media["photo2"]), seconds=5.0,
+                         transition=("slide", "zoom", "fade")[n]) for n in range(3)))
+    whole = render_film(film, tmp_path / "whole")
+    monkeypatch.setattr("agents.film.graph.CLIPS_PER_SEGMENT", 2)
+    cut = render_film(film, tmp_path / "cut")
+    assert ffprobe(cut.video)["streams"][0]["nb_frames"] == ffprobe(whole.video)["streams"][0][
+        "nb_frames"]
+    compared = subprocess.run(
+        [need_tool("ffmpeg"), "-hide_banner", "-i", str(whole.video), "-i", str(cut.video),
+         "-lavfi", "[0:v][1:v]psnr", "-f", "null", "-"],
+        capture_output=True, text=True, check=True, timeout=60)
+    worst = re.search(r"PSNR .* min:([\d.]+|inf)", compared.stderr)
+    assert worst and float(worst.group(1)) > 30, compared.stderr[-300:]
+
+
 # --- trouble ---------------------------------------------------------------------------------
 
 

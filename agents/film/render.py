@@ -11,13 +11,21 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from agents.errors import AgentError
 from agents.film.ffmpeg import FfmpegInfo, RenderStopped, ffmpeg_info, run_ffmpeg
-from agents.film.graph import StagedFilm, StagedScene, render_command
+from agents.film.graph import (
+    RenderCommand,
+    StagedFilm,
+    StagedScene,
+    audio_command,
+    mux_arguments,
+    video_segments,
+)
 from agents.film.inputs import StagedMedia, clip_info, stage_media
 from agents.film.subtitles import Cue, timed_cues, to_webvtt
 from agents.film.timeline import TRANSITION_SECONDS, Timeline, check_film, plan_timeline
@@ -28,7 +36,9 @@ VIDEO_NAME = "film.mp4"
 POSTER_NAME = "poster.jpg"
 SUBTITLES_NAME = "subtitles.vtt"
 PICTURES = "picture-%04d.jpg"  # the normalised photos, in the order the film shows them
-FILTER_GRAPH = "filtergraph.txt"
+# Of the progress reported: the picture's segments, then the sound, then the mux.
+_PICTURE_SHARE = 0.92
+_MUX_SHARE = 0.03
 _SCRATCH_PREFIX = ".render-"
 _PROBE_SECONDS = 30.0  # reading a clip's header, or taking the poster frame
 _STAGING_THREADS = min(4, os.cpu_count() or 1)
@@ -52,6 +62,7 @@ class _Render:
         self.limits = limits
         self.info = info
         self.should_stop = should_stop
+        self.deadline = time.monotonic() + limits.wall_seconds
 
     def check_stop(self) -> None:
         if self.should_stop is not None and self.should_stop():
@@ -59,7 +70,8 @@ class _Render:
 
     def probe(self, args: list[str]) -> list[str]:
         return run_ffmpeg(self.info.path, args, cwd=self.scratch, limits=self.limits,
-                          wall_seconds=_PROBE_SECONDS, loglevel="info", check=False)
+                          wall_seconds=min(_PROBE_SECONDS, self.remaining()), loglevel="info",
+                          check=False)
 
     def stage_intro(self) -> tuple[StagedMedia | None, float, bool]:
         if self.film.intro_clip is None:
@@ -119,6 +131,53 @@ class _Render:
         (self.scratch / SUBTITLES_NAME).write_text(to_webvtt(cues), encoding="utf-8")
         return SUBTITLES_NAME if cues else None
 
+    def _run(self, command: RenderCommand, graph_file: str, *, seconds: float,
+             on_progress: Callable[[float], None] | None) -> None:
+        (self.scratch / graph_file).write_text(command.filter_graph, encoding="utf-8")
+        run_ffmpeg(self.info.path, command.arguments(self.info.filter_graph_file(graph_file)),
+                   cwd=self.scratch, limits=self.limits, wall_seconds=self.remaining(),
+                   total_seconds=seconds, on_progress=on_progress,
+                   should_stop=self.should_stop)
+
+    def remaining(self) -> float:
+        """Seconds left of the render's wall-clock limit, over all its ffmpeg runs."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise AgentError("render_timeout",
+                             f"The render took longer than {self.limits.wall_seconds:.0f} s.",
+                             retryable=False)
+        return left
+
+    def encode(self, staged: StagedFilm, timeline: Timeline,
+               on_progress: Callable[[float], None] | None) -> str:
+        """Encode the picture's segments, then the sound, then mux; the MP4's name."""
+        segments = video_segments(staged, timeline, threads=self.limits.threads)
+        done = 0
+
+        def report(share: float, start: float) -> Callable[[float], None] | None:
+            if on_progress is None:
+                return None
+            return lambda fraction: on_progress(min(1.0, start + share * fraction))
+
+        for number, segment in enumerate(segments):
+            share = _PICTURE_SHARE * segment.frames / timeline.total_frames
+            self._run(segment, f"graph-{number:03d}.txt", seconds=segment.frames / timeline.fps,
+                      on_progress=report(share, _PICTURE_SHARE * done / timeline.total_frames))
+            done += segment.frames
+        sound = audio_command(staged, timeline)
+        self._run(sound, "graph-sound.txt", seconds=timeline.total_seconds,
+                  on_progress=report(1.0 - _PICTURE_SHARE - _MUX_SHARE, _PICTURE_SHARE))
+        listing = "segments.txt"
+        (self.scratch / listing).write_text(
+            "".join(f"file '{segment.output}'\n" for segment in segments), encoding="utf-8")
+        video = "film.part.mp4"
+        run_ffmpeg(self.info.path, mux_arguments(listing, sound.output, staged.subtitles, video),
+                   cwd=self.scratch, limits=self.limits, wall_seconds=self.remaining(),
+                   should_stop=self.should_stop)
+        if on_progress is not None:
+            on_progress(1.0)
+        return video
+
     def poster(self, video: str, timeline: Timeline) -> str:
         first = timeline.scenes[0]
         # Past the film's fade-in (or the transition from the intro), well inside the scene.
@@ -128,7 +187,8 @@ class _Render:
         run_ffmpeg(self.info.path, [
             "-ss", f"{at:.3f}", "-protocol_whitelist", "file", "-f", "mov", "-i", video,
             "-frames:v", "1", "-q:v", "3", "-update", "1", "-f", "image2", "-y", name,
-        ], cwd=self.scratch, limits=self.limits, wall_seconds=_PROBE_SECONDS)
+        ], cwd=self.scratch, limits=self.limits,
+           wall_seconds=min(_PROBE_SECONDS, self.remaining()))
         return name
 
 
@@ -164,12 +224,7 @@ def render_film(
         staged = StagedFilm(scenes, film.width, film.height, PICTURES, intro, intro_has_audio,
                             music, render.subtitles(timeline))
         render.check_stop()
-        video = "film.part.mp4"
-        command = render_command(staged, timeline, video, threads=limits.threads)
-        (scratch / FILTER_GRAPH).write_text(command.filter_graph, encoding="utf-8")
-        run_ffmpeg(info.path, command.arguments(info.filter_graph_file(FILTER_GRAPH)),
-                   cwd=scratch, limits=limits, total_seconds=timeline.total_seconds,
-                   on_progress=on_progress, should_stop=should_stop)
+        video = render.encode(staged, timeline, on_progress)
         poster = render.poster(video, timeline)
         os.replace(scratch / SUBTITLES_NAME, workdir / SUBTITLES_NAME)
         os.replace(scratch / poster, workdir / POSTER_NAME)
