@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from agents.errors import AgentError
@@ -27,6 +28,7 @@ from agents.film.graph import (
     video_segments,
 )
 from agents.film.inputs import StagedMedia, clip_info, stage_media
+from agents.film.parallel import Run, run_all
 from agents.film.subtitles import Cue, timed_cues, to_webvtt
 from agents.film.timeline import TRANSITION_SECONDS, Timeline, check_film, plan_timeline
 from agents.film.types import FilmInput, RenderedFilm, RenderLimits
@@ -36,9 +38,7 @@ VIDEO_NAME = "film.mp4"
 POSTER_NAME = "poster.jpg"
 SUBTITLES_NAME = "subtitles.vtt"
 PICTURES = "picture-%04d.jpg"  # the normalised photos, in the order the film shows them
-# Of the progress reported: the picture's segments, then the sound, then the mux.
-_PICTURE_SHARE = 0.92
-_MUX_SHARE = 0.03
+_MUX_SHARE = 0.02  # of the progress reported: the last step, copying into the MP4
 _SCRATCH_PREFIX = ".render-"
 _PROBE_SECONDS = 30.0  # reading a clip's header, or taking the poster frame
 _STAGING_THREADS = min(4, os.cpu_count() or 1)
@@ -131,13 +131,16 @@ class _Render:
         (self.scratch / SUBTITLES_NAME).write_text(to_webvtt(cues), encoding="utf-8")
         return SUBTITLES_NAME if cues else None
 
-    def _run(self, command: RenderCommand, graph_file: str, *, seconds: float,
-             on_progress: Callable[[float], None] | None) -> None:
-        (self.scratch / graph_file).write_text(command.filter_graph, encoding="utf-8")
-        run_ffmpeg(self.info.path, command.arguments(self.info.filter_graph_file(graph_file)),
-                   cwd=self.scratch, limits=self.limits, wall_seconds=self.remaining(),
-                   total_seconds=seconds, on_progress=on_progress,
-                   should_stop=self.should_stop)
+    def _runner(self, command: RenderCommand, graph_file: str, seconds: float) -> Run:
+        """A run of ``command``, reporting progress over ``seconds`` of output."""
+
+        def start(progress: Callable[[float], None], stopping: Callable[[], bool]) -> None:
+            (self.scratch / graph_file).write_text(command.filter_graph, encoding="utf-8")
+            run_ffmpeg(self.info.path, command.arguments(self.info.filter_graph_file(graph_file)),
+                       cwd=self.scratch, limits=self.limits, wall_seconds=self.remaining(),
+                       total_seconds=seconds, on_progress=progress, should_stop=stopping)
+
+        return Run(start, weight=seconds)
 
     def remaining(self) -> float:
         """Seconds left of the render's wall-clock limit, over all its ffmpeg runs."""
@@ -150,23 +153,20 @@ class _Render:
 
     def encode(self, staged: StagedFilm, timeline: Timeline,
                on_progress: Callable[[float], None] | None) -> str:
-        """Encode the picture's segments, then the sound, then mux; the MP4's name."""
+        """Encode the picture's segments and the sound (``parallel_runs`` at a time), then mux
+        them; the MP4's name."""
+        fps = timeline.fps
         segments = video_segments(staged, timeline, threads=self.limits.threads)
-        done = 0
-
-        def report(share: float, start: float) -> Callable[[float], None] | None:
-            if on_progress is None:
-                return None
-            return lambda fraction: on_progress(min(1.0, start + share * fraction))
-
-        for number, segment in enumerate(segments):
-            share = _PICTURE_SHARE * segment.frames / timeline.total_frames
-            self._run(segment, f"graph-{number:03d}.txt", seconds=segment.frames / timeline.fps,
-                      on_progress=report(share, _PICTURE_SHARE * done / timeline.total_frames))
-            done += segment.frames
         sound = audio_command(staged, timeline)
-        self._run(sound, "graph-sound.txt", seconds=timeline.total_seconds,
-                  on_progress=report(1.0 - _PICTURE_SHARE - _MUX_SHARE, _PICTURE_SHARE))
+        runs = [self._runner(segment, f"graph-{number:03d}.txt", segment.frames / fps)
+                for number, segment in enumerate(segments)]
+        # The sound is quick to make: a twentieth of the picture's weight in the progress.
+        runs.append(replace(self._runner(sound, "graph-sound.txt", timeline.total_seconds),
+                            weight=timeline.total_seconds / 20))
+        run_all(runs, workers=self.limits.parallel_runs,
+                on_progress=None if on_progress is None else (
+                    lambda fraction: on_progress(fraction * (1 - _MUX_SHARE))),
+                should_stop=self.should_stop)
         listing = "segments.txt"
         (self.scratch / listing).write_text(
             "".join(f"file '{segment.output}'\n" for segment in segments), encoding="utf-8")
