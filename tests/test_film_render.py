@@ -14,7 +14,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,7 @@ from agents.film import (
     render_film,
 )
 from agents.film.inputs import parse_clip_info
+from agents.film.parallel import Run, run_all
 from agents.film.subtitles import MAX_CUE_CHARS, MAX_LINE_CHARS, split_text, timed_cues, to_webvtt
 from agents.film.timeline import (
     LEAD_SECONDS,
@@ -480,6 +483,41 @@ def test_settings_from_the_environment(tmp_path: Path) -> None:
     assert settings.limits.wall_seconds == 120 and settings.limits.memory_bytes == 512 * 1024**2
     with pytest.raises(ValueError, match="FILM_RENDER_MEMORY_MB"):
         FilmSettings.from_env({"FILM_RENDER_MEMORY_MB": "lots"})
+
+
+def test_parallel_runs_report_and_stop_from_the_calling_thread() -> None:
+    caller = threading.current_thread()
+    seen: list[tuple[float, bool]] = []
+    stopped_by_failure: list[bool] = []
+
+    def slow(progress: Callable[[float], None], stopping: Callable[[], bool]) -> None:
+        for step in range(1, 200):
+            if stopping():
+                stopped_by_failure.append(True)
+                raise RenderStopped("stopping")
+            progress(step / 200)
+            time.sleep(0.01)
+
+    def failing(progress: Callable[[float], None], stopping: Callable[[], bool]) -> None:
+        time.sleep(0.3)
+        raise AgentError("render_failed", "boom", retryable=False)
+
+    with pytest.raises(AgentError, match="boom"):
+        run_all([Run(slow, 1.0), Run(failing, 1.0)], workers=2,
+                on_progress=lambda f: seen.append((f, threading.current_thread() is caller)))
+    assert stopped_by_failure == [True]  # the failure stopped the other run
+    assert seen and all(in_caller for _, in_caller in seen)
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen)
+
+    asked: list[bool] = []
+
+    def should_stop() -> bool:
+        asked.append(threading.current_thread() is caller)
+        return True
+
+    with pytest.raises(RenderStopped):
+        run_all([Run(slow, 1.0)], workers=1, should_stop=should_stop)
+    assert asked and all(asked)
 
 
 def test_clip_info_is_read_from_ffmpegs_report() -> None:

@@ -1,4 +1,5 @@
-"""Render a film: stage the files, lay out the timeline, run ffmpeg once, take a poster frame.
+"""Render a film: stage the files, lay out the timeline, encode (picture segments and sound,
+then the mux), take a poster frame.
 
 Everything happens in a fresh ``.render-*`` scratch folder inside ``workdir`` (left-overs of a
 killed earlier attempt are swept first). The finished files are renamed into ``workdir`` only
@@ -38,6 +39,7 @@ VIDEO_NAME = "film.mp4"
 POSTER_NAME = "poster.jpg"
 SUBTITLES_NAME = "subtitles.vtt"
 PICTURES = "picture-%04d.jpg"  # the normalised photos, in the order the film shows them
+_MIN_INTRO_SECONDS = 0.5
 _MUX_SHARE = 0.02  # of the progress reported: the last step, copying into the MP4
 _SCRATCH_PREFIX = ".render-"
 _PROBE_SECONDS = 30.0  # reading a clip's header, or taking the poster frame
@@ -80,17 +82,16 @@ class _Render:
         staged = stage_media(self.film.intro_clip, self.scratch, "intro",
                              max_bytes=self.limits.max_media_bytes, what=what)
         info = clip_info(staged, self.probe, what)
-        if not info.has_video:
-            raise AgentError("media_rejected", f"{what} was rejected: it has no video.",
-                             retryable=False)
+        if not info.has_video or info.seconds < _MIN_INTRO_SECONDS:
+            raise AgentError("media_rejected",
+                             f"{what} was rejected: it has no video, or less than "
+                             f"{_MIN_INTRO_SECONDS} s of it.", retryable=False)
         return staged, info.seconds, info.has_audio
 
     def _where(self, number: int) -> str:
         return f"Scene {number + 1} (chapter {self.film.scenes[number].chapter_id})"
 
     def _normalise(self, number: int, source: Path, name: str) -> None:
-        if self.should_stop is not None and self.should_stop():
-            return  # the caller checks again and stops; no need to decode more photos
         try:
             normalise_image(source, self.scratch / name, (self.film.width, self.film.height),
                             self.limits.image_caps)
@@ -110,9 +111,15 @@ class _Render:
             counts.append(len(shown))
             work += [(number, source, PICTURES % (len(work) + k)) for k, source in enumerate(shown)]
         with ThreadPoolExecutor(max_workers=_STAGING_THREADS) as pool:
-            # In order, so the first failure reported is the first bad photo of the film.
-            for future in [pool.submit(self._normalise, *item) for item in work]:
-                future.result()
+            futures = [pool.submit(self._normalise, *item) for item in work]
+            try:
+                # In order, so the first failure reported is the first bad photo of the film.
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()  # no need to decode the photos after a bad one
+                raise
         self.check_stop()
         staged = []
         for number, scene in enumerate(self.film.scenes):
@@ -216,6 +223,7 @@ def render_film(
         render = _Render(film, scratch, limits, info, should_stop)
         intro, intro_seconds, intro_has_audio = render.stage_intro()
         timeline = plan_timeline(film, limits, intro_seconds=intro_seconds)
+        render.check_stop()
         scenes = render.stage_scenes(timeline)
         music = None
         if film.music is not None:
