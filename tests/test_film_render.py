@@ -247,7 +247,7 @@ def test_a_film_at_the_scene_limit_renders_within_the_default_caps(
     tone(voice, 1.4, 500.0)
     scenes = [scene(f"c{n}", (media["photo1"], media["photo2"]), voice, 1.4, "Words.",
                     ("fade", "slide", "zoom")[n % 3]) for n in range(60)]
-    result = render_film(small(*scenes), tmp_path / "work")
+    result = render_film(FilmInput(tuple(scenes), width=160, height=90), tmp_path / "work")
     assert len(result.scenes) == 60
     assert result.duration_seconds == pytest.approx(60 * (1.4 + AIR), abs=0.1)
     assert abs(float(ffprobe(result.video)["format"]["duration"]) - result.duration_seconds) < 1
