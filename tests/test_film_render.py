@@ -14,7 +14,9 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -33,6 +35,7 @@ from agents.film import (
     render_film,
 )
 from agents.film.inputs import parse_clip_info
+from agents.film.parallel import Run, run_all
 from agents.film.subtitles import MAX_CUE_CHARS, MAX_LINE_CHARS, split_text, timed_cues, to_webvtt
 from agents.film.timeline import (
     LEAD_SECONDS,
@@ -233,6 +236,41 @@ def test_the_bundled_ffmpeg_renders_too(media: dict, tmp_path: Path) -> None:
     info = ffprobe(result.video)
     assert {s["codec_name"] for s in info["streams"]} == {"h264", "aac", "mov_text"}
     assert result.ffmpeg_version == bundled.version
+
+
+def test_a_film_at_the_scene_limit_renders_within_the_default_caps(
+    media: dict, tmp_path: Path
+) -> None:
+    # 60 scenes and 60 narrations: as many inputs as ffmpeg will ever get, in many segments,
+    # under the default memory cap.
+    voice = tmp_path / "voice.wav"
+    tone(voice, 1.4, 500.0)
+    scenes = [scene(f"c{n}", (media["photo1"], media["photo2"]), voice, 1.4, "Words.",
+                    ("fade", "slide", "zoom")[n % 3]) for n in range(60)]
+    result = render_film(FilmInput(tuple(scenes), width=160, height=90), tmp_path / "work")
+    assert len(result.scenes) == 60
+    assert result.duration_seconds == pytest.approx(60 * (1.4 + AIR), abs=0.1)
+    assert abs(float(ffprobe(result.video)["format"]["duration"]) - result.duration_seconds) < 1
+
+
+def test_segments_join_without_a_seam(
+    media: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same film encoded whole and in segments of two clips (cut inside transitions and
+    # fades): frame for frame the same picture, up to encoding noise.
+    film = small(*(scene(f"c{n}", (media["photo1"], media["photo2"]), seconds=5.0,
+                         transition=("slide", "zoom", "fade")[n]) for n in range(3)))
+    whole = render_film(film, tmp_path / "whole")
+    monkeypatch.setattr("agents.film.graph.CLIPS_PER_SEGMENT", 2)
+    cut = render_film(film, tmp_path / "cut")
+    assert ffprobe(cut.video)["streams"][0]["nb_frames"] == ffprobe(whole.video)["streams"][0][
+        "nb_frames"]
+    compared = subprocess.run(
+        [need_tool("ffmpeg"), "-hide_banner", "-i", str(whole.video), "-i", str(cut.video),
+         "-lavfi", "[0:v][1:v]psnr", "-f", "null", "-"],
+        capture_output=True, text=True, check=True, timeout=60)
+    worst = re.search(r"PSNR .* min:([\d.]+|inf)", compared.stderr)
+    assert worst and float(worst.group(1)) > 30, compared.stderr[-300:]
 
 
 # --- trouble ---------------------------------------------------------------------------------
@@ -445,6 +483,41 @@ def test_settings_from_the_environment(tmp_path: Path) -> None:
     assert settings.limits.wall_seconds == 120 and settings.limits.memory_bytes == 512 * 1024**2
     with pytest.raises(ValueError, match="FILM_RENDER_MEMORY_MB"):
         FilmSettings.from_env({"FILM_RENDER_MEMORY_MB": "lots"})
+
+
+def test_parallel_runs_report_and_stop_from_the_calling_thread() -> None:
+    caller = threading.current_thread()
+    seen: list[tuple[float, bool]] = []
+    stopped_by_failure: list[bool] = []
+
+    def slow(progress: Callable[[float], None], stopping: Callable[[], bool]) -> None:
+        for step in range(1, 200):
+            if stopping():
+                stopped_by_failure.append(True)
+                raise RenderStopped("stopping")
+            progress(step / 200)
+            time.sleep(0.01)
+
+    def failing(progress: Callable[[float], None], stopping: Callable[[], bool]) -> None:
+        time.sleep(0.3)
+        raise AgentError("render_failed", "boom", retryable=False)
+
+    with pytest.raises(AgentError, match="boom"):
+        run_all([Run(slow, 1.0), Run(failing, 1.0)], workers=2,
+                on_progress=lambda f: seen.append((f, threading.current_thread() is caller)))
+    assert stopped_by_failure == [True]  # the failure stopped the other run
+    assert seen and all(in_caller for _, in_caller in seen)
+    assert [f for f, _ in seen] == sorted(f for f, _ in seen)
+
+    asked: list[bool] = []
+
+    def should_stop() -> bool:
+        asked.append(threading.current_thread() is caller)
+        return True
+
+    with pytest.raises(RenderStopped):
+        run_all([Run(slow, 1.0)], workers=1, should_stop=should_stop)
+    assert asked and all(asked)
 
 
 def test_clip_info_is_read_from_ffmpegs_report() -> None:

@@ -220,7 +220,8 @@ def run_ffmpeg(
             if now - started > wall_seconds:
                 _kill_group(proc)
                 raise AgentError(
-                    "render_timeout", f"The render took longer than {wall_seconds:.0f} s.",
+                    "render_timeout",
+                    f"The render ran out of time (ffmpeg stopped after {wall_seconds:.0f} s).",
                     retryable=False,
                 )
     finally:

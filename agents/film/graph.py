@@ -1,13 +1,16 @@
-"""The one ffmpeg command that renders a film: inputs, filter graph, encoder settings.
+"""The ffmpeg commands that render a film: the picture in segments, the sound, then the mux.
 
 Pictures: each normalised photo is one frame of an image sequence that ``zoompan`` turns into a
 slow zoom or pan (Ken Burns) for its share of the scene; a scene's pictures are joined by short
 cross-fades, scenes by the script's transition (``xfade``). A scene without pictures is a plain
 charcoal background (``#14141C``). The intro clip, scaled and letter-boxed to the frame, plays
-first.
+first. The picture is encoded in segments of a few clips, one ffmpeg run each: every finished
+cross-fade in a graph keeps its frames until the graph ends (about 10 MB each at 720p, measured
+with ffmpeg 5.1), so one graph for a 60-scene film outgrew any sane memory cap.
 Sound: each narration is placed after the scene's lead-in and padded to the scene's length, the
-segments are joined end to end, and the music bed (looped, faded in and out) is ducked under
-the voice by a side-chain compressor keyed on it.
+narrations are joined end to end, and the music bed (looped, faded in and out) is ducked under
+the voice by a side-chain compressor keyed on it; one run, encoded to AAC.
+The mux copies both into the MP4 with the subtitles (``mov_text``) and ``+faststart``.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 from agents.film.inputs import StagedMedia
-from agents.film.timeline import AUDIO_RATE, LEAD_SECONDS, SceneTiming, Timeline
+from agents.film.timeline import AUDIO_RATE, LEAD_SECONDS, Timeline
 from agents.film.types import XFADE_BY_TRANSITION
 
 BACKGROUND_COLOUR = "0x14141C"
@@ -25,6 +28,11 @@ BACKGROUND_COLOUR = "0x14141C"
 VIDEO_CODEC = ("-c:v", "libx264", "-preset", "superfast", "-crf", "24",
                "-profile:v", "high", "-pix_fmt", "yuv420p")
 AUDIO_CODEC = ("-c:a", "aac", "-b:a", "160k", "-ar", str(AUDIO_RATE), "-ac", "2")
+# Filters slice-threaded, each format conversion gets a thread pool of its own: a 60-scene film
+# started hundreds of threads, whose stacks alone broke the memory cap (RLIMIT_AS). Encoding
+# has the cores; the filters cost a fifth of it.
+SINGLE_THREADED_FILTERS = ("-filter_complex_threads", "1")
+CLIPS_PER_SEGMENT = 8
 KEN_BURNS_ZOOM = 1.12  # how far a picture zooms (or sits zoomed, while it pans)
 MUSIC_VOLUME = 0.30
 MUSIC_FADE_IN_SECONDS = 1.5
@@ -62,6 +70,36 @@ class StagedFilm:
     subtitles: str | None = None  # our WebVTT; None when no scene has words
 
 
+@dataclass(frozen=True)
+class RenderCommand:
+    """One ffmpeg run: its inputs, a filter graph (too long for a command line, where Linux caps
+    one argument at 128 KiB: ffmpeg reads it from a file) and its outputs."""
+
+    inputs: list[str]
+    filter_graph: str
+    outputs: list[str]
+    output: str  # the file it writes
+    frames: int = 0  # video frames it encodes (0: none)
+
+    def arguments(self, graph_option: list[str]) -> list[str]:
+        """The whole argument list, ``graph_option`` naming the filter graph's file."""
+        return [*self.inputs, *graph_option, *self.outputs]
+
+
+@dataclass(frozen=True)
+class Clip:
+    """A stretch of the film's picture: one photo in motion, a plain background or the intro.
+
+    ``overlap`` frames of its end cross into the next clip with the xfade ``effect``.
+    """
+
+    kind: str  # "picture" | "background" | "intro"
+    frames: int
+    overlap: int = 0
+    effect: str = "fade"
+    picture: int = -1  # the photo's place in the film's image sequence
+
+
 def _motion(index: int, frames: int) -> tuple[str, str, str]:
     """The zoompan z, x, y expressions of the ``index``-th picture: four moves, in turn."""
     last = max(1, frames - 1)
@@ -75,11 +113,31 @@ def _motion(index: int, frames: int) -> tuple[str, str, str]:
     return moves[index % len(moves)]
 
 
+def film_clips(staged: StagedFilm, timeline: Timeline) -> list[Clip]:
+    """The film's picture as a list of clips, each cross-fading into the next."""
+    clips: list[Clip] = []
+    if staged.intro is not None:
+        clips.append(Clip("intro", timeline.intro_frames + timeline.transition_frames))
+    picture = 0
+    for scene, timing in zip(staged.scenes, timeline.scenes, strict=True):
+        if clips:  # the scene enters over the tail of what came before
+            clips[-1] = replace(clips[-1], overlap=timeline.transition_frames,
+                                effect=XFADE_BY_TRANSITION[scene.transition])
+        if not scene.pictures:
+            clips.append(Clip("background", timing.clip_frames[0]))
+            continue
+        for frames in timing.clip_frames:
+            clips.append(Clip("picture", frames, timeline.image_fade_frames, picture=picture))
+            picture += 1
+        clips[-1] = replace(clips[-1], overlap=0)
+    return clips
+
+
 class _Graph:
     """Inputs and filter chains of one ffmpeg command, each input opened the same safe way."""
 
     def __init__(self) -> None:
-        self.inputs: list[str] = []
+        self.inputs: list[str] = list(SINGLE_THREADED_FILTERS)
         self.chains: list[str] = []
         self._count = 0
 
@@ -91,104 +149,130 @@ class _Graph:
     def add(self, chain: str) -> None:
         self.chains.append(chain)
 
-
-@dataclass(frozen=True)
-class _Clip:
-    """A labelled video stream of ``frames`` frames; ``overlap`` frames of its end cross into
-    the next clip with the xfade ``effect``."""
-
-    label: str
-    frames: int
-    overlap: int = 0
-    effect: str = "fade"
+    def text(self) -> str:
+        return ";\n".join(self.chains)
 
 
-def _join(graph: _Graph, clips: list[_Clip], fps: int, out: str) -> None:
-    """Play the clips one after another, each cross-fading into the next.
+def _sources(graph: _Graph, clips: list[Clip], staged: StagedFilm, fps: int) -> list[str]:
+    """A labelled stream for each clip: its whole length, made only as far as it is read."""
+    size = f"{staged.width}x{staged.height}"
+    pictures = [clip.picture for clip in clips if clip.kind == "picture"]
+    if pictures and staged.pictures is not None:
+        # One input for the segment's photos (ffmpeg 7 and later give each input threads of its
+        # own), split to one zoompan each; a photo is decoded when its turn comes.
+        first = pictures[0]
+        source = graph.input(staged.pictures, "image2", "-pattern_type", "sequence",
+                             "-start_number", str(first), "-framerate", "1")
+        outputs = "".join(f"[pic{k}]" for k in pictures)
+        # Converted once, before zoompan, so no frame it makes needs converting again.
+        graph.add(f"[{source}:v]format=yuv420p,split={len(pictures)}{outputs}")
+    labels = []
+    for number, clip in enumerate(clips):
+        label = f"c{number}"
+        if clip.kind == "picture":
+            z, x, y = _motion(clip.picture, clip.frames)
+            offset = clip.picture - pictures[0]
+            graph.add(f"[pic{clip.picture}]trim=start_frame={offset}:end_frame={offset + 1},"
+                      f"setpts=PTS-STARTPTS,zoompan=z='{z}':x='{x}':y='{y}':d={clip.frames}:"
+                      f"s={size}:fps={fps},setsar=1[{label}]")
+        elif clip.kind == "background":
+            graph.add(f"color=c={BACKGROUND_COLOUR}:s={size}:r={fps},format=yuv420p,"
+                      f"trim=end_frame={clip.frames},setsar=1[{label}]")
+        else:
+            assert staged.intro is not None
+            source = graph.input(staged.intro.name, staged.intro.demuxer)
+            # Letter-boxed to the frame, its last picture held while the film enters over it.
+            graph.add(
+                f"[{source}:v]scale={staged.width}:{staged.height}:"
+                f"force_original_aspect_ratio=decrease,pad={staged.width}:{staged.height}:"
+                f"(ow-iw)/2:(oh-ih)/2:color=black,setsar=1,fps={fps},format=yuv420p,"
+                f"tpad=stop_mode=clone:stop_duration={clip.frames / fps:.6f},"
+                f"trim=end_frame={clip.frames},setpts=PTS-STARTPTS[{label}]"
+            )
+        labels.append(label)
+    return labels
+
+
+def _join(graph: _Graph, clips: list[Clip], labels: list[str], fps: int, *, skip: int,
+          lead_out: bool) -> str:
+    """Play the clips one after another, each cross-fading into the next; the label of the result.
 
     Each clip is cut into head, body and tail (``split`` + ``trim`` pass frames through
     untouched); ``xfade`` blends only a tail with the next head, and one ``concat`` strings it
-    all together. Chaining whole clips through ``xfade`` instead costs a frame copy per clip
-    level for every frame of the film (ffmpeg 5.1 measured: 1.6 ms a frame a level).
+    all together (chaining whole clips through xfade copies every frame at every level).
+    ``skip``: frames of the first clip the previous segment already showed. ``lead_out``: the
+    last clip is the next segment's first, of which only the head (the transition) is shown.
     """
     sequence: list[str] = []
-    for j, clip in enumerate(clips):
+    shown = len(clips) - 1 if lead_out else len(clips)
+    for j in range(shown):
+        clip, label = clips[j], labels[j]
         before = clips[j - 1].overlap if j else 0
+        start = before if j else skip
         parts = [name for name, wanted in (("h", before), ("b", True), ("t", clip.overlap))
                  if wanted]
-        source = {part: f"{clip.label}{part}" for part in parts}
+        source = {part: f"{label}{part}" for part in parts}
         if len(parts) > 1:
             outputs = "".join(f"[{source[part]}]" for part in parts)
-            graph.add(f"[{clip.label}]split={len(parts)}{outputs}")
+            graph.add(f"[{label}]split={len(parts)}{outputs}")
         else:
-            source["b"] = clip.label
+            source["b"] = label
         if before:
-            graph.add(f"[{source['h']}]trim=end_frame={before}[{clip.label}head]")
-            previous = clips[j - 1]
-            graph.add(f"[{previous.label}tail][{clip.label}head]xfade=transition={previous.effect}:"
-                      f"duration={before / fps:.6f}:offset=0[{clip.label}in]")
-            sequence.append(f"{clip.label}in")
-        end = clip.frames - clip.overlap
-        graph.add(f"[{source['b']}]trim=start_frame={before}:end_frame={end},"
-                  f"setpts=PTS-STARTPTS[{clip.label}body]")
-        sequence.append(f"{clip.label}body")
+            graph.add(f"[{source['h']}]trim=end_frame={before}[{label}head]")
+            graph.add(f"[{labels[j - 1]}tail][{label}head]xfade=transition="
+                      f"{clips[j - 1].effect}:duration={before / fps:.6f}:offset=0[{label}in]")
+            sequence.append(f"{label}in")
+        graph.add(f"[{source['b']}]trim=start_frame={start}:end_frame={clip.frames - clip.overlap},"
+                  f"setpts=PTS-STARTPTS[{label}body]")
+        sequence.append(f"{label}body")
         if clip.overlap:
             graph.add(f"[{source['t']}]trim=start_frame={clip.frames - clip.overlap},"
-                      f"setpts=PTS-STARTPTS[{clip.label}tail]")
+                      f"setpts=PTS-STARTPTS[{label}tail]")
+    if lead_out:
+        last, label = clips[-2], labels[-1]
+        graph.add(f"[{label}]trim=end_frame={last.overlap}[{label}head]")
+        graph.add(f"[{labels[-2]}tail][{label}head]xfade=transition={last.effect}:"
+                  f"duration={last.overlap / fps:.6f}:offset=0[{label}in]")
+        sequence.append(f"{label}in")
     graph.add("".join(f"[{label}]" for label in sequence)
-              + f"concat=n={len(sequence)}:v=1:a=0[{out}]")
+              + f"concat=n={len(sequence)}:v=1:a=0[joined]")
+    return "joined"
 
 
-def _pictures(graph: _Graph, staged: StagedFilm) -> None:
-    """Labels ``pic0``, ``pic1``...: every picture of the film, one frame each.
-
-    One input for them all (not one per photo): ffmpeg 7 and later give each input its own
-    threads, whose stacks count against the memory cap; and a picture is decoded only when
-    its turn comes.
-    """
-    count = sum(scene.pictures for scene in staged.scenes)
-    if not count or staged.pictures is None:
-        return
-    source = graph.input(staged.pictures, "image2", "-pattern_type", "sequence",
-                         "-start_number", "0", "-framerate", "1")
-    outputs = "".join(f"[pic{k}]" for k in range(count))
-    # Converted once, before zoompan, so no frame it makes needs converting again.
-    graph.add(f"[{source}:v]format=yuv420p,split={count}{outputs}")
-
-
-def _scene_clips(graph: _Graph, number: int, scene: StagedScene, timing: SceneTiming,
-                 staged: StagedFilm, timeline: Timeline, first_picture: int) -> list[_Clip]:
-    """The scene's pictures in motion (or its plain background), cross-fading into each other."""
-    size = f"{staged.width}x{staged.height}"
+def video_segments(staged: StagedFilm, timeline: Timeline, *,
+                   threads: int = 0) -> list[RenderCommand]:
+    """The picture's segments, each ending right after a transition (or the film)."""
     fps = timeline.fps
-    if not scene.pictures:
-        label = f"bg{number}"
-        graph.add(f"color=c={BACKGROUND_COLOUR}:s={size}:r={fps},format=yuv420p,"
-                  f"trim=end_frame={timing.clip_frames[0]},setsar=1[{label}]")
-        return [_Clip(label, timing.clip_frames[0])]
-    clips = []
-    for k, frames in enumerate(timing.clip_frames):
-        picture = first_picture + k
-        z, x, y = _motion(picture, frames)
-        label = f"p{number}x{k}"
-        graph.add(f"[pic{picture}]trim=start_frame={picture}:end_frame={picture + 1},"
-                  f"setpts=PTS-STARTPTS,zoompan=z='{z}':x='{x}':y='{y}':d={frames}:"
-                  f"s={size}:fps={fps},setsar=1[{label}]")
-        clips.append(_Clip(label, frames, timeline.image_fade_frames))
-    return clips
-
-
-def _intro_clip(graph: _Graph, staged: StagedFilm, timeline: Timeline, source: int) -> _Clip:
-    """The intro clip letter-boxed to the frame, its last frame held while the film enters."""
-    width, height = staged.width, staged.height
-    frames = timeline.intro_frames + timeline.transition_frames
-    graph.add(
-        f"[{source}:v]scale={width}:{height}:force_original_aspect_ratio=decrease,"
-        f"pad={width}:{height}:(ow-iw)/2:(oh-ih)/2:color=black,setsar=1,fps={timeline.fps},"
-        f"format=yuv420p,tpad=stop_mode=clone:stop_duration={timeline.seconds(frames):.6f},"
-        f"trim=end_frame={frames},setpts=PTS-STARTPTS[intro]"
-    )
-    return _Clip("intro", frames)
+    clips = film_clips(staged, timeline)
+    commands: list[RenderCommand] = []
+    skip = 0
+    film_frame = 0
+    for first in range(0, len(clips), CLIPS_PER_SEGMENT):
+        last = min(first + CLIPS_PER_SEGMENT, len(clips))
+        lead_out = last < len(clips)
+        part = clips[first: last + (1 if lead_out else 0)]
+        frames = sum(c.frames for c in clips[first:last]) - skip - sum(
+            c.overlap for c in clips[first:last - 1])
+        graph = _Graph()
+        labels = _sources(graph, part, staged, fps)
+        joined = _join(graph, part, labels, fps, skip=skip, lead_out=lead_out)
+        fades = []
+        if film_frame == 0 and staged.intro is None:
+            fades.append(f"fade=t=in:st=0:d={FILM_FADE_IN_SECONDS}")
+        if not lead_out:
+            fade_at = max(0.0, frames / fps - FILM_FADE_OUT_SECONDS)
+            fades.append(f"fade=t=out:st={fade_at:.3f}:d={FILM_FADE_OUT_SECONDS}")
+        graph.add(f"[{joined}]{','.join([*fades, 'format=yuv420p'])}[vout]")
+        name = f"segment-{len(commands):03d}.mp4"
+        commands.append(RenderCommand(graph.inputs, graph.text(), [
+            "-map", "[vout]", *VIDEO_CODEC, "-r", str(fps), "-g", str(fps * 2),
+            *(["-threads", str(threads)] if threads else []),
+            "-frames:v", str(frames), "-f", "mp4", "-y", name,
+        ], name, frames))
+        film_frame += frames
+        skip = clips[last - 1].overlap if lead_out else 0
+    assert film_frame == timeline.total_frames, (film_frame, timeline.total_frames)
+    return commands
 
 
 def _silence(samples: int, out: str) -> str:
@@ -199,9 +283,9 @@ def _sound(graph: _Graph, staged: StagedFilm, timeline: Timeline, intro_source: 
            ) -> str:
     """The label of the film's finished sound track."""
     segments = []
-    if staged.intro is not None and intro_source is not None:
+    if staged.intro is not None:
         samples = timeline.samples(timeline.intro_frames)
-        if staged.intro_has_audio:
+        if intro_source is not None:
             graph.add(f"[{intro_source}:a]{_STEREO},asetpts=PTS-STARTPTS,"
                       f"apad=whole_len={samples},atrim=end_sample={samples}[aintro]")
         else:
@@ -240,55 +324,26 @@ def _sound(graph: _Graph, staged: StagedFilm, timeline: Timeline, intro_source: 
     return "aout"
 
 
-@dataclass(frozen=True)
-class RenderCommand:
-    """ffmpeg's arguments for a film, around a filter graph too long for a command line (Linux
-    caps one argument at 128 KiB), which ffmpeg reads from a file."""
-
-    inputs: list[str]
-    filter_graph: str
-    outputs: list[str]
-
-    def arguments(self, graph_option: list[str]) -> list[str]:
-        """The whole argument list, ``graph_option`` naming the filter graph's file."""
-        return [*self.inputs, *graph_option, *self.outputs]
-
-
-def render_command(staged: StagedFilm, timeline: Timeline, output: str, *,
-                   threads: int = 0) -> RenderCommand:
-    """ffmpeg's arguments (after the global options) for the whole film into ``output``."""
+def audio_command(staged: StagedFilm, timeline: Timeline) -> RenderCommand:
+    """The whole sound track, encoded to AAC."""
     graph = _Graph()
-    fps = timeline.fps
     intro_source = None
-    clips: list[_Clip] = []
-    if staged.intro is not None:
+    if staged.intro is not None and staged.intro_has_audio:
         intro_source = graph.input(staged.intro.name, staged.intro.demuxer)
-        clips.append(_intro_clip(graph, staged, timeline, intro_source))
-    _pictures(graph, staged)
-    pictures = 0
-    for number, (scene, timing) in enumerate(zip(staged.scenes, timeline.scenes, strict=True)):
-        if clips:  # the scene enters over the tail of what came before
-            clips[-1] = replace(clips[-1], overlap=timeline.transition_frames,
-                                effect=XFADE_BY_TRANSITION[scene.transition])
-        scene_clips = _scene_clips(graph, number, scene, timing, staged, timeline, pictures)
-        clips += scene_clips
-        clips[-1] = replace(clips[-1], overlap=0)
-        pictures += scene.pictures
-    _join(graph, clips, fps, "vjoined")
-    total = timeline.total_seconds
-    fade_in = "" if staged.intro is not None else f"fade=t=in:st=0:d={FILM_FADE_IN_SECONDS},"
-    graph.add(f"[vjoined]{fade_in}fade=t=out:st={max(0.0, total - FILM_FADE_OUT_SECONDS):.3f}:"
-              f"d={FILM_FADE_OUT_SECONDS},format=yuv420p[vout]")
     sound = _sound(graph, staged, timeline, intro_source)
-    subtitle_maps: list[str] = []
-    if staged.subtitles is not None:
-        source = graph.input(staged.subtitles, "webvtt")
-        subtitle_maps = ["-map", f"{source}:s", "-c:s", "mov_text"]
-    return RenderCommand(graph.inputs, ";\n".join(graph.chains), [
-        "-map", "[vout]", "-map", f"[{sound}]", *subtitle_maps,
-        *VIDEO_CODEC, "-r", str(fps), "-g", str(fps * 2),
-        *(["-threads", str(threads)] if threads else []),
-        *AUDIO_CODEC,
-        "-frames:v", str(timeline.total_frames),
-        "-movflags", "+faststart", "-f", "mp4", "-y", output,
-    ])
+    name = "sound.m4a"
+    return RenderCommand(graph.inputs, graph.text(), [
+        "-map", f"[{sound}]", *AUDIO_CODEC, "-f", "mp4", "-y", name,
+    ], name)
+
+
+def mux_arguments(segments: str, sound: str, subtitles: str | None, output: str) -> list[str]:
+    """Copy the picture's segments (a concat list) and the sound into the MP4, with subtitles."""
+    safe = ["-protocol_whitelist", "file"]
+    return [
+        *safe, "-f", "concat", "-safe", "1", "-i", segments,
+        *safe, "-f", "mov", "-i", sound,
+        *([*safe, "-f", "webvtt", "-i", subtitles] if subtitles else []),
+        "-map", "0:v", "-map", "1:a", *(["-map", "2:s", "-c:s", "mov_text"] if subtitles else []),
+        "-c:v", "copy", "-c:a", "copy", "-movflags", "+faststart", "-f", "mp4", "-y", output,
+    ]

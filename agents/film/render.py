@@ -1,4 +1,5 @@
-"""Render a film: stage the files, lay out the timeline, run ffmpeg once, take a poster frame.
+"""Render a film: stage the files, lay out the timeline, encode (picture segments and sound,
+then the mux), take a poster frame.
 
 Everything happens in a fresh ``.render-*`` scratch folder inside ``workdir`` (left-overs of a
 killed earlier attempt are swept first). The finished files are renamed into ``workdir`` only
@@ -11,14 +12,24 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 
 from agents.errors import AgentError
 from agents.film.ffmpeg import FfmpegInfo, RenderStopped, ffmpeg_info, run_ffmpeg
-from agents.film.graph import StagedFilm, StagedScene, render_command
+from agents.film.graph import (
+    RenderCommand,
+    StagedFilm,
+    StagedScene,
+    audio_command,
+    mux_arguments,
+    video_segments,
+)
 from agents.film.inputs import StagedMedia, clip_info, stage_media
+from agents.film.parallel import Run, run_all
 from agents.film.subtitles import Cue, timed_cues, to_webvtt
 from agents.film.timeline import TRANSITION_SECONDS, Timeline, check_film, plan_timeline
 from agents.film.types import FilmInput, RenderedFilm, RenderLimits
@@ -28,7 +39,8 @@ VIDEO_NAME = "film.mp4"
 POSTER_NAME = "poster.jpg"
 SUBTITLES_NAME = "subtitles.vtt"
 PICTURES = "picture-%04d.jpg"  # the normalised photos, in the order the film shows them
-FILTER_GRAPH = "filtergraph.txt"
+_MIN_INTRO_SECONDS = 0.5
+_MUX_SHARE = 0.02  # of the progress reported: the last step, copying into the MP4
 _SCRATCH_PREFIX = ".render-"
 _PROBE_SECONDS = 30.0  # reading a clip's header, or taking the poster frame
 _STAGING_THREADS = min(4, os.cpu_count() or 1)
@@ -52,6 +64,7 @@ class _Render:
         self.limits = limits
         self.info = info
         self.should_stop = should_stop
+        self.deadline = time.monotonic() + limits.wall_seconds
 
     def check_stop(self) -> None:
         if self.should_stop is not None and self.should_stop():
@@ -59,7 +72,8 @@ class _Render:
 
     def probe(self, args: list[str]) -> list[str]:
         return run_ffmpeg(self.info.path, args, cwd=self.scratch, limits=self.limits,
-                          wall_seconds=_PROBE_SECONDS, loglevel="info", check=False)
+                          wall_seconds=min(_PROBE_SECONDS, self.remaining()), loglevel="info",
+                          check=False)
 
     def stage_intro(self) -> tuple[StagedMedia | None, float, bool]:
         if self.film.intro_clip is None:
@@ -68,17 +82,16 @@ class _Render:
         staged = stage_media(self.film.intro_clip, self.scratch, "intro",
                              max_bytes=self.limits.max_media_bytes, what=what)
         info = clip_info(staged, self.probe, what)
-        if not info.has_video:
-            raise AgentError("media_rejected", f"{what} was rejected: it has no video.",
-                             retryable=False)
+        if not info.has_video or info.seconds < _MIN_INTRO_SECONDS:
+            raise AgentError("media_rejected",
+                             f"{what} was rejected: it has no video, or less than "
+                             f"{_MIN_INTRO_SECONDS} s of it.", retryable=False)
         return staged, info.seconds, info.has_audio
 
     def _where(self, number: int) -> str:
         return f"Scene {number + 1} (chapter {self.film.scenes[number].chapter_id})"
 
     def _normalise(self, number: int, source: Path, name: str) -> None:
-        if self.should_stop is not None and self.should_stop():
-            return  # the caller checks again and stops; no need to decode more photos
         try:
             normalise_image(source, self.scratch / name, (self.film.width, self.film.height),
                             self.limits.image_caps)
@@ -98,9 +111,15 @@ class _Render:
             counts.append(len(shown))
             work += [(number, source, PICTURES % (len(work) + k)) for k, source in enumerate(shown)]
         with ThreadPoolExecutor(max_workers=_STAGING_THREADS) as pool:
-            # In order, so the first failure reported is the first bad photo of the film.
-            for future in [pool.submit(self._normalise, *item) for item in work]:
-                future.result()
+            futures = [pool.submit(self._normalise, *item) for item in work]
+            try:
+                # In order, so the first failure reported is the first bad photo of the film.
+                for future in futures:
+                    future.result()
+            except BaseException:
+                for future in futures:
+                    future.cancel()  # no need to decode the photos after a bad one
+                raise
         self.check_stop()
         staged = []
         for number, scene in enumerate(self.film.scenes):
@@ -119,6 +138,53 @@ class _Render:
         (self.scratch / SUBTITLES_NAME).write_text(to_webvtt(cues), encoding="utf-8")
         return SUBTITLES_NAME if cues else None
 
+    def _runner(self, command: RenderCommand, graph_file: str, seconds: float) -> Run:
+        """A run of ``command``, reporting progress over ``seconds`` of output."""
+
+        def start(progress: Callable[[float], None], stopping: Callable[[], bool]) -> None:
+            (self.scratch / graph_file).write_text(command.filter_graph, encoding="utf-8")
+            run_ffmpeg(self.info.path, command.arguments(self.info.filter_graph_file(graph_file)),
+                       cwd=self.scratch, limits=self.limits, wall_seconds=self.remaining(),
+                       total_seconds=seconds, on_progress=progress, should_stop=stopping)
+
+        return Run(start, weight=seconds)
+
+    def remaining(self) -> float:
+        """Seconds left of the render's wall-clock limit, over all its ffmpeg runs."""
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise AgentError("render_timeout",
+                             f"The render took longer than {self.limits.wall_seconds:.0f} s.",
+                             retryable=False)
+        return left
+
+    def encode(self, staged: StagedFilm, timeline: Timeline,
+               on_progress: Callable[[float], None] | None) -> str:
+        """Encode the picture's segments and the sound (``parallel_runs`` at a time), then mux
+        them; the MP4's name."""
+        fps = timeline.fps
+        segments = video_segments(staged, timeline, threads=self.limits.threads)
+        sound = audio_command(staged, timeline)
+        runs = [self._runner(segment, f"graph-{number:03d}.txt", segment.frames / fps)
+                for number, segment in enumerate(segments)]
+        # The sound is quick to make: a twentieth of the picture's weight in the progress.
+        runs.append(replace(self._runner(sound, "graph-sound.txt", timeline.total_seconds),
+                            weight=timeline.total_seconds / 20))
+        run_all(runs, workers=self.limits.parallel_runs,
+                on_progress=None if on_progress is None else (
+                    lambda fraction: on_progress(fraction * (1 - _MUX_SHARE))),
+                should_stop=self.should_stop)
+        listing = "segments.txt"
+        (self.scratch / listing).write_text(
+            "".join(f"file '{segment.output}'\n" for segment in segments), encoding="utf-8")
+        video = "film.part.mp4"
+        run_ffmpeg(self.info.path, mux_arguments(listing, sound.output, staged.subtitles, video),
+                   cwd=self.scratch, limits=self.limits, wall_seconds=self.remaining(),
+                   should_stop=self.should_stop)
+        if on_progress is not None:
+            on_progress(1.0)
+        return video
+
     def poster(self, video: str, timeline: Timeline) -> str:
         first = timeline.scenes[0]
         # Past the film's fade-in (or the transition from the intro), well inside the scene.
@@ -128,7 +194,8 @@ class _Render:
         run_ffmpeg(self.info.path, [
             "-ss", f"{at:.3f}", "-protocol_whitelist", "file", "-f", "mov", "-i", video,
             "-frames:v", "1", "-q:v", "3", "-update", "1", "-f", "image2", "-y", name,
-        ], cwd=self.scratch, limits=self.limits, wall_seconds=_PROBE_SECONDS)
+        ], cwd=self.scratch, limits=self.limits,
+           wall_seconds=min(_PROBE_SECONDS, self.remaining()))
         return name
 
 
@@ -156,6 +223,7 @@ def render_film(
         render = _Render(film, scratch, limits, info, should_stop)
         intro, intro_seconds, intro_has_audio = render.stage_intro()
         timeline = plan_timeline(film, limits, intro_seconds=intro_seconds)
+        render.check_stop()
         scenes = render.stage_scenes(timeline)
         music = None
         if film.music is not None:
@@ -164,12 +232,7 @@ def render_film(
         staged = StagedFilm(scenes, film.width, film.height, PICTURES, intro, intro_has_audio,
                             music, render.subtitles(timeline))
         render.check_stop()
-        video = "film.part.mp4"
-        command = render_command(staged, timeline, video, threads=limits.threads)
-        (scratch / FILTER_GRAPH).write_text(command.filter_graph, encoding="utf-8")
-        run_ffmpeg(info.path, command.arguments(info.filter_graph_file(FILTER_GRAPH)),
-                   cwd=scratch, limits=limits, total_seconds=timeline.total_seconds,
-                   on_progress=on_progress, should_stop=should_stop)
+        video = render.encode(staged, timeline, on_progress)
         poster = render.poster(video, timeline)
         os.replace(scratch / SUBTITLES_NAME, workdir / SUBTITLES_NAME)
         os.replace(scratch / poster, workdir / POSTER_NAME)

@@ -49,7 +49,10 @@ class RenderLimits:
     max_images_per_scene: int = 6
     max_media_bytes: int = 200 * 1024 * 1024  # one narration, intro clip or music file
     image_caps: ImageCaps = field(default_factory=ImageCaps)
-    threads: int = 0  # encoder threads; 0 lets x264 choose (about 1.5 per core)
+    threads: int = 0  # encoder threads per run; 0 lets x264 choose (about 1.5 per core)
+    # ffmpeg runs at once (segments of the picture, the sound): two keep both cores of a small
+    # machine busy, as a run's filters use one thread while its encoder waits for frames.
+    parallel_runs: int = 2
 
 
 @dataclass(frozen=True)
