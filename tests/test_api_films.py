@@ -128,12 +128,13 @@ def test_films_have_their_own_budget(limited_app: AppFactory) -> None:
 # --- over HTTP, with a render worker killed mid-render ---------------------------------------
 
 
-def render_ffmpeg_pids() -> list[int]:
+def render_ffmpeg_pids(render_id: str) -> list[int]:
+    """ffmpeg processes of one render job (their working directory is its folder)."""
     pids = []
     for proc in Path("/proc").iterdir():
         try:
-            if b"ffmpeg" in (proc / "cmdline").read_bytes() and "lifetales-render-" in str(
-                    (proc / "cwd").readlink()):
+            if b"ffmpeg" in (proc / "cmdline").read_bytes() and f"lifetales-render-{render_id}" \
+                    in str((proc / "cwd").readlink()):
                 pids.append(int(proc.name))
         except OSError:
             continue
@@ -159,12 +160,14 @@ def test_a_film_over_http_survives_a_killed_render_worker(tmp_path: Path) -> Non
 
         film_job = client.call("POST", f"/spaces/{space}/film", json={}, expect=202).json()
         deadline = time.monotonic() + 180
-        while not render_ffmpeg_pids():
+        renders: list[dict] = []
+        while not renders or not render_ffmpeg_pids(renders[0]["id"]):
             assert time.monotonic() < deadline, services.log("render")
             time.sleep(0.2)
+            renders = client.call("GET", f"/jobs?parentId={film_job['id']}&kind=render").json()
         services.kill("render")  # SIGKILL to the worker's process group, mid-render
         time.sleep(1)
-        assert render_ffmpeg_pids() == []  # ffmpeg does not outlive its worker
+        assert render_ffmpeg_pids(renders[0]["id"]) == []  # ffmpeg does not outlive its worker
         services.start_worker("render2", concurrency=1, queues="render")
 
         done = client.wait_job(film_job["id"], timeout=300)

@@ -296,8 +296,8 @@ def test_too_many_scenes_fail_before_any_narration(
 # --- cancel -----------------------------------------------------------------------------------
 
 
-def ffmpeg_processes() -> list[int]:
-    """ffmpeg processes started by a render (their working directory is a render's)."""
+def ffmpeg_processes(job_id: uuid.UUID) -> list[int]:
+    """ffmpeg processes started by this render job (their working directory is its folder)."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
@@ -305,7 +305,7 @@ def ffmpeg_processes() -> list[int]:
             cwd = str((proc / "cwd").readlink())
         except OSError:
             continue
-        if b"ffmpeg" in cmdline and "lifetales-render-" in cwd:
+        if b"ffmpeg" in cmdline and f"lifetales-render-{job_id}" in cwd:
             found.append(int(proc.name))
     return found
 
@@ -331,7 +331,7 @@ def test_cancel_mid_render_kills_ffmpeg_and_removes_its_files(
         report(self, fraction)
         if fraction > 0.05 and "ffmpeg" not in seen:
             # The user cancels the film while ffmpeg encodes (from another session).
-            seen["ffmpeg"] = ffmpeg_processes()
+            seen["ffmpeg"] = ffmpeg_processes(render_job.id)
             seen["at"] = fraction
             with fake_ctx.session_factory() as other:
                 cancel_job(other, fresh(other, job))
@@ -341,7 +341,7 @@ def test_cancel_mid_render_kills_ffmpeg_and_removes_its_files(
 
     assert seen["ffmpeg"], "the render was not running ffmpeg when canceled"
     assert seen["at"] < 0.9
-    assert ffmpeg_processes() == []
+    assert ffmpeg_processes(render_job.id) == []
     assert fresh(session, render_job).status == "canceled"
     assert fresh(session, job).status == "canceled"
     assert not list(Path(tempfile.gettempdir()).glob(f"lifetales-render-{render_job.id}*"))
