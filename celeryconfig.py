@@ -48,11 +48,14 @@ task_queues = tuple(
     for name in QUEUE_NAMES
 )
 task_default_queue = "story"
+# Each task's default queue; the routing key comes from the queue, never from the route: a
+# job sent to another queue (a batch's stories and illustrations go to ``batch``) would keep
+# the route's key and, on a topic exchange, match no binding (RabbitMQ drops it).
 # Any publish option in a route is passed to the publish: on RabbitMQ each waits at most
 # this long for its confirm.
 _PUBLISH_OPTIONS = {"confirm_timeout": PUBLISH_CONFIRM_TIMEOUT_S} if AMQP_BROKER else {}
 task_routes: dict[str, dict[str, Any]] = {
-    name: {"queue": queue, "routing_key": queue, **_PUBLISH_OPTIONS}
+    name: {"queue": queue, **_PUBLISH_OPTIONS}
     for name, queue in (
         ("lifetales.transcribe_audio", "transcription"),
         ("lifetales.generate_illustration", "illustration"),
