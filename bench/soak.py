@@ -25,6 +25,7 @@ import argparse
 import http.client
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -43,7 +44,15 @@ import requests
 from sqlalchemy import text
 
 from bench.api_load import Client
-from bench.perfstack import PerfStack, audio_b64, mark, percentile, perf_stack, rss_kib
+from bench.perfstack import (
+    PerfStack,
+    audio_b64,
+    child_pids,
+    mark,
+    percentile,
+    perf_stack,
+    rss_kib,
+)
 from models.db import make_engine
 
 TARGET_RSS_GROWTH = 0.10
@@ -198,18 +207,6 @@ def open_fds(pid: int) -> int | None:
         return None
 
 
-def children(pid: int) -> list[int]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            found.append(int(stat.parent.name))
-    return sorted(found)
-
-
 @dataclass
 class Sample:
     at_min: float
@@ -217,6 +214,7 @@ class Sample:
     fds: dict[str, int]
     db_connections: int
     redis_used_kib: int
+    metric_series: dict[str, int]  # a label that takes a new value per job would grow here
 
 
 class Watcher:
@@ -226,13 +224,27 @@ class Watcher:
         services = stack.services.processes
         self.pids = {"api master": services["api"].pid, "worker": services["worker"].pid,
                      "beat": services["beat"].pid}
-        for n, pid in enumerate(children(services["api"].pid), 1):
+        for n, pid in enumerate(child_pids(services["api"].pid), 1):
             self.pids[f"api {n}"] = pid
         self.redis = redis.Redis.from_url(stack.redis_url)
         self.engine = make_engine(stack.database_url)
         self.database = stack.database_url.rsplit("/", 1)[1]
         self.started = started
         self.samples: list[Sample] = []
+        port = re.search(r'"metrics_port": (\d+)', stack.services.log("worker"))
+        self.metrics = {"api": f"{stack.base_url}/metrics"}
+        if port:
+            self.metrics["worker"] = f"http://127.0.0.1:{port.group(1)}/metrics"
+
+    def series(self) -> dict[str, int]:
+        counts = {}
+        for name, url in self.metrics.items():
+            try:
+                body = requests.get(url, timeout=10).text
+            except requests.RequestException:
+                continue
+            counts[name] = sum(1 for line in body.splitlines() if line and line[0] != "#")
+        return counts
 
     def sample(self) -> Sample:
         with self.engine.connect() as conn:
@@ -244,6 +256,7 @@ class Watcher:
             fds={name: open_fds(pid) or 0 for name, pid in self.pids.items()},
             db_connections=int(connections or 0) - 1,  # not this one
             redis_used_kib=int(self.redis.info("memory")["used_memory"]) // 1024,
+            metric_series=self.series(),
         )
         self.samples.append(sample)
         return sample
@@ -327,6 +340,7 @@ def report_growth(samples: list[Sample], warmup: int) -> bool:
           f"(max {max(s.db_connections for s in samples)})")
     print(f"Redis used memory: {base.redis_used_kib / 1024:.1f} -> "
           f"{end.redis_used_kib / 1024:.1f} MiB")
+    print(f"Prometheus series: {base.metric_series} -> {end.metric_series}")
     return ok
 
 
