@@ -24,6 +24,11 @@ imports = ("workers.tasks",)
 task_ignore_result = True
 result_backend = None
 
+AMQP_BROKER = broker_url.startswith(("amqp://", "amqps://", "pyamqp://"))
+# Seconds a publish waits for RabbitMQ to confirm it; past that it counts as not sent (the
+# submit still answers, the reaper re-sends). Also bounds a publish to a blocked broker.
+PUBLISH_CONFIRM_TIMEOUT_S = 5.0
+
 # Queues sized per timeout class; each may get its own worker pool in production.
 # ``webhooks``: job webhook deliveries, kept apart so a slow receiver never holds a job worker.
 # ``render``: CPU-bound film renders (ffmpeg), on workers of their own, one at a time each.
@@ -34,12 +39,28 @@ QUEUE_NAMES = ("transcription", "illustration", "story", "speech", "render", "vi
                "maintenance", "webhooks")
 # Explicit exchange + routing key per queue: left implicit, every queue binds to the default
 # queue's key and a message would be copied into all of them.
+# On RabbitMQ the queues are durable quorum queues (replicated, kept on disk, redelivered
+# when a consumer's connection drops). Countdowns then go through Celery's native delayed
+# delivery, which binds each queue's exchange to its delay exchanges: that needs topic
+# exchanges (with a direct one the worker would hold the message until its ETA).
 task_queues = tuple(
-    Queue(name, Exchange(name, type="direct"), routing_key=name) for name in QUEUE_NAMES
+    Queue(
+        name,
+        Exchange(name, type="topic" if AMQP_BROKER else "direct"),
+        routing_key=name,
+        queue_arguments={"x-queue-type": "quorum"} if AMQP_BROKER else None,
+    )
+    for name in QUEUE_NAMES
 )
 task_default_queue = "story"
-task_routes = {
-    name: {"queue": queue, "routing_key": queue}
+# Each task's default queue; the routing key comes from the queue, never from the route: a
+# job sent to another queue (a batch's stories and illustrations go to ``batch``) would keep
+# the route's key and, on a topic exchange, match no binding (RabbitMQ drops it).
+# Any publish option in a route is passed to the publish: on RabbitMQ each waits at most
+# this long for its confirm.
+_PUBLISH_OPTIONS = {"confirm_timeout": PUBLISH_CONFIRM_TIMEOUT_S} if AMQP_BROKER else {}
+task_routes: dict[str, dict[str, Any]] = {
+    name: {"queue": queue, **_PUBLISH_OPTIONS}
     for name, queue in (
         ("lifetales.transcribe_audio", "transcription"),
         ("lifetales.generate_illustration", "illustration"),
@@ -86,16 +107,36 @@ task_annotations = {
 task_acks_late = True
 task_reject_on_worker_lost = True
 worker_prefetch_multiplier = 1
+# A threads-pool task cannot be stopped from outside: when the broker connection drops, running
+# tasks finish; the broker meanwhile gives their messages to another worker, whose claim finds
+# the job running (fenced) and does nothing. Set explicitly (Celery 6 changes the default).
+worker_cancel_long_running_tasks_on_connection_loss = False
 
 # I/O-bound work (HTTP to Gemini/Cloudinary): threads, many in flight per process.
 worker_pool = "threads"
 worker_concurrency = env_int(os.environ, "CELERY_CONCURRENCY", DEFAULT_CONCURRENCY)
 
-# Connection pools sized to the concurrency: a pool that is too small makes acks fail.
+# Publishing connections (the producer pool) sized to the concurrency, so a thread that sends
+# a message never waits for one; on Redis acks go through this pool too, and a pool that is
+# too small makes them fail. workers/app.py resizes it to the worker's real concurrency.
 broker_pool_limit = worker_concurrency + 4
 broker_connection_retry_on_startup = True
-if broker_url.startswith(("redis://", "rediss://")):
-    broker_transport_options: dict[str, Any] = {
+if AMQP_BROKER:
+    # Publisher confirms: a publish returns once RabbitMQ has the message (on a quorum queue:
+    # written by a majority), so an accepted job's message is not lost with a dropped
+    # connection; a refused one raises, and the reaper re-sends it.
+    broker_transport_options: dict[str, Any] = {"confirm_publish": True}
+    # Queues Celery declares by itself (none of ours: they are all above) are quorum too.
+    task_default_queue_type = "quorum"
+    task_default_exchange_type = "topic"
+    # Quorum queues have no global QoS: Celery then applies the prefetch per consumer, so a
+    # worker reading k queues may hold up to k x concurrency x multiplier messages.
+    worker_detect_quorum_queues = True
+    # The delay levels (celery_delayed_0..27) are quorum queues too; needs RabbitMQ >= 3.10
+    # (at-least-once dead-lettering). Declared and bound by every worker at start.
+    broker_native_delayed_delivery_queue_type = "quorum"
+elif broker_url.startswith(("redis://", "rediss://")):
+    broker_transport_options = {
         # Above the longest task (90 s) plus the longest retry delay (120 s): a slow task is
         # never redelivered while it still runs.
         "visibility_timeout": 3600,

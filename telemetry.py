@@ -380,9 +380,10 @@ REDACTED = "[redacted]"
 # Variables whose values must never appear in a log line, and URLs whose password must not.
 SECRET_ENV_VARS = (
     "GEMINI_API_KEY", "SECRET_KEY", "JWT_SECRET", "METRICS_TOKEN", "SENTRY_DSN",
-    "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD",
+    "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD", "RABBITMQ_DEFAULT_PASS",
 )
-URL_ENV_VARS = ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "CLOUDINARY_URL")
+URL_ENV_VARS = ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL", "CLOUDINARY_URL",
+                "FLOWER_BROKER_API")
 _MIN_SECRET_LENGTH = 6  # shorter values would redact ordinary words
 
 

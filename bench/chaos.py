@@ -6,6 +6,11 @@ database says happened.
     .venv/bin/python bench/chaos.py --jobs 1000 --kills 0 --redis-restarts 0 --pg-restarts 3
     .venv/bin/python bench/chaos.py --jobs 1000 --kills 0 --redis-restarts 0 --pg-restarts 0 \
         --fault-rate 0.3
+    .venv/bin/python bench/chaos.py --broker amqp --broker-restarts 1 --redis-restarts 1
+
+``--broker amqp`` puts Celery's messages on a private RabbitMQ node started here (Redis then
+holds the shared state only); ``--broker-restarts`` crashes that node (SIGKILL) and starts it
+again on the same data directory.
 
 Everything runs on 127.0.0.1 and is started here: a throwaway PostgreSQL database (on a private
 cluster, ``initdb`` on a free port, when PostgreSQL restarts: ``pg_ctl stop -m immediate``,
@@ -54,6 +59,7 @@ from tests.conftest import create_database, drop_database  # also clears GEMINI_
 from tests.fakes.gemini_server import NOTE_ID_LINE, FakeGemini, RecordedRequest
 from tests.pg_cluster import PostgresCluster
 from tests.platform import RedisServer, Services
+from tests.rabbitmq import RabbitMQNode
 
 WORKER_CONCURRENCY = 8
 NOTES_PER_SPACE = 3
@@ -87,6 +93,9 @@ class Options:
     clients: int
     seed: int | None
     keep_database: bool
+    broker: str = "redis"
+    broker_restarts: int = 0
+    broker_downtime: float = 2.0
 
     @property
     def hang_seconds(self) -> float:
@@ -173,12 +182,12 @@ def private_cluster(keep: bool) -> Iterator[PostgresCluster]:
 
 
 def platform_env(opts: Options, database_url: str, broker: str, gemini_url: str,
-                 var_dir: Path) -> dict[str, str]:
+                 var_dir: Path, redis_url: str | None = None) -> dict[str, str]:
     timeout_ms = str(int(opts.upstream_timeout * 1000))
     return {
         "DATABASE_URL": database_url,
         "CELERY_BROKER_URL": broker,
-        "REDIS_URL": broker,
+        "REDIS_URL": redis_url or broker,
         "SECRET_KEY": "chaos-" + uuid.uuid4().hex,
         "GEMINI_API_KEY": "chaos-fake-key",
         "GOOGLE_GEMINI_BASE_URL": gemini_url,
@@ -278,20 +287,32 @@ class PostgresRestarts:
         return Fault(f"PostgreSQL crash-restart (down {down:.1f} s)", started, ended, share)
 
 
+def restart_rabbitmq(node: RabbitMQNode, downtime: float) -> None:
+    """Crash the broker node (SIGKILL), stay down ``downtime`` seconds, start it again on the
+    same data directory: its quorum queues come back with what they held."""
+    node.kill()
+    time.sleep(downtime)
+    node.start()
+
+
 class ChaosMonkey(threading.Thread):
-    """Fires the planned kills and Redis restarts as the run's progress crosses random points."""
+    """Fires the planned kills and Redis (and RabbitMQ) restarts as the run's progress crosses
+    random points."""
 
     def __init__(self, opts: Options, fleet: Fleet, redis_server: RedisServer,
                  progress: Callable[[], float], rng: random.Random,
-                 postgres: PostgresRestarts | None = None) -> None:
+                 postgres: PostgresRestarts | None = None,
+                 rabbitmq: RabbitMQNode | None = None) -> None:
         super().__init__(name="chaos", daemon=True)
         actions = ["kill"] * opts.kills + ["redis"] * opts.redis_restarts
         actions += ["postgres"] * opts.pg_restarts
+        actions += ["rabbitmq"] * opts.broker_restarts
         self.plan = sorted((rng.uniform(*CHAOS_WINDOW), action) for action in actions)
         self.opts = opts
         self.fleet = fleet
         self.redis_server = redis_server
         self.postgres = postgres
+        self.rabbitmq = rabbitmq
         self.progress = progress
         self.faults: list[Fault] = []
         self.errors: list[str] = []
@@ -334,6 +355,8 @@ class ChaosMonkey(threading.Thread):
         elif action == "postgres":
             assert self.postgres is not None
             self.faults.append(self.postgres.restart(share))
+        elif action == "rabbitmq":
+            self.fire_rabbitmq_restart(started, share)
         else:
             print(f"  chaos {clock(started)}  Redis SHUTDOWN NOSAVE ({share:.0%} of the jobs "
                   "final)", flush=True)
@@ -342,6 +365,17 @@ class ChaosMonkey(threading.Thread):
             down = (ended - started).total_seconds()
             self.faults.append(Fault(f"Redis restart (down {down:.1f} s)", started, ended, share))
             print(f"  chaos {clock(ended)}  Redis up again", flush=True)
+
+    def fire_rabbitmq_restart(self, started: datetime, share: float) -> None:
+        assert self.rabbitmq is not None
+        print(f"  chaos {clock(started)}  RabbitMQ SIGKILL ({share:.0%} of the jobs final)",
+              flush=True)
+        restart_rabbitmq(self.rabbitmq, self.opts.broker_downtime)
+        ended = utcnow()
+        down = (ended - started).total_seconds()
+        self.faults.append(Fault(f"RabbitMQ crash-restart (down {down:.1f} s)", started, ended,
+                                 share))
+        print(f"  chaos {clock(ended)}  RabbitMQ up again", flush=True)
 
 
 # --- the client -----------------------------------------------------------------------------
@@ -797,8 +831,9 @@ def run(opts: Options) -> int:
     work_dir = Path(tempfile.mkdtemp(prefix="lifetales-chaos-"))
     var_dir = work_dir / "var"
     print(f"chaos: {opts.jobs} jobs, {opts.workers} workers x {WORKER_CONCURRENCY} threads, "
-          f"{opts.kills} kills, {opts.redis_restarts} Redis restarts, {opts.pg_restarts} "
-          f"PostgreSQL restarts, upstream faults "
+          f"broker {opts.broker}, {opts.kills} kills, {opts.redis_restarts} Redis restarts, "
+          f"{opts.pg_restarts} PostgreSQL restarts, {opts.broker_restarts} RabbitMQ restarts, "
+          f"upstream faults "
           f"{opts.fault_rate:.0%}, latency {opts.latency} s, upstream timeout "
           f"{opts.upstream_timeout} s", flush=True)
     print(f"logs: {var_dir} (api.log, worker-N.log, beat.log)", flush=True)
@@ -814,7 +849,10 @@ def run(opts: Options) -> int:
             hang_seconds=opts.hang_seconds))
         redis_server = RedisServer(work_dir / "redis").start()
         stack.callback(redis_server.stop)
-        env = platform_env(opts, database_url, redis_server.url, gemini.base_url, var_dir)
+        rabbitmq = private_rabbitmq(opts, work_dir, stack)
+        broker = rabbitmq.url if rabbitmq is not None else redis_server.url
+        env = platform_env(opts, database_url, broker, gemini.base_url, var_dir,
+                           redis_url=redis_server.url)
         services = Services(env, var_dir)
         stack.callback(services.stop)
         services.migrate()
@@ -842,7 +880,7 @@ def run(opts: Options) -> int:
             final, total, _ = job_progress(engine, expected)
             return final / total
 
-        monkey = ChaosMonkey(opts, fleet, redis_server, final_share, rng, postgres)
+        monkey = ChaosMonkey(opts, fleet, redis_server, final_share, rng, postgres, rabbitmq)
 
         def stop_monkey() -> None:
             monkey.stopping.set()
@@ -888,6 +926,16 @@ def run(opts: Options) -> int:
     return 0
 
 
+def private_rabbitmq(opts: Options, work_dir: Path, stack: ExitStack) -> RabbitMQNode | None:
+    """With ``--broker amqp``: a private RabbitMQ node (stopped with the run), else None."""
+    if opts.broker != "amqp":
+        return None
+    node = RabbitMQNode(work_dir / "rabbitmq").start()
+    stack.callback(node.stop)
+    print(f"RabbitMQ node {node.name} on port {node.port}", flush=True)
+    return node
+
+
 def parse_args(argv: list[str] | None = None) -> Options:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     add = parser.add_argument
@@ -914,7 +962,16 @@ def parse_args(argv: list[str] | None = None) -> Options:
     add("--clients", type=int, default=8, help="concurrent submitting clients")
     add("--seed", type=int, default=None, help="seed of the job mix, chaos and faults")
     add("--keep-database", action="store_true", help="keep the database to inspect job rows")
+    add("--broker", choices=("redis", "amqp"), default="redis",
+        help="Celery broker: the private Redis, or a private RabbitMQ node")
+    add("--broker-restarts", type=int, default=0,
+        help="RabbitMQ crash-restarts (SIGKILL + start; needs --broker amqp)")
+    add("--broker-downtime", type=float, default=2.0,
+        help="seconds RabbitMQ stays down before it is started again (its start adds more)")
     args = parser.parse_args(argv)
+    if args.broker_restarts < 0 or (args.broker_restarts and args.broker != "amqp"):
+        parser.error("--broker-restarts is a count >= 0 and needs --broker amqp "
+                     "(Redis as broker restarts with --redis-restarts)")
     if args.jobs < 1 or args.workers < 1 or min(args.kills, args.redis_restarts,
                                                  args.pg_restarts) < 0:
         parser.error("--jobs and --workers must be positive, --kills and --redis-restarts and "

@@ -83,17 +83,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def group_cpu_seconds(pgid: int) -> float:
-    """CPU seconds of every live process in a process group (gunicorn master + workers)."""
-    total = 0.0
+def _proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """(pid, the /proc/<pid>/stat fields after the command name) of every live process."""
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            yield int(stat.parent.name), stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(fields[2]) == pgid:
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+
+
+def group_cpu_seconds(pgid: int) -> float:
+    """CPU seconds of every live process in a process group (gunicorn master + workers)."""
+    return sum((int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+               for _, fields in _proc_stats() if int(fields[2]) == pgid)
+
+
+def child_pids(ppid: int) -> list[int]:
+    """The live processes whose parent is ``ppid`` (a gunicorn master's workers)."""
+    return sorted(pid for pid, fields in _proc_stats() if int(fields[1]) == ppid)
 
 
 def postgres_cpu_seconds() -> float:

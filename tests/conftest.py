@@ -1,8 +1,10 @@
 """Test fixtures: a real PostgreSQL database built by ``alembic upgrade head``, per-test
 isolation by an outer transaction + savepoints, a real Redis broker, the Flask test client.
+Tests that run the platform's processes take ``amqp_url`` and run once per broker: Redis and
+RabbitMQ (a private vhost of the server at 127.0.0.1:5672).
 
-PostgreSQL and Redis must be running (see README); a test that needs them fails loudly when
-they are not, rather than skipping.
+PostgreSQL, Redis and RabbitMQ must be running (see README); a test that needs them fails
+loudly when they are not, rather than skipping.
 """
 
 from __future__ import annotations
@@ -109,6 +111,25 @@ def database_url() -> Iterator[str]:
     alembic_upgrade(url)
     yield url
     drop_database(url)
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_vhost() -> Iterator[str]:
+    """This run's own RabbitMQ vhost (other runs on the machine never see its queues)."""
+    from tests.rabbitmq import private_vhost
+
+    with private_vhost() as url:
+        yield url
+
+
+@pytest.fixture(params=["redis", "amqp"])
+def amqp_url(request: pytest.FixtureRequest) -> str | None:
+    """The broker of a platform test, which runs once per broker: None for the stack's own
+    Redis, else the AMQP URL of this run's RabbitMQ vhost."""
+    if request.param == "redis":
+        return None
+    url: str = request.getfixturevalue("rabbitmq_vhost")
+    return url
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 
 from models import TERMINAL_STATUSES
+from tests.tcp_proxy import TcpProxy
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -339,13 +341,33 @@ class Services:
 @dataclass
 class Stack:
     """API + beat on a throwaway PostgreSQL database and a private Redis, a fake Gemini, and a
-    registered client; workers are started by the test (``services.start_worker``)."""
+    registered client; workers are started by the test (``services.start_worker``). The broker
+    is the private Redis, or RabbitMQ reached through a proxy the test can cut."""
 
     services: Services
     redis: RedisServer
     gemini: Any
     database_url: str
     client: Client
+    broker_proxy: TcpProxy | None = None
+
+    @property
+    def broker(self) -> str:
+        return "amqp" if self.broker_proxy is not None else "redis"
+
+    def stop_broker(self) -> None:
+        """The broker goes away: Redis stops (and loses every message); RabbitMQ becomes
+        unreachable (connections dropped and refused; its durable queues keep their messages)."""
+        if self.broker_proxy is not None:
+            self.broker_proxy.cut()
+        else:
+            self.redis.stop()
+
+    def start_broker(self) -> None:
+        if self.broker_proxy is not None:
+            self.broker_proxy.restore()
+        else:
+            self.redis.start()
 
     def query(self, sql: str, **params: Any) -> list[Any]:
         from sqlalchemy import create_engine, text
@@ -361,15 +383,23 @@ class Stack:
 
 
 @contextmanager
-def running_stack(tmp_path: Path, gemini: Any,
+def running_stack(tmp_path: Path, gemini: Any, amqp_url: str | None = None,
                   extra_env: Mapping[str, str] | None = None) -> Iterator[Stack]:
+    """The stack on its private Redis as broker, or on the RabbitMQ vhost ``amqp_url``."""
     from tests.conftest import create_database, drop_database
 
     database = create_database("lt_stack")
     redis_server = RedisServer(tmp_path / "redis").start()
+    proxy = None
+    broker_url = redis_server.url
+    if amqp_url is not None:
+        from tests.rabbitmq import delete_platform_queues
+
+        delete_platform_queues(amqp_url)
+        proxy, broker_url = proxied(amqp_url)
     env = {
         "DATABASE_URL": database,
-        "CELERY_BROKER_URL": redis_server.url,
+        "CELERY_BROKER_URL": broker_url,
         "REDIS_URL": redis_server.url,
         "SECRET_KEY": "stack-" + uuid.uuid4().hex,
         "GEMINI_API_KEY": "fake-key",
@@ -387,8 +417,19 @@ def running_stack(tmp_path: Path, gemini: Any,
         services.start_beat()
         client = Client(services.base_url)
         client.register(f"stack-{uuid.uuid4().hex[:8]}@example.com")
-        yield Stack(services, redis_server, gemini, database, client)
+        yield Stack(services, redis_server, gemini, database, client, proxy)
     finally:
         services.stop()
         redis_server.stop()
+        if proxy is not None:
+            proxy.cut()
         drop_database(database)
+
+
+def proxied(url: str) -> tuple[TcpProxy, str]:
+    """A started proxy to the URL's host and port, and the URL pointed at the proxy."""
+    parts = urlsplit(url)
+    proxy = TcpProxy((parts.hostname or "127.0.0.1", parts.port or 5672)).start()
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = f"{userinfo}@127.0.0.1:{proxy.port}" if userinfo else f"127.0.0.1:{proxy.port}"
+    return proxy, urlunsplit(parts._replace(netloc=netloc))

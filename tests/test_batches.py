@@ -441,12 +441,14 @@ def test_batch_operations_conform_to_the_openapi_document_as_an_admin(
 
 
 @pytest.mark.integration
-def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(tmp_path: Path) -> None:
-    """The real processes: a worker running the batch and its stories is SIGKILLed halfway; a
-    new one (with the reaper) finishes it, one version per space and one child per space."""
+def test_a_worker_killed_mid_batch_loses_nothing_and_duplicates_nothing(
+        tmp_path: Path, amqp_url: str | None) -> None:
+    """The real processes, on each broker: a worker running the batch and its stories is
+    SIGKILLed halfway; a new one (with the reaper) finishes it, one version per space and one
+    child per space. The batch waits between chunks with countdown messages."""
     from tests.platform import running_stack
 
-    with FakeGemini() as fake, running_stack(tmp_path, fake) as stack:
+    with FakeGemini() as fake, running_stack(tmp_path, fake, amqp_url) as stack:
         fake.set_latency(1.0, "story")
         fake.set_latency(0.3, "illustration")
         stack.services.platform.env["BATCH_WINDOW"] = "4"  # several chunks from the cursor

@@ -290,7 +290,7 @@ def test_env_example_lists_the_procfile_variables_and_announced_ones() -> None:
 def test_env_example_leaves_secrets_blank() -> None:
     listed = _env_example()
     for name in ("SECRET_KEY", "JWT_SECRET", "GEMINI_API_KEY", "CLOUDINARY_URL",
-                 "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD", "SENTRY_DSN"):
+                 "FLOWER_BASIC_AUTH", "POSTGRES_PASSWORD", "RABBITMQ_DEFAULT_PASS", "SENTRY_DSN"):
         assert listed.get(name) == "", f"{name} must be blank in .env.example"
     # Read with int()/float() and no empty-means-unset: an empty value would crash at start.
     for name in ("PORT", "WEB_CONCURRENCY", "CELERY_CONCURRENCY", "REAPER_INTERVAL_SECONDS",
@@ -360,7 +360,8 @@ def test_compose_app_services_share_env_and_point_at_compose_services(
         assert ".env" in paths, f"{name}: env_file .env"
         env = _as_dict(service.get("environment"))
         assert urlsplit(str(env.get("DATABASE_URL"))).hostname == "postgres", name
-        assert urlsplit(str(env.get("CELERY_BROKER_URL"))).hostname == "redis", name
+        broker = urlsplit(str(env.get("CELERY_BROKER_URL")))
+        assert (broker.scheme, broker.hostname) == ("amqp", "rabbitmq"), name
         assert urlsplit(str(env.get("REDIS_URL"))).hostname == "redis", name
         assert any(str(v).split(":")[0] == "media" for v in service.get("volumes", [])), name
 
@@ -402,6 +403,19 @@ def test_compose_infrastructure(compose: dict[str, Any]) -> None:
     assert "media" in volumes
     postgres_volumes = [str(v).split(":")[0] for v in postgres.get("volumes", [])]
     assert any(v in volumes for v in postgres_volumes), "postgres data on a named volume"
+    # The broker keeps its quorum queues on a named volume, under a fixed node name.
+    rabbitmq = services["rabbitmq"]
+    assert str(rabbitmq["image"]).startswith("rabbitmq:4")
+    assert rabbitmq.get("hostname") == "rabbitmq"
+    assert "rabbitmq-diagnostics" in " ".join(rabbitmq["healthcheck"]["test"])
+    rabbitmq_volumes = [str(v).split(":") for v in rabbitmq.get("volumes", [])]
+    assert [v for v in rabbitmq_volumes if v[0] in volumes and v[1] == "/var/lib/rabbitmq"]
+    for port in rabbitmq.get("ports", []):
+        assert str(port).startswith("127.0.0.1:"), f"rabbitmq published beyond localhost: {port}"
+    app_env = _as_dict(services["api"].get("environment"))
+    rabbitmq_env = _as_dict(rabbitmq.get("environment"))
+    credentials = f"{rabbitmq_env['RABBITMQ_DEFAULT_USER']}:{rabbitmq_env['RABBITMQ_DEFAULT_PASS']}"
+    assert app_env["CELERY_BROKER_URL"] == f"amqp://{credentials}@rabbitmq:5672/"
     assert _as_dict(services["migrate"]["depends_on"])["postgres"] == {
         "condition": "service_healthy"
     }
@@ -412,12 +426,13 @@ def test_compose_api(services: dict[str, dict[str, Any]]) -> None:
     depends = _as_dict(api["depends_on"])
     assert depends["migrate"] == {"condition": "service_completed_successfully"}
     assert depends["redis"] == {"condition": "service_healthy"}
+    assert depends["rabbitmq"] == {"condition": "service_healthy"}
     assert any(str(p).endswith("3000:3000") for p in api["ports"])
     assert "/health" in " ".join(api["healthcheck"]["test"])
     for name in _celery_workers():
-        assert _as_dict(services[name]["depends_on"])["migrate"] == {
-            "condition": "service_completed_successfully"
-        }
+        depends = _as_dict(services[name]["depends_on"])
+        assert depends["migrate"] == {"condition": "service_completed_successfully"}
+        assert depends["rabbitmq"] == {"condition": "service_healthy"}
 
 
 def test_compose_ops_ports_are_not_public(services: dict[str, dict[str, Any]]) -> None:

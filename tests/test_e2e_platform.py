@@ -2,8 +2,9 @@
 register, a space, three moments (one with a voice note), its transcription, the illustrated
 story, and every generated image fetched back.
 
-Once on PostgreSQL + Redis with the real google-genai and cloudinary SDKs talking to local fake
-servers, once on the embedded default (SQLite, SQLAlchemy broker, offline provider, local media).
+On PostgreSQL + Redis and on PostgreSQL + RabbitMQ (Redis then holds the shared state only),
+with the real google-genai and cloudinary SDKs talking to local fake servers; and on the
+embedded default (SQLite, SQLAlchemy broker, offline provider, local media).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from tests.conftest import REDIS_BASE, create_database, drop_database
 from tests.fakes.cloudinary_server import FakeCloudinary
 from tests.fakes.gemini_server import FakeGemini
 from tests.platform import Client, Platform
+from tests.rabbitmq import delete_platform_queues
 
 pytestmark = pytest.mark.integration
 
@@ -125,21 +127,23 @@ def run_clip_flow(client: Client, space_id: str, note_id: str) -> dict[str, Any]
 
 
 @pytest.fixture
-def pg_platform_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+def pg_platform_env(tmp_path: Path, amqp_url: str | None) -> Iterator[dict[str, str]]:
     database = create_database("lt_e2e")  # empty: the platform migrates it on start
-    broker = f"{REDIS_BASE}/14"
-    redis.Redis.from_url(broker).flushdb()
+    shared = f"{REDIS_BASE}/14"
+    redis.Redis.from_url(shared).flushdb()
+    if amqp_url is not None:
+        delete_platform_queues(amqp_url)
     yield {
         "DATABASE_URL": database,
-        "CELERY_BROKER_URL": broker,
-        "REDIS_URL": broker,
+        "CELERY_BROKER_URL": amqp_url or shared,
+        "REDIS_URL": shared,
         "SECRET_KEY": "e2e-secret-" + uuid.uuid4().hex,
         "MEDIA_DIR": str(tmp_path / "media"),
     }
     drop_database(database)
 
 
-def test_story_flow_on_postgresql_redis_with_fake_gemini_and_cloudinary(
+def test_story_flow_on_postgresql_with_fake_gemini_and_cloudinary(
     pg_platform_env: dict[str, str], tmp_path: Path
 ) -> None:
     with (
@@ -180,6 +184,7 @@ def test_story_flow_on_postgresql_redis_with_fake_gemini_and_cloudinary(
         ]
         assert len(illustration_uploads) == 3
         log = platform.log()
+        assert f"broker={env['CELERY_BROKER_URL'].split(':', 1)[0]} " in log
         assert "fake-key-for-tests" not in log
         assert cloudinary.api_secret not in log
 

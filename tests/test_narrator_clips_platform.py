@@ -27,7 +27,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
     mp4_clip(SECONDS)  # made once, before any worker waits on it
     env = {"NARRATOR_POLL_MIN_SECONDS": "1", "NARRATOR_POLL_MAX_SECONDS": "3",
            "NARRATOR_ESTIMATE_SECONDS": "10", "RATE_LIMIT_NARRATOR_CLIPS": "100/day"}
-    with FakeGemini() as gemini, running_stack(tmp_path, gemini, env) as running:
+    with FakeGemini() as gemini, running_stack(tmp_path, gemini, extra_env=env) as running:
         yield running
 
 

@@ -1,5 +1,6 @@
-"""What survives a bad day, with the platform's real processes on PostgreSQL and a private
-Redis broker: a worker SIGKILLed mid-job, the broker going away, a cancel while running."""
+"""What survives a bad day, with the platform's real processes on PostgreSQL, once on a private
+Redis broker and once on RabbitMQ: a worker SIGKILLed mid-job, the broker going away, a retry
+that must wait its delay, a cancel while running."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    with FakeGemini() as gemini, running_stack(tmp_path, gemini) as running:
+def stack(tmp_path: Path, amqp_url: str | None) -> Iterator[Stack]:
+    with FakeGemini() as gemini, running_stack(tmp_path, gemini, amqp_url) as running:
         yield running
 
 
@@ -60,7 +61,7 @@ def test_a_worker_killed_mid_job_loses_nothing_and_duplicates_nothing(stack: Sta
 
 def test_submits_answer_while_the_broker_is_down_and_run_when_it_is_back(stack: Stack) -> None:
     stack.services.start_worker("w1")
-    stack.redis.stop()
+    stack.stop_broker()
     started = time.monotonic()
     response = stack.client.call(
         "POST", "/illustrations", json={"prompt": "a lighthouse", "style": "pastel"}, expect=202
@@ -69,12 +70,37 @@ def test_submits_answer_while_the_broker_is_down_and_run_when_it_is_back(stack: 
     job = response.json()
     assert job["status"] == "queued"
     time.sleep(1)
-    stack.redis.start()  # an empty Redis: every message it held is gone
+    stack.start_broker()  # Redis comes back empty; the worker reconnects to either
 
     done = stack.client.wait_job(job["id"], timeout=60)
     assert done["status"] == "succeeded", done
     assert done["attempts"] == 1
     assert len(stack.gemini.requests_of("illustration")) == 1
+
+
+def test_a_retry_waits_its_delay_in_the_broker_not_in_a_worker_thread(stack: Stack) -> None:
+    """A countdown message (a 429's ``retryDelay``) is delivered once it is due, not before, and
+    a one-thread worker runs the queue's other jobs meanwhile."""
+    stack.services.start_worker("w1", concurrency=1)
+    stack.gemini.fail_next("illustration", status=429, retry_delay="4s")
+    waiting = stack.client.call("POST", "/illustrations", expect=202,
+                                json={"prompt": "a harbour at dawn", "style": "pastel"}).json()
+    wait_for(lambda: stack.gemini.requests_of("illustration"), 15, "the rate-limited call")
+    other = stack.client.call("POST", "/illustrations", expect=202,
+                              json={"prompt": "a lighthouse at dusk", "style": "pastel"}).json()
+    ran_meanwhile = stack.client.wait_job(other["id"], timeout=20)
+    assert ran_meanwhile["status"] == "succeeded", ran_meanwhile
+
+    done = stack.client.wait_job(waiting["id"], timeout=40)
+    assert done["status"] == "succeeded", done
+    assert done["attempts"] == 1  # a 429 is back-pressure: it spends no attempt
+    calls = [r for r in stack.gemini.requests_of("illustration")
+             if "harbour" in r.prompt_text]
+    assert [r.status for r in calls] == [429, 200]
+    waited = calls[1].received_at - calls[0].received_at
+    assert waited >= 4.0, f"the retry came {waited:.2f} s after the 429 asked for 4 s"
+    others = [r for r in stack.gemini.requests_of("illustration") if "lighthouse" in r.prompt_text]
+    assert others and others[0].received_at < calls[1].received_at
 
 
 def test_cancel_stops_a_running_job_at_its_next_safe_point(stack: Stack) -> None:

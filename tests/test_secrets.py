@@ -23,6 +23,12 @@ from tests.test_e2e_platform import pg_platform_env, run_story_flow
 
 __all__ = ["pg_platform_env"]  # the fixture, shared with the e2e test
 
+
+@pytest.fixture
+def amqp_url() -> None:
+    """What reaches the logs does not depend on the broker: this runs on Redis only."""
+    return None
+
 pytestmark = pytest.mark.integration
 
 GEMINI_KEY = "AIzaSy-TEST-" + uuid.uuid4().hex  # shaped like a real key, unique to this run

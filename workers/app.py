@@ -31,7 +31,9 @@ def _size_pools_to_concurrency(sender: Any, **_: Any) -> None:
     """Size broker and database pools to the concurrency this worker really runs with.
 
     ``--concurrency`` on the command line does not change ``worker_concurrency`` in the config,
-    and a pool smaller than the thread count makes acks wait or fail (and tasks run twice).
+    and a pool smaller than the thread count makes publishes (and on Redis, acks) wait or fail
+    (and tasks run twice). ``max_connections`` is the Redis transport's own limit; on RabbitMQ
+    acks go through the consumer's channel and only the producer pool needs sizing.
     """
     from workers.context import set_concurrency
 
@@ -45,6 +47,30 @@ def _size_pools_to_concurrency(sender: Any, **_: Any) -> None:
         options["max_connections"] = concurrency * 2 + 8
         conf.broker_transport_options = options
     set_concurrency(concurrency)
+
+
+@worker_init.connect
+def _declare_every_queue(sender: Any, **_: Any) -> None:
+    """On RabbitMQ, declare every job queue before the worker binds them for delayed delivery.
+
+    At start Celery binds all ``task_queues`` to the delay exchanges, but a worker declares only
+    the queues it consumes: a queue nobody had declared yet would miss its binding, and its
+    countdown messages (retries, re-scheduled jobs) would be dropped when their delay ends.
+    """
+    app = sender.app
+    with app.connection_for_write() as conn:
+        if conn.transport.driver_type != "amqp":
+            return
+        try:
+            conn.ensure_connection(max_retries=5, interval_start=1, interval_step=1,
+                                   interval_max=5, timeout=10)
+            channel = conn.default_channel
+            for queue in app.amqp.queues.values():
+                queue.bind(channel).declare()
+        except Exception as exc:  # the worker's own start retries the broker; say what is missing
+            log.warning("job queues not declared before binding them for delayed delivery; "
+                        "countdowns to queues no worker consumes yet may be dropped (the "
+                        "reaper re-sends their jobs)", extra={"error": type(exc).__name__})
 
 
 @worker_process_init.connect

@@ -49,16 +49,18 @@ def reap_stale_jobs(
         .order_by(Job.created_at)
         .limit(BATCH)
     ).all()
-    for job_id, kind, queue in queued:
-        if kind not in TASKS:
-            continue
-        if send_job_message(job_id, kind, queue):
-            session.execute(
-                update(Job).where(Job.id == job_id, Job.status == "queued")
-                # Bookkeeping only: updatedAt (the job's ETag) stays as clients last saw it.
-                .values(enqueued_at=now, updated_at=Job.updated_at)
-            )
-            report.resent += 1
+    session.commit()  # no transaction (nor row lock) is held while the messages go out
+    # Publishing takes a broker round trip each (a publisher confirm on RabbitMQ): rows updated
+    # one by one in the loop stayed locked until its end, and workers claiming those jobs waited.
+    sent = [job_id for job_id, kind, queue in queued
+            if kind in TASKS and send_job_message(job_id, kind, queue)]
+    if sent:
+        session.execute(
+            update(Job).where(Job.id.in_(sent), Job.status == "queued")
+            # Bookkeeping only: updatedAt (the job's ETag) stays as clients last saw it.
+            .values(enqueued_at=now, updated_at=Job.updated_at)
+        )
+    report.resent = len(sent)
     session.commit()
 
     # 2. Running with an expired heartbeat: the worker died.

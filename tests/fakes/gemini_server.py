@@ -130,6 +130,7 @@ class RecordedRequest:
     # The fault served instead of a normal answer: a RANDOM_FAULT_KINDS name for a random one,
     # ``scripted:<action>`` for a scripted one; None for a normal answer.
     fault: str | None = None
+    received_at: float = field(default_factory=time.monotonic)  # when it arrived
 
     @property
     def generation_config(self) -> dict[str, Any]:
