@@ -273,6 +273,29 @@ def _retention(env: Mapping[str, str], seconds_name: str, days_name: str, defaul
 
 
 @dataclass(frozen=True)
+class PollSettings:
+    """The poll fast path: job documents kept in Redis, and the per-process cache of users'
+    token versions that lets a poll skip the users table (workers/job_mirror.py, api/auth.py)."""
+
+    # An entry lives this long after its last write: unfinished jobs are rewritten at each
+    # transition, and the short life bounds how long a crash between commit and write can
+    # leave an older document behind; finished ones no longer change.
+    document_ttl_s: int = 60
+    final_document_ttl_s: int = 600
+    # How long a process trusts a user's token version: a password change made through another
+    # API process revokes older tokens on this path after at most this long.
+    token_version_cache_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> PollSettings:
+        return cls(
+            document_ttl_s=max(1, env_int(env, "JOB_DOCUMENT_TTL_SECONDS", 60)),
+            final_document_ttl_s=max(1, env_int(env, "JOB_DOCUMENT_FINAL_TTL_SECONDS", 600)),
+            token_version_cache_s=max(0, env_int(env, "TOKEN_VERSION_CACHE_SECONDS", 5)),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the API and the workers need to know about their environment."""
 
@@ -297,6 +320,7 @@ class Settings:
     retention: RetentionSettings = field(default_factory=RetentionSettings)
     webhooks: WebhookSettings = field(default_factory=WebhookSettings)
     batch: BatchSettings = field(default_factory=BatchSettings)
+    poll: PollSettings = field(default_factory=PollSettings)
 
     def attempts_for(self, kind: str) -> int:
         """Attempts a job of this kind gets (first try + retries); configurable per kind."""
@@ -346,6 +370,7 @@ class Settings:
             retention=RetentionSettings.from_env(env),
             webhooks=WebhookSettings.from_env(env),
             batch=BatchSettings.from_env(env),
+            poll=PollSettings.from_env(env),
         )
 
 

@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agents.media.storage import build_storage
 from api import resources
+from api.auth import TokenVersions
 from api.errors import DocumentedApi, register_error_handlers
 from api.job_watch import JobWatcher
 from api.observability import init_observability
@@ -19,6 +20,7 @@ from config import Settings
 from models.db import make_engine, make_session_factory
 from workers.dispatch import install_enqueue_after_commit
 from workers.events import Notifier, install_event_notifier
+from workers.job_mirror import build_mirror
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +54,7 @@ def create_app(
         engine = make_engine(settings.database_url)
         session_factory = make_session_factory(engine)
     install_enqueue_after_commit(session_factory)
-    notifier = Notifier(settings.redis_url)
+    notifier = Notifier(settings.redis_url, build_mirror(settings.redis_url, settings.poll))
     install_event_notifier(session_factory, notifier)
     app.extensions[EXTENSION] = AppState(
         settings=settings,
@@ -64,6 +66,7 @@ def create_app(
         provider_mode="gemini" if settings.agents.gemini_api_key else "offline",
         notifier=notifier,
         watcher=JobWatcher(settings.redis_url),
+        token_versions=TokenVersions(settings.poll.token_version_cache_s),
     )
     app.teardown_appcontext(close_db)
 

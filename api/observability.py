@@ -70,7 +70,7 @@ def _finish_request(response: Response) -> Response:
             "endpoint": endpoint,
             "status": response.status_code,
             "duration_ms": round(seconds * 1000, 1),
-            "user_id": str(g.current_user.id) if "current_user" in g else None,
+            "user_id": str(g.user_id) if "user_id" in g else None,
         },
     )
     return response

@@ -70,6 +70,12 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    # Bumped by every UPDATE of the row, in SQL (also by Core statements: ``onupdate`` is part
+    # of the compiled UPDATE): orders the copies of the job's document kept in Redis
+    # (workers/job_mirror.py), so a late writer never replaces a newer one.
+    version: Mapped[int] = mapped_column(
+        Integer, default=1, server_default=text("1"), onupdate=text("jobs.version + 1")
+    )
 
     @property
     def finished(self) -> bool:

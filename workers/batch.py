@@ -32,6 +32,7 @@ from models.base import utcnow
 from workers.dispatch import create_job, enqueue_after_commit
 from workers.events import emit, final_events, status_event
 from workers.fanout import child_counts
+from workers.job_mirror import touch
 from workers.lifecycle import CANCELED, affected, request_cancel
 from workers.usage import UsageRow, total_cost_usd
 
@@ -230,6 +231,7 @@ def fan_out_chunk(session: Session, batch: Job, *, window: int, story_attempts: 
     now = utcnow()
     session.execute(update(Job).where(Job.id == batch.id)
                     .values(result=state, heartbeat_at=now, updated_at=now))
+    touch(session, batch.id)
     session.commit()  # the children's messages go out now
     return "exhausted" if state["exhausted"] else "more"
 

@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from models import TERMINAL_STATUSES, Chapter, Job, Space, Story
 from models.base import utcnow
 from workers.events import emit, final_events
-from workers.lifecycle import CANCELED, affected
+from workers.lifecycle import CANCELED, affected, ask_to_stop
 
 ILLUSTRATIONS_ONLY = "illustrations"  # input.mode of a story job that only redraws images
 
@@ -111,10 +111,7 @@ def abandon_story_attempt(session: Session, parent_id: uuid.UUID) -> None:
     ))
     for job_id in queued:
         final_events(session, job_id, "canceled", error=CANCELED)
-    session.execute(
-        update(Job).where(Job.parent_id == parent_id, Job.status == "running")
-        .values(cancel_requested=True, updated_at=now)
-    )
+    ask_to_stop(session, Job.parent_id == parent_id)
     session.execute(
         update(Story).where(Story.job_id == parent_id, Story.status.in_(("writing",)))
         .values(status="failed")

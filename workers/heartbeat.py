@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Job
 from models.base import utcnow
+from workers.job_mirror import touch
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ class HeartbeatPump:
             return 0
         now = utcnow()
         with self._session_factory() as session:
-            touched = session.execute(
+            beaten = session.execute(
                 update(Job)
                 .where(
                     tuple_(Job.id, Job.attempts).in_(list(running.items())),
@@ -65,10 +66,14 @@ class HeartbeatPump:
                     cancel_requested=Job.cancel_requested
                     | func.coalesce(Job.deadline_at <= now, false()),
                 )
+                .returning(Job.id, Job.cancel_requested)
                 .execution_options(synchronize_session=False)
-            )
+            ).all()
+            for job_id, stopping in beaten:
+                if stopping:  # asked to stop (its deadline): clients see cancelRequested
+                    touch(session, job_id)
             session.commit()
-            return int(getattr(touched, "rowcount", 0) or 0)
+            return len(beaten)
 
     def _loop(self) -> None:
         while not self._wake.wait(self.interval_s):

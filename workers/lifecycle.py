@@ -15,6 +15,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from models import Job, Story
 from models.base import utcnow
 from workers.events import emit, final_events, status_event
+from workers.job_mirror import touch
 
 CANCELED = {"code": "canceled", "message": "the job was canceled", "retryable": False}
 # Stopped by its deadline (Cancel-After) after it had started.
@@ -53,6 +54,17 @@ def _fenced(job: Job) -> Any:
     return update(JOBS).where(
         JOBS.c.id == job.id, JOBS.c.status == "running", JOBS.c.attempts == job.attempts
     )
+
+
+def _apply(session: Session, job: Job, statement: Any) -> bool:
+    """Run a fenced UPDATE of ``job``; False when the fence refused it. The row it returns is
+    the job's document's source after commit (no second read)."""
+    row = session.execute(statement.returning(*JOBS.c)).first()
+    if row is None:
+        return False
+    mirror(job, version=row.version)
+    touch(session, job.id, row)
+    return True
 
 
 def start_job(session: Session, job_id: uuid.UUID, *, heartbeat_timeout_s: int) -> Job | None:
@@ -96,6 +108,7 @@ def start_job(session: Session, job_id: uuid.UUID, *, heartbeat_timeout_s: int) 
         session.commit()
         return None
     status_event(session, job_id, "running", attempt=job.attempts)
+    touch(session, job_id, job)
     session.commit()
     return job
 
@@ -108,8 +121,8 @@ def set_progress(
     if past_deadline(job, now):
         return False  # the caller stops here and the job ends canceled (reason ``deadline``)
     progress = {"step": step, "current": current, "total": total}
-    done = affected(
-        session, _fenced(job).values(progress=progress, heartbeat_at=now, updated_at=now)
+    done = _apply(
+        session, job, _fenced(job).values(progress=progress, heartbeat_at=now, updated_at=now)
     )
     if done:
         mirror(job, progress=progress)
@@ -143,7 +156,7 @@ def succeed_job(
         values["progress"] = progress
     # A job asked to stop never applies its result: the caller then settles it as canceled.
     fence = _fenced(job).where(Job.cancel_requested.is_(False))
-    if not affected(session, fence.values(**values)):
+    if not _apply(session, job, fence.values(**values)):
         return False
     if progress is not None:
         emit(session, job.id, "progress", progress)
@@ -156,8 +169,8 @@ def fail_job(
 ) -> bool:
     now = utcnow()
     error = {"code": code, "message": message, "retryable": retryable}
-    if not affected(
-        session,
+    if not _apply(
+        session, job,
         _fenced(job).values(
             status="failed", error=error, finished_at=now, heartbeat_at=now, updated_at=now
         ),
@@ -172,8 +185,8 @@ def cancel_running_job(session: Session, job: Job) -> bool:
     (then with reason ``deadline``)."""
     now = utcnow()
     error = DEADLINE_CANCELED if past_deadline(job, now) else CANCELED
-    if not affected(
-        session,
+    if not _apply(
+        session, job,
         _fenced(job).values(status="canceled", error=error, finished_at=now, updated_at=now),
     ):
         return False
@@ -215,8 +228,8 @@ def requeue_for_retry(
     """Requeue a running job after a retryable failure; its last error stays visible."""
     now = utcnow()
     error = {"code": code, "message": message, "retryable": True}
-    if not affected(
-        session,
+    if not _apply(
+        session, job,
         _fenced(job).values(
             status="queued",
             error=error,
@@ -248,10 +261,22 @@ def requeue_waiting(
     }
     if error is not None:
         values["error"] = error
-    if not affected(session, _fenced(job).values(**values)):
+    if not _apply(session, job, _fenced(job).values(**values)):
         return False
     status_event(session, job.id, "queued", progress=progress, error=error)
     return True
+
+
+def ask_to_stop(session: Session, *criteria: Any) -> None:
+    """Ask the running jobs matching ``criteria`` to stop at their next safe point."""
+    for job_id in session.scalars(
+        update(Job)
+        .where(Job.status == "running", *criteria)
+        .values(cancel_requested=True, updated_at=utcnow())
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    ):
+        touch(session, job_id)
 
 
 def cancel_requested(session: Session, job_id: uuid.UUID) -> bool:
@@ -279,12 +304,7 @@ def request_cancel(session: Session, job: Job) -> Job:
     )
     for job_id in queued:
         final_events(session, job_id, "canceled", error=CANCELED)
-    session.execute(
-        update(Job)
-        .where(Job.id.in_(ids), Job.status == "running")
-        .values(cancel_requested=True, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    ask_to_stop(session, Job.id.in_(ids))
     session.commit()
     if job.kind == "story":
         # A story waiting on illustrations has no worker to notice the request: settle it here.
