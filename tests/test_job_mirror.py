@@ -29,7 +29,7 @@ from tests.conftest import assert_error, register
 from tests.fakes.webhook_receiver import WebhookReceiver
 from tests.platform import RedisServer
 from tests.test_webhooks import LOCAL, deliver_until_settled, local_webhooks, receiver
-from tests.test_worker_jobs import ctx, gemini  # noqa: F401 - shared fixtures, not redefined
+from tests.test_worker_jobs import ctx, gemini
 from workers import job_mirror, lifecycle
 from workers.context import WorkerContext
 from workers.dispatch import create_job
@@ -41,7 +41,7 @@ from workers.retention import prune_retention
 from workers.runner import run_job
 from workers.tasks.illustration import illustrate
 
-__all__ = ["ctx", "gemini", "local_webhooks", "receiver"]  # shared fixtures
+__all__ = ["ctx", "gemini", "local_webhooks", "receiver"]  # shared fixtures, not redefined
 
 
 def mirror_of(app: Flask) -> JobMirror:
@@ -85,7 +85,7 @@ def assert_same_answer(client: FlaskClient, app: Flask, auth: dict[str, str], se
 
 def test_every_state_answers_the_same_bytes_from_redis_and_from_the_database(
     client: FlaskClient, app: Flask, auth: dict[str, str], session: Session,
-    ctx: WorkerContext,  # noqa: F811
+    ctx: WorkerContext,
 ) -> None:
     def same(job_id: str, status: str) -> dict[str, Any]:
         return assert_same_answer(client, app, auth, session, job_id, status)
