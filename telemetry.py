@@ -367,8 +367,12 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, service: str | None = None, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self.service = service
-        # Longest first, so a secret containing another is scrubbed whole.
-        self._secrets = sorted(set(secrets), key=len, reverse=True)
+        # Longest first, so a secret containing another is scrubbed whole; each also as it
+        # reads inside a JSON string (escaped once here, not on every line).
+        self._secrets = [
+            (secret, json.dumps(secret, ensure_ascii=False)[1:-1])
+            for secret in sorted(set(secrets), key=len, reverse=True)
+        ]
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -391,10 +395,9 @@ class JsonFormatter(logging.Formatter):
         return self._scrub(json.dumps(entry, default=str, ensure_ascii=False))
 
     def _scrub(self, line: str) -> str:
-        for secret in self._secrets:
+        for secret, escaped in self._secrets:
             if secret in line:
                 line = line.replace(secret, REDACTED)
-            escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
             if escaped != secret and escaped in line:
                 line = line.replace(escaped, REDACTED)
         return line

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask
+from flask import Flask, Request
+from flask.sessions import SessionInterface
 from sqlalchemy.orm import Session, sessionmaker
 
 from agents.media.storage import build_storage
 from api import resources
-from api.auth import TokenVersions
+from api.auth import CheckedTokens, TokenVersions
 from api.errors import DocumentedApi, register_error_handlers
 from api.job_watch import JobWatcher
 from api.observability import init_observability
@@ -28,11 +29,23 @@ log = logging.getLogger(__name__)
 MAX_CONTENT_LENGTH = 28 * 1024 * 1024
 
 
+class NoCookieSession(SessionInterface):
+    """The API authenticates bearer tokens and keeps no cookie session: opening Flask's signed
+    cookie session on every request (it would be empty) is work for nothing."""
+
+    def open_session(self, app: Flask, request: Request) -> None:
+        return None
+
+    def save_session(self, *_: object) -> None:
+        return None
+
+
 def create_app(
     settings: Settings | None = None, *, session_factory: sessionmaker[Session] | None = None
 ) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
+    app.session_interface = NoCookieSession()
     app.config.update(
         SECRET_KEY=settings.secret_key,
         MAX_CONTENT_LENGTH=MAX_CONTENT_LENGTH,
@@ -67,6 +80,7 @@ def create_app(
         notifier=notifier,
         watcher=JobWatcher(settings.redis_url),
         token_versions=TokenVersions(settings.poll.token_version_cache_s),
+        checked_tokens=CheckedTokens(settings.secret_key),
     )
     app.teardown_appcontext(close_db)
 

@@ -67,9 +67,14 @@ def bearer_token() -> str | None:
 
 def verified_claims(token: str) -> dict[str, Any] | None:
     """The claims of a genuine, unexpired access token (signature and expiry only, no database)."""
+    return state().checked_tokens.claims(token)
+
+
+def verify_token(token: str, secret_key: str) -> dict[str, Any] | None:
+    """``verified_claims`` with the key given (no Flask app needed: bench/floor_app.py)."""
     try:
         claims: dict[str, Any] = jwt.decode(
-            token, state().settings.secret_key, algorithms=[ALGORITHM],
+            token, secret_key, algorithms=[ALGORITHM],
             options={"require": ["sub", "exp", "ver"]},
         )
         uuid.UUID(claims["sub"])
@@ -92,8 +97,33 @@ def token_subject() -> str | None:
     return str(claims["sub"]) if claims else None
 
 
-# Users remembered by a TokenVersions at most; past it the cache starts over.
+# Users (tokens) remembered by a TokenVersions (CheckedTokens) at most; past it it starts over.
 TOKEN_VERSIONS_KEPT = 100_000
+CHECKED_TOKENS_KEPT = 100_000
+
+
+class CheckedTokens:
+    """Tokens whose signature this process has checked, with their claims: a client polling
+    with the same token pays the check (PyJWT, tens of microseconds) once; a kept token is
+    still refused the moment it expires. Only genuine tokens are kept (we signed them all)."""
+
+    def __init__(self, secret_key: str) -> None:
+        self._secret_key = secret_key
+        self._checked: dict[str, dict[str, Any]] = {}
+
+    def claims(self, token: str) -> dict[str, Any] | None:
+        claims = self._checked.get(token)
+        if claims is None:
+            claims = verify_token(token, self._secret_key)
+            if claims is None:
+                return None
+            if len(self._checked) >= CHECKED_TOKENS_KEPT:
+                self._checked.clear()
+            self._checked[token] = claims
+        elif claims["exp"] <= time.time():
+            del self._checked[token]
+            return None
+        return claims
 
 
 class TokenVersions:

@@ -16,7 +16,7 @@ from workers.events import Notifier
 from workers.job_mirror import JobMirror
 
 if TYPE_CHECKING:
-    from api.auth import TokenVersions
+    from api.auth import CheckedTokens, TokenVersions
 
 EXTENSION = "lifetales"
 
@@ -31,6 +31,7 @@ class AppState:
     notifier: Notifier
     watcher: JobWatcher
     token_versions: TokenVersions
+    checked_tokens: CheckedTokens
 
     @property
     def mirror(self) -> JobMirror | None:
