@@ -277,11 +277,10 @@ class PollSettings:
     """The poll fast path: job documents kept in Redis, and the per-process cache of users'
     token versions that lets a poll skip the users table (workers/job_mirror.py, api/auth.py)."""
 
-    # An entry lives this long after its last write: unfinished jobs are rewritten at each
-    # transition, and the short life bounds how long a crash between commit and write can
-    # leave an older document behind; finished ones no longer change.
-    document_ttl_s: int = 60
-    final_document_ttl_s: int = 600
+    # An entry lives this long after its last write (each transition writes it again). The
+    # life bounds how long a process killed between a commit and its write can leave an
+    # older document behind, and the memory finished jobs hold in Redis.
+    document_ttl_s: int = 300
     # How long a process trusts a user's token version: a password change made through another
     # API process revokes older tokens on this path after at most this long.
     token_version_cache_s: float = 5.0
@@ -289,8 +288,7 @@ class PollSettings:
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> PollSettings:
         return cls(
-            document_ttl_s=max(1, env_int(env, "JOB_DOCUMENT_TTL_SECONDS", 60)),
-            final_document_ttl_s=max(1, env_int(env, "JOB_DOCUMENT_FINAL_TTL_SECONDS", 600)),
+            document_ttl_s=max(1, env_int(env, "JOB_DOCUMENT_TTL_SECONDS", 300)),
             token_version_cache_s=max(0, env_int(env, "TOKEN_VERSION_CACHE_SECONDS", 5)),
         )
 

@@ -9,8 +9,8 @@ row), so a writer that commits first but writes last can never put an older docu
 The database stays the truth. A missing entry (no Redis, evicted, expired, never written) is a
 miss and the reader serves the same bytes from the database. A write that fails leaves an
 older entry behind: the job is remembered and its entry deleted by this process's next write,
-and every entry expires (``ttl_s`` while the job is unfinished, ``final_ttl_s`` after) so an
-entry a crashed process could not fix is gone soon after.
+and every entry expires ``ttl_s`` after its last write, so an entry a process killed between
+its commit and its write could not fix is gone after that long at most.
 """
 
 from __future__ import annotations
@@ -150,16 +150,15 @@ def build_mirror(redis_url: str | None, poll: PollSettings) -> JobMirror | None:
     """The mirror when Redis is configured; without it every read goes to the database."""
     if not redis_url:
         return None
-    return JobMirror(redis_url, ttl_s=poll.document_ttl_s, final_ttl_s=poll.final_document_ttl_s)
+    return JobMirror(redis_url, ttl_s=poll.document_ttl_s)
 
 
 class JobMirror:
     """Reads and writes the job documents kept in Redis (one client per process)."""
 
-    def __init__(self, redis_url: str, *, ttl_s: int, final_ttl_s: int) -> None:
+    def __init__(self, redis_url: str, *, ttl_s: int) -> None:
         self._redis_url = redis_url
         self.ttl_s = ttl_s
-        self.final_ttl_s = final_ttl_s
         self._client: Any = None
         self._lock = threading.Lock()
         self._unsynced: set[str] = set()
@@ -188,9 +187,8 @@ class JobMirror:
             pipe.delete(key(job_id))
         queued = list(stale)
         for doc in documents:
-            ttl = self.final_ttl_s if doc.status in TERMINAL_STATUSES else self.ttl_s
             pipe.eval(_WRITE, 1, key(doc.job_id), doc.version, str(doc.owner_id), doc.status,
-                      doc.etag, doc.body, ttl)
+                      doc.etag, doc.body, self.ttl_s)
             queued.append(str(doc.job_id))
         return queued
 
