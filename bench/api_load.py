@@ -35,6 +35,7 @@ from urllib.parse import urlsplit
 if __name__ == "__main__" and not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.flame import record, summarize
 from bench.perfstack import (
     audio_b64,
     busy_cores,
@@ -136,6 +137,9 @@ def main() -> int:
     parser.add_argument("--backlog", type=int, default=BACKLOG, help="jobs in flight")
     parser.add_argument("--submit-rate", type=float, default=50.0)
     parser.add_argument("--poll-rate", type=float, default=500.0)
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="sample the API during the poll phase into this directory "
+                             "(py-spy: api-poll.raw, api-poll.svg) and print where its CPU went")
     args = parser.parse_args()
     print(f"{args.backlog} jobs in flight (fake Gemini {UPSTREAM_LATENCY_S:.0f} s per call); "
           f"phases of {args.seconds:.0f} s", flush=True)
@@ -203,11 +207,21 @@ def main() -> int:
         def poll(i: int) -> Request:
             return "GET", f"/api/v1/jobs/{job_ids[i % len(job_ids)]}", None, {}
 
+        samplers = []
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+            samplers = record(api_pid, args.seconds, args.profile / "api-poll", children=True)
         polls, errors, cpu, poll_cpu = measured(lambda: open_loop(
             args.poll_rate, args.seconds, 16, make_client, poll, 200))
         ok &= summary("poll GET /jobs/{id} at 500/s", polls, TARGET_POLL_P99_MS, errors,
                       args.seconds)
         print(cpu, flush=True)
+        for sampler in samplers:
+            sampler.wait(timeout=30)
+        if args.profile:
+            print("  API profile (api-poll.raw, flame graph api-poll.svg): " + summarize(
+                args.profile / "api-poll.raw", per=len(polls), unit="poll"
+            ).replace("\n", "\n  "), flush=True)
 
         # Jobs that changed since their ETag was read answer 200 instead: not counted as 304s.
         def poll_etag(i: int) -> Request:
