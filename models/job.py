@@ -88,6 +88,25 @@ def loaded_job(session: Session, job_id: uuid.UUID) -> Job | None:
     return found if isinstance(found, Job) else None
 
 
+# Events appended by the transaction under way, written when it commits (workers/events.py).
+_PENDING_EVENTS = "lifetales.pending_events"
+
+
+def append_event(session: Session, job_id: uuid.UUID, type_: str, data: dict[str, Any]) -> None:
+    session.info.setdefault(_PENDING_EVENTS, []).append(
+        {"job_id": job_id, "type": type_, "data": data, "created_at": utcnow()})
+
+
+def pending_events(session: Session) -> list[dict[str, Any]]:
+    """The events the transaction under way appends (``job_id``, ``type``, ``data``), in order."""
+    pending: list[dict[str, Any]] = session.info.get(_PENDING_EVENTS) or []
+    return pending
+
+
+def forget_pending_events(session: Session) -> None:
+    session.info.pop(_PENDING_EVENTS, None)
+
+
 class JobEvent(Base):
     """What happened to a job, in order: the log SSE clients read and resume from.
 

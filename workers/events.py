@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import event
+from sqlalchemy import Table, event, insert
 from sqlalchemy.orm import Session, sessionmaker
 
 from models import JobEvent
+from models.job import append_event, forget_pending_events, pending_events
 from workers import job_mirror, webhooks
 from workers.job_mirror import JobMirror
 from workers.job_resource import JobDocument
@@ -25,6 +26,9 @@ from workers.job_resource import JobDocument
 log = logging.getLogger(__name__)
 
 CHANNEL_PREFIX = "lifetales:job-events:"
+# The events a transaction appends are written in one INSERT when it commits: the same rows in
+# the same order as ORM objects would be, without the unit of work's Python per object.
+_INSERT = insert(cast(Table, JobEvent.__table__))
 
 
 def channel(job_id: uuid.UUID | str) -> str:
@@ -33,7 +37,7 @@ def channel(job_id: uuid.UUID | str) -> str:
 
 def emit(session: Session, job_id: uuid.UUID, type_: str, data: dict[str, Any]) -> None:
     """Append an event to the job's log; it becomes visible when the transaction commits."""
-    session.add(JobEvent(job_id=job_id, type=type_, data=data))
+    append_event(session, job_id, type_, data)
     job_mirror.changed(session, job_id)
     if type_ == "progress":
         webhooks.on_progress(session, job_id, data)
@@ -54,6 +58,20 @@ def final_events(session: Session, job_id: uuid.UUID, status: str, *,
         emit(session, job_id, "error", error)
     emit(session, job_id, "done", {"status": status, "result": result, "error": error})
     webhooks.on_completed(session, job_id)
+
+
+def _write_events(session: Session) -> None:
+    pending = pending_events(session)
+    if pending:
+        session.flush()  # the jobs they belong to first
+        session.execute(_INSERT, pending)
+
+
+# Every session that emits writes its events as it commits, whichever factory made it (the
+# API's, a worker's, the CLI's, a test's): listeners on the Session class, not on a factory.
+event.listen(Session, "before_commit", _write_events)
+event.listen(Session, "after_commit", forget_pending_events)
+event.listen(Session, "after_rollback", forget_pending_events)
 
 
 class Notifier:
