@@ -12,7 +12,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, abort
 from marshmallow import ValidationError
 
-from api.auth import SECURITY, current_user, login_required
+from api.auth import SECURITY, current_user_id, token_required
 from api.errors import error_responses
 from api.media_intake import MAX_MEDIA_BYTES, classify, start_transcription, store_media, too_large
 from api.ownership import owned_note_anywhere
@@ -50,7 +50,7 @@ def _decode_base64(text: str) -> bytes:
 
 @blp.route("/transcriptions")
 class Transcriptions(MethodView):
-    decorators = [login_required]
+    decorators = [token_required]  # the user's id is all it needs
 
     @blp.doc(
         security=SECURITY,
@@ -93,17 +93,18 @@ class Transcriptions(MethodView):
             too_large("audio")
         _, mime = classify(data, declared, "audio", audio_only=True)
         note = owned_note_anywhere(form["note_id"]) if form.get("note_id") else None
-        user = current_user()
+        user_id = current_user_id()
         force = bool(form.get("force"))
-        fingerprint = {"audio": hashlib.sha256(data).hexdigest(), "mimeType": mime,
+        digest = hashlib.sha256(data).hexdigest()  # once: the fingerprint's and the media's
+        fingerprint = {"audio": digest, "mimeType": mime,
                        "noteId": str(note.id) if note else None, "force": force}
         options = job_options(form)
 
         def create(key: str | None, request_hash: str) -> Any:
             charge("transcription")  # not on an Idempotency-Key replay: that makes no new job
-            media = store_media(data, "audio", mime, owner_id=user.id,
-                                note_id=note.id if note else None)
+            media = store_media(data, "audio", mime, owner_id=user_id,
+                                note_id=note.id if note else None, sha256=digest)
             return start_transcription(media, idempotency_key=key, request_hash=request_hash,
                                        force=force, job_args=options.job_args())
 
-        return submit(user.id, fingerprint, create, options=options)
+        return submit(user_id, fingerprint, create, options=options)
