@@ -85,7 +85,9 @@ def run_platform(stack, args) -> tuple[float, dict]:
 
     # The concurrency split over --worker-procs processes (each its own GIL).
     names = [f"worker-{i + 1}" for i in range(args.worker_procs)]
-    workers = [stack.services.start_worker(name, concurrency=args.concurrency // len(names))
+    prefetch = ("--prefetch-multiplier", str(args.prefetch)) if args.prefetch else ()
+    workers = [stack.services.start_worker(name, concurrency=args.concurrency // len(names),
+                                           extra_args=prefetch)
                for name in names]
 
     def worker_cpu() -> float:
@@ -227,6 +229,8 @@ def main() -> int:
     parser.add_argument("--worker-procs", type=int, default=1,
                         help="platform worker processes sharing --concurrency")
     parser.add_argument("--skip-bare", action="store_true")
+    parser.add_argument("--prefetch", type=int, default=0,
+                        help="the platform worker's --prefetch-multiplier (0: celeryconfig's)")
     parser.add_argument("--profile", type=Path, default=None,
                         help="sample the (first) worker during the window into this directory "
                              "(py-spy: worker.raw, worker.svg) and print where its CPU went")

@@ -272,7 +272,7 @@ class Services:
 
     def start_worker(self, name: str, concurrency: int = 4,
                      queues: str = "transcription,illustration,story,batch,maintenance",
-                     ) -> subprocess.Popen[bytes]:
+                     extra_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
         process = self._spawn(
             name,
             [
@@ -292,6 +292,7 @@ class Services:
                 "--without-gossip",
                 "--loglevel",
                 "INFO",
+                *extra_args,
             ],
         )
         deadline = time.monotonic() + 30
