@@ -79,6 +79,9 @@ worker_concurrency = env_int(os.environ, "CELERY_CONCURRENCY", DEFAULT_CONCURREN
 broker_pool_limit = worker_concurrency + 4
 broker_connection_retry_on_startup = True
 if broker_url.startswith(("redis://", "rediss://")):
+    if broker_url.startswith("redis://"):  # rediss (TLS) keeps kombu's own, untouched
+        # kombu's Redis transport, reusing one client per channel (workers/redis_broker.py).
+        broker_transport = "workers.redis_broker:Transport"
     broker_transport_options: dict[str, Any] = {
         # Above the longest task (90 s) plus the longest retry delay (120 s): a slow task is
         # never redelivered while it still runs.

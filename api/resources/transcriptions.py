@@ -24,6 +24,9 @@ blp = Blueprint("transcriptions", __name__, url_prefix="/api/v1", description="T
 
 # base64 grows data by 4/3; anything longer cannot decode to an allowed size.
 MAX_BASE64_CHARS = (MAX_MEDIA_BYTES + 2) // 3 * 4
+# Built once: a schema's construction costs more than loading one small body with it.
+json_schema = TranscriptionJsonSchema()
+form_schema = TranscriptionFormSchema()
 
 
 def _load(schema: Any, data: Any) -> dict[str, Any]:
@@ -76,7 +79,7 @@ class Transcriptions(MethodView):
     def post(self) -> Response:
         """Transcribe audio: JSON ``{audioData: base64, mimeType}`` or multipart ``file``."""
         if request.mimetype == "multipart/form-data":
-            form = _load(TranscriptionFormSchema(), request.form.to_dict())
+            form = _load(form_schema, request.form.to_dict())
             upload = request.files.get("file")
             if upload is None:
                 abort(422, message="file is required", errors={"files": {"file": ["required"]}})
@@ -86,7 +89,7 @@ class Transcriptions(MethodView):
         else:
             if not request.is_json:
                 abort(415, message="send application/json or multipart/form-data")
-            form = _load(TranscriptionJsonSchema(), request.get_json(silent=True))
+            form = _load(json_schema, request.get_json(silent=True))
             data = _decode_base64(form["audio_data"])
             declared = form["mime_type"]
         if len(data) > MAX_MEDIA_BYTES:
