@@ -5,12 +5,12 @@ for webhook payloads and for the copy of each job's document kept in Redis
 from __future__ import annotations
 
 import hashlib
-import json
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from marshmallow import Schema, fields
 from sqlalchemy import select
 from sqlalchemy.orm import Session, object_session
@@ -153,7 +153,7 @@ def job_document(job: Any, deliveries: Sequence[Any] | None) -> JobDocument:
     data["webhookDeliveries"] = (
         _deliveries_schema.dump(deliveries) if job.webhook_url and deliveries is not None
         else None)
-    body = json.dumps(data, sort_keys=True, default=str, separators=(",", ":")).encode()
+    body = orjson.dumps(data, default=str, option=orjson.OPT_SORT_KEYS)
     return JobDocument(job.id, job.owner_id, job.version, job.status, body,
                        hashlib.sha256(body).hexdigest()[:32])
 
