@@ -14,7 +14,8 @@ profiled (cProfile) for the top functions and the share of each package:
    cache lease, model call through google-genai, result), as a Celery thread runs it.
 
 Thread CPU time on a shared box still counts cache misses and frequency changes: compare
-figures of one run, and print ``uptime`` with them.
+figures of one run, and print ``uptime`` with them. The profiled round also counts Python
+function calls per operation, which other load does not change.
 """
 
 from __future__ import annotations
@@ -66,6 +67,10 @@ def report(profile: cProfile.Profile, label: str, count: int, top: int) -> None:
     stats = pstats.Stats(profile)
     raw: dict[Any, Any] = stats.stats  # type: ignore[attr-defined]
     total = sum(entry[2] for entry in raw.values()) or 1e-9
+    # Python function calls do not depend on what else runs on the box: a before/after figure
+    # that holds on a shared machine, where CPU time swings by a third from run to run.
+    calls = sum(entry[1] for entry in raw.values())
+    print(f"  {label}: {calls / count:.0f} Python function calls per operation")
     by_package: dict[str, float] = defaultdict(float)
     for (filename, _line, _name), entry in raw.items():
         by_package[package_of(filename)] += entry[2]
