@@ -39,27 +39,13 @@ from typing import Any
 if __name__ == "__main__" and not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-# Packages a profile is grouped by (the first matching path fragment names the row).
-PACKAGES = (
-    ("sqlalchemy", "sqlalchemy"), ("psycopg2", "psycopg2"), ("marshmallow", "marshmallow"),
-    ("flask_smorest", "flask-smorest"), ("flask_limiter", "flask-limiter"),
-    ("flask", "flask"), ("werkzeug", "werkzeug"), ("google/genai", "google-genai"),
-    ("pydantic", "pydantic"), ("httpx", "httpx"), ("httpcore", "httpx"), ("h11", "httpx"),
-    ("redis", "redis-py"), ("jwt", "pyjwt"), ("prometheus_client", "prometheus-client"),
-    ("kombu", "kombu/celery"), ("celery", "kombu/celery"), ("json", "json"),
-    ("logging", "logging"), ("telemetry.py", "ours: telemetry"), ("/api/", "ours: api"),
-    ("/workers/", "ours: workers"), ("/agents/", "ours: agents"), ("/models/", "ours: models"),
-    ("uuid", "uuid"), ("base64", "base64"), ("threading", "threading"),
-)
+from bench import flame
 
 
 def package_of(filename: str) -> str:
-    for fragment, name in PACKAGES:
-        if fragment in filename:
-            return name
-    if filename.startswith("~") or filename.startswith("<"):
+    if filename.startswith(("~", "<")):
         return "builtins (C)"
-    return "other"
+    return flame.package_of(filename)
 
 
 def report(profile: cProfile.Profile, label: str, count: int, top: int) -> None:

@@ -10,8 +10,14 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, Page
 from sqlalchemy import func, select
 
-from api.auth import ADMIN_ROLE, SECURITY, current_user, login_required, token_required
-from api.auth import current_user_id as user_id
+from api.auth import (
+    ADMIN_ROLE,
+    SECURITY,
+    current_user,
+    current_user_id,
+    login_required,
+    token_required,
+)
 from api.errors import error_responses
 from api.ownership import owned_job
 from api.schemas.jobs import JobQuerySchema, JobSchema
@@ -82,7 +88,7 @@ def polled_job(job_id: uuid.UUID, etags: frozenset[str] | None) -> Entry:
     put back in Redis for the next poll. Either way the same bytes."""
     mirror = state().mirror
     entry = mirror.lookup(job_id, etags) if mirror is not None else None
-    if entry is not None and entry.owner_id == str(user_id()):
+    if entry is not None and entry.owner_id == str(current_user_id()):
         return entry
     document = render_job(db(), owned_job(job_id))
     if mirror is not None:
