@@ -136,6 +136,9 @@ if AMQP_BROKER:
     # (at-least-once dead-lettering). Declared and bound by every worker at start.
     broker_native_delayed_delivery_queue_type = "quorum"
 elif broker_url.startswith(("redis://", "rediss://")):
+    if broker_url.startswith("redis://"):  # rediss (TLS) keeps kombu's own, untouched
+        # kombu's Redis transport, reusing one client per channel (workers/redis_broker.py).
+        broker_transport = "workers.redis_broker:Transport"
     broker_transport_options = {
         # Above the longest task (90 s) plus the longest retry delay (120 s): a slow task is
         # never redelivered while it still runs.

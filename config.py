@@ -364,6 +364,27 @@ def _retention(env: Mapping[str, str], seconds_name: str, days_name: str, defaul
 
 
 @dataclass(frozen=True)
+class PollSettings:
+    """The poll fast path: job documents kept in Redis, and the per-process cache of users'
+    token versions that lets a poll skip the users table (workers/job_mirror.py, api/auth.py)."""
+
+    # An entry lives this long after its last write (each transition writes it again). The
+    # life bounds how long a process killed between a commit and its write can leave an
+    # older document behind, and the memory finished jobs hold in Redis.
+    document_ttl_s: int = 300
+    # How long a process trusts a user's token version: a password change made through another
+    # API process revokes older tokens on this path after at most this long.
+    token_version_cache_s: float = 5.0
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> PollSettings:
+        return cls(
+            document_ttl_s=max(1, env_int(env, "JOB_DOCUMENT_TTL_SECONDS", 300)),
+            token_version_cache_s=max(0, env_int(env, "TOKEN_VERSION_CACHE_SECONDS", 5)),
+        )
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything the API and the workers need to know about their environment."""
 
@@ -390,6 +411,7 @@ class Settings:
     batch: BatchSettings = field(default_factory=BatchSettings)
     film: FilmSettings = field(default_factory=FilmSettings)
     narrator: NarratorSettings = field(default_factory=NarratorSettings)
+    poll: PollSettings = field(default_factory=PollSettings)
 
     def attempts_for(self, kind: str) -> int:
         """Attempts a job of this kind gets (first try + retries); configurable per kind."""
@@ -441,6 +463,7 @@ class Settings:
             batch=BatchSettings.from_env(env),
             film=FilmSettings.from_env(env),
             narrator=NarratorSettings.from_env(env),
+            poll=PollSettings.from_env(env),
         )
 
 

@@ -25,8 +25,8 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from config import estimated_cost_usd
-from models import Job, JobEvent
-from models.job import loaded_job
+from models import Job
+from models.job import loaded_job, pending_events
 
 log = logging.getLogger(__name__)
 
@@ -135,25 +135,32 @@ _PENDING_COUNTS = "lifetales.metrics_pending"
 
 def install_job_metrics(factory: sessionmaker[Session]) -> None:
     """Count jobs submitted, finished and retried from this factory's sessions."""
-    event.listen(factory, "after_flush", _collect_job_changes)
+    event.listen(factory, "after_flush", _collect_submitted)
+    event.listen(factory, "before_commit", _collect_job_changes)
     event.listen(factory, "after_commit", _observe_job_changes)
     event.listen(factory, "after_rollback", lambda session: session.info.pop(_PENDING_COUNTS, None))
 
 
-def _collect_job_changes(session: Session, _flush_context: object) -> None:
-    submitted = [job.kind for job in session.new if isinstance(job, Job)]
+def _collect_submitted(session: Session, _flush_context: object) -> None:
+    submitted = [("submitted", job.kind, "", None) for job in session.new if isinstance(job, Job)]
+    if submitted:
+        session.info.setdefault(_PENDING_COUNTS, []).extend(submitted)
+
+
+def _collect_job_changes(session: Session) -> None:
     finished: dict[Any, str] = {}
     retried: list[tuple[Any, str]] = []
-    for item in session.new:
-        if not isinstance(item, JobEvent) or not isinstance(item.data, dict):
+    for item in pending_events(session):
+        data = item["data"]
+        if not isinstance(data, dict):
             continue
-        if item.type == "done":
-            finished[item.job_id] = str(item.data.get("status"))
-        elif item.type == "status" and item.data.get("status") == "queued":
-            error = item.data.get("error")
+        if item["type"] == "done":
+            finished[item["job_id"]] = str(data.get("status"))
+        elif item["type"] == "status" and data.get("status") == "queued":
+            error = data.get("error")
             if isinstance(error, dict):
-                retried.append((item.job_id, str(error.get("code"))))
-    if not (submitted or finished or retried):
+                retried.append((item["job_id"], str(error.get("code"))))
+    if not (finished or retried):
         return
     jobs: dict[Any, tuple[str, datetime]] = {}
     ids = set(finished) | {job_id for job_id, _code in retried}
@@ -169,7 +176,6 @@ def _collect_job_changes(session: Session, _flush_context: object) -> None:
         )
         jobs.update({job_id: (kind, created_at) for job_id, kind, created_at in rows})
     pending = session.info.setdefault(_PENDING_COUNTS, [])
-    pending.extend(("submitted", kind, "", None) for kind in submitted)
     for job_id, status in finished.items():
         if job_id in jobs:
             pending.append(("finished", jobs[job_id][0], status, jobs[job_id][1]))
@@ -407,8 +413,12 @@ class JsonFormatter(logging.Formatter):
     def __init__(self, service: str | None = None, secrets: Iterable[str] = ()) -> None:
         super().__init__()
         self.service = service
-        # Longest first, so a secret containing another is scrubbed whole.
-        self._secrets = sorted(set(secrets), key=len, reverse=True)
+        # Longest first, so a secret containing another is scrubbed whole; each also as it
+        # reads inside a JSON string (escaped once here, not on every line).
+        self._secrets = [
+            (secret, json.dumps(secret, ensure_ascii=False)[1:-1])
+            for secret in sorted(set(secrets), key=len, reverse=True)
+        ]
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
@@ -431,10 +441,9 @@ class JsonFormatter(logging.Formatter):
         return self._scrub(json.dumps(entry, default=str, ensure_ascii=False))
 
     def _scrub(self, line: str) -> str:
-        for secret in self._secrets:
+        for secret, escaped in self._secrets:
             if secret in line:
                 line = line.replace(secret, REDACTED)
-            escaped = json.dumps(secret, ensure_ascii=False)[1:-1]
             if escaped != secret and escaped in line:
                 line = line.replace(escaped, REDACTED)
         return line

@@ -55,19 +55,19 @@ _clients: dict[_ClientKey, genai.Client] = {}
 _clients_pid: int | None = None
 
 
-def _client_key(settings: AgentSettings) -> _ClientKey:
+def _client_key(settings: AgentSettings, timeout_ms: int | None) -> _ClientKey:
     if not settings.gemini_api_key:
         raise AgentError(
             "upstream_auth", "No Gemini API key is configured.", retryable=False
         )
     # The env value is part of the key only so a changed endpoint gets a fresh client.
     base_url = settings.base_url or os.environ.get(BASE_URL_ENV) or None
-    return (settings.gemini_api_key, base_url, _default_timeout_ms(settings),
+    return (settings.gemini_api_key, base_url, timeout_ms or _default_timeout_ms(settings),
             settings.max_connections)
 
 
 def _default_timeout_ms(settings: AgentSettings) -> int:
-    # Each request sets its own timeout; the client-wide one is a backstop, never "no limit".
+    # A client made without a timeout (none of the agents) still gets one, never "no limit".
     return max(
         settings.transcription_timeout_ms,
         settings.story_timeout_ms,
@@ -77,10 +77,12 @@ def _default_timeout_ms(settings: AgentSettings) -> int:
     )
 
 
-def get_client(settings: AgentSettings) -> genai.Client:
-    """The process's client for these settings, created on first use (thread-safe)."""
+def get_client(settings: AgentSettings, timeout_ms: int | None = None) -> genai.Client:
+    """The process's client for these settings and this request timeout (one per agent's
+    timeout: a per-request timeout would make the SDK copy and merge its options on every
+    call), created on first use (thread-safe)."""
     global _clients_pid
-    key = _client_key(settings)
+    key = _client_key(settings, timeout_ms)
     with _clients_lock:
         if _clients_pid != os.getpid():
             # Forked since the clients were made: their pooled sockets belong to the parent.
@@ -118,13 +120,6 @@ def reset_clients() -> None:
     availability.clear()
 
 
-def with_timeout(
-    config: types.GenerateContentConfig, timeout_ms: int
-) -> types.GenerateContentConfig:
-    """A copy of ``config`` whose request carries its own timeout (milliseconds)."""
-    return config.model_copy(update={"http_options": types.HttpOptions(timeout=timeout_ms)})
-
-
 def generate(
     settings: AgentSettings,
     *,
@@ -134,11 +129,9 @@ def generate(
     timeout_ms: int,
 ) -> types.GenerateContentResponse:
     """Call ``generateContent`` once; every failure becomes an ``AgentError``."""
-    client = get_client(settings)
+    client = get_client(settings, timeout_ms)
     try:
-        response = client.models.generate_content(
-            model=model, contents=contents, config=with_timeout(config, timeout_ms)
-        )
+        response = client.models.generate_content(model=model, contents=contents, config=config)
     except SDK_ERRORS as exc:
         raise from_sdk_error(exc) from exc
     raise_if_blocked(response)
@@ -158,11 +151,9 @@ def generate_stream(
     ``timeout_ms`` bounds each read and the whole stream. Closing the generator early closes
     the upstream response, which stops the generation.
     """
-    client = get_client(settings)
+    client = get_client(settings, timeout_ms)
     deadline = time.monotonic() + timeout_ms / 1000
-    chunks = client.models.generate_content_stream(
-        model=model, contents=contents, config=with_timeout(config, timeout_ms)
-    )
+    chunks = client.models.generate_content_stream(model=model, contents=contents, config=config)
     try:
         for chunk in chunks:
             # A read timeout alone would let a trickling stream run forever.

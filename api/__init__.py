@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask
+from flask import Flask, Request
+from flask.sessions import SessionInterface
 from sqlalchemy.orm import Session, sessionmaker
 
 from agents.media.storage import build_storage
 from api import docs, resources
+from api.auth import CheckedTokens, TokenVersions
 from api.body_limit import init_body_limit
 from api.errors import DocumentedApi, register_error_handlers
 from api.job_watch import JobWatcher
@@ -20,8 +22,20 @@ from config import Settings
 from models.db import make_engine, make_session_factory
 from workers.dispatch import install_enqueue_after_commit
 from workers.events import Notifier, install_event_notifier
+from workers.job_mirror import build_mirror
 
 log = logging.getLogger(__name__)
+
+
+class NoCookieSession(SessionInterface):
+    """The API authenticates bearer tokens and keeps no cookie session: opening Flask's signed
+    cookie session on every request (it would be empty) is work for nothing."""
+
+    def open_session(self, app: Flask, request: Request) -> None:
+        return None
+
+    def save_session(self, *_: object) -> None:
+        return None
 
 
 def create_app(
@@ -29,6 +43,7 @@ def create_app(
 ) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
+    app.session_interface = NoCookieSession()
     app.config.update(
         SECRET_KEY=settings.secret_key,
         JSON_SORT_KEYS=False,
@@ -49,7 +64,7 @@ def create_app(
         engine = make_engine(settings.database_url)
         session_factory = make_session_factory(engine)
     install_enqueue_after_commit(session_factory)
-    notifier = Notifier(settings.redis_url)
+    notifier = Notifier(settings.redis_url, build_mirror(settings.redis_url, settings.poll))
     install_event_notifier(session_factory, notifier)
     app.extensions[EXTENSION] = AppState(
         settings=settings,
@@ -61,6 +76,8 @@ def create_app(
         provider_mode="gemini" if settings.agents.gemini_api_key else "offline",
         notifier=notifier,
         watcher=JobWatcher(settings.redis_url),
+        token_versions=TokenVersions(settings.poll.token_version_cache_s),
+        checked_tokens=CheckedTokens(settings.secret_key),
     )
     app.teardown_appcontext(close_db)
 

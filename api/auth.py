@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -13,6 +14,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from flask import g, request
 from flask_smorest import abort
+from sqlalchemy import select
 
 from api.state import db, state
 from models import User
@@ -65,9 +67,14 @@ def bearer_token() -> str | None:
 
 def verified_claims(token: str) -> dict[str, Any] | None:
     """The claims of a genuine, unexpired access token (signature and expiry only, no database)."""
+    return state().checked_tokens.claims(token)
+
+
+def verify_token(token: str, secret_key: str) -> dict[str, Any] | None:
+    """``verified_claims`` with the key given (no Flask app needed: bench/floor_app.py)."""
     try:
         claims: dict[str, Any] = jwt.decode(
-            token, state().settings.secret_key, algorithms=[ALGORITHM],
+            token, secret_key, algorithms=[ALGORITHM],
             options={"require": ["sub", "exp", "ver"]},
         )
         uuid.UUID(claims["sub"])
@@ -76,17 +83,81 @@ def verified_claims(token: str) -> dict[str, Any] | None:
     return claims if claims.get("typ") == "access" else None
 
 
-def token_subject() -> str | None:
-    """The user id a genuine bearer token names (the rate limiter's key); cached per request."""
-    if "token_subject" not in g:
+def request_claims() -> dict[str, Any] | None:
+    """The claims of the request's bearer token if it is genuine; checked once per request."""
+    if "token_claims" not in g:
         token = bearer_token()
-        claims = verified_claims(token) if token else None
-        g.token_subject = str(claims["sub"]) if claims else None
-    return cast(str | None, g.token_subject)
+        g.token_claims = verified_claims(token) if token else None
+    return cast(dict[str, Any] | None, g.token_claims)
 
 
-def _user_from_token(token: str) -> User | None:
-    claims = verified_claims(token)
+def token_subject() -> str | None:
+    """The user id a genuine bearer token names (the rate limiter's key)."""
+    claims = request_claims()
+    return str(claims["sub"]) if claims else None
+
+
+# Users (tokens) remembered by a TokenVersions (CheckedTokens) at most; past it it starts over.
+TOKEN_VERSIONS_KEPT = 100_000
+CHECKED_TOKENS_KEPT = 100_000
+
+
+class CheckedTokens:
+    """Tokens whose signature this process has checked, with their claims: a client polling
+    with the same token pays the check (PyJWT, tens of microseconds) once; a kept token is
+    still refused the moment it expires. Only genuine tokens are kept (we signed them all)."""
+
+    def __init__(self, secret_key: str) -> None:
+        self._secret_key = secret_key
+        self._checked: dict[str, dict[str, Any]] = {}
+
+    def claims(self, token: str) -> dict[str, Any] | None:
+        claims = self._checked.get(token)
+        if claims is None:
+            claims = verify_token(token, self._secret_key)
+            if claims is None:
+                return None
+            if len(self._checked) >= CHECKED_TOKENS_KEPT:
+                self._checked.clear()
+            self._checked[token] = claims
+        elif claims["exp"] <= time.time():
+            del self._checked[token]
+            return None
+        return claims
+
+
+class TokenVersions:
+    """Users' token versions as last read from the database, trusted for ``ttl_s`` seconds by
+    this process, so a poll checks its token with no query. A password change bumps the
+    version: this process forgets the user at once, other API processes within ``ttl_s``."""
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._known: dict[uuid.UUID, tuple[float, int | None]] = {}
+
+    def version(self, user_id: uuid.UUID, read: Callable[[], int | None]) -> int | None:
+        """The user's token version (None: no such user), read again once older than ttl_s."""
+        now = time.monotonic()
+        known = self._known.get(user_id)
+        if known is not None and now - known[0] < self.ttl_s:
+            return known[1]
+        version = read()
+        if len(self._known) >= TOKEN_VERSIONS_KEPT:
+            self._known.clear()
+        self._known[user_id] = (now, version)
+        return version
+
+    def forget(self, user_id: uuid.UUID) -> None:
+        self._known.pop(user_id, None)
+
+
+def _unauthorized() -> None:
+    abort(401, message="missing, invalid or expired bearer token",
+          headers={"WWW-Authenticate": 'Bearer realm="lifetales"'})
+
+
+def _user_from_token() -> User | None:
+    claims = request_claims()
     if claims is None:
         return None
     user = db().get(User, uuid.UUID(claims["sub"]))
@@ -97,14 +168,30 @@ def _user_from_token(token: str) -> User | None:
 
 def authenticate() -> User:
     """The user the request's bearer token belongs to; 401 without a valid one."""
-    token = bearer_token()
-    user = _user_from_token(token) if token else None
+    user = _user_from_token()
     if user is None:
-        abort(401, message="missing, invalid or expired bearer token",
-              headers={"WWW-Authenticate": 'Bearer realm="lifetales"'})
+        _unauthorized()
     assert user is not None
     g.current_user = user
+    g.user_id = user.id
     return user
+
+
+def authenticate_user_id() -> uuid.UUID:
+    """The id of the user the request's bearer token belongs to, without loading the user: the
+    signature, then the token version against the process's TokenVersions (a query at most
+    every few seconds per user). 401 without a valid token, as ``authenticate``."""
+    claims = request_claims()
+    if claims is None:
+        _unauthorized()
+    assert claims is not None
+    user_id = uuid.UUID(claims["sub"])
+    version = state().token_versions.version(
+        user_id, lambda: db().scalar(select(User.token_version).where(User.id == user_id)))
+    if version is None or version != claims["ver"]:
+        _unauthorized()
+    g.user_id = user_id
+    return user_id
 
 
 def login_required(view: F) -> F:
@@ -113,6 +200,18 @@ def login_required(view: F) -> F:
     @functools.wraps(view)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         authenticate()
+        return view(*args, **kwargs)
+
+    return cast(F, wrapper)
+
+
+def token_required(view: F) -> F:
+    """``login_required`` for views that need only the user's id (``current_user_id``): no
+    query for the user (``authenticate_user_id``)."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        authenticate_user_id()
         return view(*args, **kwargs)
 
     return cast(F, wrapper)
@@ -133,3 +232,8 @@ def admin_required(view: F) -> F:
 
 def current_user() -> User:
     return cast(User, g.current_user)
+
+
+def current_user_id() -> uuid.UUID:
+    """The authenticated user's id (after ``login_required`` or ``token_required``)."""
+    return cast(uuid.UUID, g.user_id)

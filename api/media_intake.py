@@ -79,8 +79,10 @@ def classify(data: bytes, declared: str | None, field: str, *, audio_only: bool)
 
 
 def store_media(
-    data: bytes, kind: str, mime: str, *, owner_id: uuid.UUID, note_id: uuid.UUID | None
+    data: bytes, kind: str, mime: str, *, owner_id: uuid.UUID, note_id: uuid.UUID | None,
+    sha256: str | None = None,
 ) -> Media:
+    """Store the file and add its media row; ``sha256``: its digest, if already computed."""
     media_id = uuid.uuid4()
     key = f"{kind}/{media_id}"
     stored = state().storage.save(key, data, mime)
@@ -93,7 +95,7 @@ def store_media(
     media = Media(
         id=media_id, owner_id=owner_id, note_id=note_id, kind=kind, position=position,
         storage_key=key, url=stored.url, mime_type=mime, size=len(data),
-        sha256=hashlib.sha256(data).hexdigest(),
+        sha256=sha256 or hashlib.sha256(data).hexdigest(),
     )
     db().add(media)
     return media

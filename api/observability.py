@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, values
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy import func, inspect, select
+from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -77,11 +77,10 @@ def _finish_request(response: Response) -> Response:
 
 
 def _user_id() -> str | None:
-    """The signed-in user's id, from its identity key: never a query, since the request's
-    transaction may have failed (the database gone) and left the user's row expired."""
-    user = g.get("current_user")
-    identity = inspect(user).identity if user is not None else None
-    return str(identity[0]) if identity else None
+    """The signed-in user's id as authentication recorded it: never a query, since the
+    request's transaction may have failed (the database gone) and left the user's row expired."""
+    user_id = g.get("user_id")
+    return str(user_id) if user_id is not None else None
 
 
 def _end_request(_exc: BaseException | None = None) -> None:

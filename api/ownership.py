@@ -9,7 +9,7 @@ from flask_smorest import abort
 from sqlalchemy import Select, select
 from sqlalchemy.orm import selectinload
 
-from api.auth import current_user
+from api.auth import current_user_id
 from api.state import db
 from models import Job, Note, Space
 
@@ -26,7 +26,7 @@ def _one_or_404(statement: Select[T], what: str) -> T:
 
 def owned_space(space_id: uuid.UUID) -> Space:
     return _one_or_404(
-        select(Space).where(Space.id == space_id, Space.owner_id == current_user().id), "space"
+        select(Space).where(Space.id == space_id, Space.owner_id == current_user_id()), "space"
     )
 
 
@@ -41,12 +41,12 @@ def owned_note(space_id: uuid.UUID, note_id: uuid.UUID) -> Note:
 
 def owned_note_anywhere(note_id: uuid.UUID) -> Note:
     return _one_or_404(
-        select(Note).join(Space).where(Note.id == note_id, Space.owner_id == current_user().id),
+        select(Note).join(Space).where(Note.id == note_id, Space.owner_id == current_user_id()),
         "note",
     )
 
 
 def owned_job(job_id: uuid.UUID) -> Job:
     return _one_or_404(
-        select(Job).where(Job.id == job_id, Job.owner_id == current_user().id), "job"
+        select(Job).where(Job.id == job_id, Job.owner_id == current_user_id()), "job"
     )

@@ -31,7 +31,7 @@ from flask_smorest import abort
 from limits import RateLimitItem, parse_many
 from limits.strategies import MovingWindowRateLimiter
 
-from api.auth import current_user, token_subject
+from api.auth import current_user_id, token_subject
 from config import RateLimitSettings, Settings
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def charge(budget: str) -> None:
     if limits.budgets is None:
         return
     value = getattr(limits.settings, budget)
-    identifiers = (KEY_PREFIX, f"user:{current_user().id}", budget)
+    identifiers = (KEY_PREFIX, f"user:{current_user_id()}", budget)
     for item in parse_many(value):
         try:
             allowed = limits.budgets.hit(item, *identifiers)

@@ -87,15 +87,19 @@ def _cors_headers(response: Response, allowed: frozenset[str]) -> Response:
     return response
 
 
+# On every answer, unless the view set its own.
+SECURITY_HEADERS = (("X-Content-Type-Options", "nosniff"), ("Referrer-Policy", "no-referrer"),
+                    ("X-Frame-Options", "DENY"), ("Content-Security-Policy", API_CSP))
+
+
 def _security_headers(response: Response, force_https: bool) -> Response:
     headers = response.headers
-    headers.setdefault("X-Content-Type-Options", "nosniff")
-    headers.setdefault("Referrer-Policy", "no-referrer")
-    headers.setdefault("X-Frame-Options", "DENY")
     if request.endpoint == SWAGGER_UI_ENDPOINT:
         headers["Content-Security-Policy"] = swagger_ui_csp(response)
-    else:
-        headers.setdefault("Content-Security-Policy", API_CSP)
+    # One pass over the headers set so far (werkzeug's setdefault searches them per call).
+    present = {name.lower() for name, _ in headers.items()}
+    headers.extend([(name, value) for name, value in SECURITY_HEADERS
+                    if name.lower() not in present])
     if force_https and request.is_secure:
         headers["Strict-Transport-Security"] = HSTS
     return response

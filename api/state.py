@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from flask import current_app, g
 from sqlalchemy import Engine
@@ -12,6 +13,10 @@ from agents.media.storage import MediaStorage
 from api.job_watch import JobWatcher
 from config import Settings
 from workers.events import Notifier
+from workers.job_mirror import JobMirror
+
+if TYPE_CHECKING:
+    from api.auth import CheckedTokens, TokenVersions
 
 EXTENSION = "lifetales"
 
@@ -25,6 +30,13 @@ class AppState:
     provider_mode: str
     notifier: Notifier
     watcher: JobWatcher
+    token_versions: TokenVersions
+    checked_tokens: CheckedTokens
+
+    @property
+    def mirror(self) -> JobMirror | None:
+        """The job documents kept in Redis (None without Redis: reads go to the database)."""
+        return self.notifier.mirror
 
 
 def state() -> AppState:

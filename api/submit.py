@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from flask import Response, jsonify, request
+from flask import Response, request
 from flask_smorest import abort
 from marshmallow import Schema, ValidationError
 from sqlalchemy import select, update
@@ -26,6 +26,8 @@ from api.state import db, state
 from models import TERMINAL_STATUSES, WEBHOOK_EVENTS, Job
 from models.base import utcnow
 from workers.dispatch import create_job
+from workers.job_mirror import committed_document
+from workers.job_resource import JobDocument, render_job
 from workers.webhooks import WebhookRefused, resolve_target
 
 MAX_WAIT_S = 60
@@ -34,8 +36,6 @@ POLL_INTERVAL_S = 0.05  # without Redis notifications (embedded default)
 WAKE_TIMEOUT_S = 1.0  # with them: re-read anyway this often (a lost notification)
 # One preference of a Prefer header (RFC 7240): commas inside quoted values do not split.
 _PREFERENCE = re.compile(r'(?:[^,"]|"[^"]*")+')
-
-job_schema = JobSchema()
 
 # OpenAPI of every submit: its request headers, and its two success answers.
 SUBMIT_HEADERS: list[dict[str, Any]] = [
@@ -76,8 +76,16 @@ SUBMITTED: dict[str, Any] = {
 }
 
 
-def retry_after_s(job: Job) -> int:
-    return 1 if job.status == "queued" else 2
+def retry_after_s(status: str) -> int:
+    """When to poll a job in this status again (seconds)."""
+    return 1 if status == "queued" else 2
+
+
+def job_document(job: Job) -> JobDocument:
+    """The job's document: as rendered when the request's last commit wrote it (no second
+    rendering), else rendered now from the loaded job."""
+    session = db()
+    return committed_document(session, job) or render_job(session, job)
 
 
 @dataclass(frozen=True)
@@ -251,27 +259,37 @@ def submit_job(owner_id: uuid.UUID, kind: str, payload: dict[str, Any],
     return submit(owner_id, payload, create, options=options)
 
 
-def wait_for_job(job: Job, wait_s: float) -> Job:
-    """The job once finished, or as it is when ``wait_s`` runs out.
+def wait_for_job(job: Job, wait_s: float) -> tuple[str, bytes]:
+    """(status, document) of the job once finished, or as it is when ``wait_s`` runs out.
 
     Wakes on the job's event notifications (registered before the first read, so nothing
-    slips between); re-reads now and then anyway, and polls briskly when there are no
-    notifications (the embedded default has no Redis). Reads the status alone while waiting
-    and the whole job once, at the end."""
+    slips between) and reads the status the notification announced from the job's document in
+    Redis; when no notification came for a while it reads the database instead (a lost
+    notification, or an entry a failed write left behind), and polls the database briskly with
+    no notifications at all (the embedded default has no Redis)."""
     deadline = time.monotonic() + wait_s
     status_of = select(Job.status).where(Job.id == job.id)
     session = db()
+    mirror = state().mirror
+    woken = True
     with state().watcher.watch(job.id) as watch:
         while True:
-            status = session.scalar(status_of)
-            session.commit()  # hand the connection back while waiting
+            status = mirror.status(job.id) if mirror is not None and woken else None
+            if status is None:
+                status = session.scalar(status_of)
+                session.commit()  # hand the connection back while waiting
             remaining = deadline - time.monotonic()
             if status is None or status in TERMINAL_STATUSES or remaining <= 0:
                 break
-            watch.wait(min(remaining, WAKE_TIMEOUT_S), poll_s=POLL_INTERVAL_S)
+            woken = watch.wait(min(remaining, WAKE_TIMEOUT_S), poll_s=POLL_INTERVAL_S)
     if status is None or status == job.status:
-        return job
-    return session.get(Job, job.id, populate_existing=True) or job
+        return job.status, job_document(job).body
+    if mirror is not None and status in TERMINAL_STATUSES:
+        entry = mirror.lookup(job.id)
+        if entry is not None and entry.status == status:  # final: no newer state can follow
+            return entry.status, entry.body or b""
+    fresh = session.get(Job, job.id, populate_existing=True) or job
+    return fresh.status, render_job(session, fresh).body
 
 
 def job_response(job: Job, *, prefer: Preferences | None = None) -> Response:
@@ -279,18 +297,20 @@ def job_response(job: Job, *, prefer: Preferences | None = None) -> Response:
     or without ``respond-async``) a job not yet finished is waited for up to N seconds."""
     prefer = prefer or Preferences()
     if prefer.wait_s and job.status not in TERMINAL_STATUSES:
-        job = wait_for_job(job, prefer.wait_s)
-    body = jsonify(job_schema.dump(job))
-    location = f"/api/v1/jobs/{job.id}"
-    if job.status in TERMINAL_STATUSES:
-        body.status_code = 200
-        body.headers["Content-Location"] = location
-        if prefer.wait_s:  # the final answer the wait asked for
-            body.headers["Preference-Applied"] = f"wait={prefer.wait_s}"
+        status, body = wait_for_job(job, prefer.wait_s)
     else:
-        body.status_code = 202
-        body.headers["Location"] = location
-        body.headers["Retry-After"] = str(retry_after_s(job))
+        status, body = job.status, job_document(job).body
+    response = Response(body, mimetype="application/json")
+    location = f"/api/v1/jobs/{job.id}"
+    if status in TERMINAL_STATUSES:
+        response.status_code = 200
+        response.headers["Content-Location"] = location
+        if prefer.wait_s:  # the final answer the wait asked for
+            response.headers["Preference-Applied"] = f"wait={prefer.wait_s}"
+    else:
+        response.status_code = 202
+        response.headers["Location"] = location
+        response.headers["Retry-After"] = str(retry_after_s(status))
         if prefer.respond_async:
-            body.headers["Preference-Applied"] = "respond-async"
-    return body
+            response.headers["Preference-Applied"] = "respond-async"
+    return response

@@ -48,8 +48,10 @@ from typing import Any
 if __name__ == "__main__" and not __package__:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as bench/chaos.py
 
+import redis
 import requests
 from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session
 
 from models import TERMINAL_STATUSES, Chapter, Job, Note, Story
 from models.base import utcnow
@@ -60,6 +62,8 @@ from tests.fakes.gemini_server import NOTE_ID_LINE, FakeGemini, RecordedRequest
 from tests.pg_cluster import PostgresCluster
 from tests.platform import RedisServer, Services
 from tests.rabbitmq import RabbitMQNode
+from workers.job_mirror import key as document_key
+from workers.job_resource import render_job
 
 WORKER_CONCURRENCY = 8
 NOTES_PER_SPACE = 3
@@ -802,6 +806,26 @@ def report_recovery(found: Findings, ev: Evidence, opts: Options, faults: list[F
 # --- the run --------------------------------------------------------------------------------
 
 
+def report_documents(found: Findings, engine: Engine, redis_url: str) -> None:
+    """Every job's document in Redis (what polls read) against the one rendered from its row
+    now: none may be older. Jobs with none are read from the database (the Redis restart
+    emptied it; later transitions wrote theirs again)."""
+    with Session(engine) as session:
+        jobs = list(session.scalars(select(Job)))
+        etags = {job.id: render_job(session, job).etag for job in jobs}
+    pipe = redis.Redis.from_url(redis_url).pipeline(transaction=False)
+    for job in jobs:
+        pipe.hget(document_key(job.id), "etag")
+    stored = dict(zip([job.id for job in jobs], pipe.execute(), strict=True))
+    missing = sum(1 for etag in stored.values() if etag is None)
+    stale = [job_id for job_id, etag in stored.items()
+             if etag is not None and etag.decode() != etags[job_id]]
+    found.add("job documents in Redis older than the database", len(stale), "0", not stale)
+    found.add("  jobs with no document in Redis (polls read the database)", missing, "info")
+    for job_id in stale[:3]:
+        found.details.append(f"job {job_id}: its document in Redis is not its row's")
+
+
 def wait_until_final(engine: Engine, expected: int, monkey: ChaosMonkey,
                      deadline: float) -> bool:
     """Poll until every job is final and the chaos is over; True if the deadline passed."""
@@ -911,6 +935,7 @@ def run(opts: Options) -> int:
         report_recovery(findings, evidence, opts, monkey.faults, gemini, started)
         if postgres is not None:
             report_first_requests(findings, postgres)
+        report_documents(findings, engine, redis_server.url)
         print("\nchaos results (targets: 0 lost, 0 stuck, 0 duplicate effects, every refusal a "
               "503/429 with Retry-After, every job final within 2 reaper intervals after the "
               "last fault)")

@@ -28,6 +28,7 @@ import redis
 import requests
 from sqlalchemy import text
 
+from bench.flame import record, summarize
 from bench.perfstack import (
     bare_sleep,
     busy_cores,
@@ -84,7 +85,9 @@ def run_platform(stack, args) -> tuple[float, dict]:
 
     # The concurrency split over --worker-procs processes (each its own GIL).
     names = [f"worker-{i + 1}" for i in range(args.worker_procs)]
-    workers = [stack.services.start_worker(name, concurrency=args.concurrency // len(names))
+    prefetch = ("--prefetch-multiplier", str(args.prefetch)) if args.prefetch else ()
+    workers = [stack.services.start_worker(name, concurrency=args.concurrency // len(names),
+                                           extra_args=prefetch)
                for name in names]
 
     def worker_cpu() -> float:
@@ -132,12 +135,18 @@ def run_platform(stack, args) -> tuple[float, dict]:
     xact0 = db_transactions(engine)
     cpu_w0 = (worker_cpu(), group_cpu_seconds(api_pid), postgres_cpu_seconds(),
               cpu_seconds(os.getpid()), busy_cores())
+    samplers = []
+    if args.profile:
+        args.profile.mkdir(parents=True, exist_ok=True)
+        samplers = record(workers[0].pid, args.seconds, args.profile / "worker")
     time.sleep(args.seconds)
     w1 = datetime.now(UTC)
     xact1 = db_transactions(engine)
     cpu_w1 = (worker_cpu(), group_cpu_seconds(api_pid), postgres_cpu_seconds(),
               cpu_seconds(os.getpid()), busy_cores())
     rss = sum(rss_kib(w.pid) or 0 for w in workers)
+    for sampler in samplers:
+        sampler.wait(timeout=30)
     backlog.stop.set()
     for t in threads:
         t.join(timeout=35)
@@ -220,6 +229,11 @@ def main() -> int:
     parser.add_argument("--worker-procs", type=int, default=1,
                         help="platform worker processes sharing --concurrency")
     parser.add_argument("--skip-bare", action="store_true")
+    parser.add_argument("--prefetch", type=int, default=0,
+                        help="the platform worker's --prefetch-multiplier (0: celeryconfig's)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="sample the (first) worker during the window into this directory "
+                             "(py-spy: worker.raw, worker.svg) and print where its CPU went")
     args = parser.parse_args()
     print(f"threads pool, concurrency {args.concurrency} in {args.worker_procs} platform worker "
           f"process(es), {args.clients} client threads, "
@@ -243,6 +257,10 @@ def main() -> int:
               f"own polling subtracted): {info['xact_per_job']:.1f}")
         print(f"  worker RSS (all processes) at concurrency {args.concurrency}: "
               f"{(info['rss_kib'] or 0) / 1024:.1f} MiB", flush=True)
+        if args.profile:
+            raw = args.profile / "worker.raw"
+            print(f"  worker profile ({raw}, flame graph worker.svg): "
+                  + summarize(raw, per=rate * args.seconds).replace("\n", "\n  "), flush=True)
         ok = rate >= TARGET_RATE
         if not args.skip_bare:
             bare, binfo = run_bare(stack, args)

@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import orjson
 from sqlalchemy import Engine, create_engine, event, exc, text
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -72,9 +73,17 @@ def normalize_database_url(url: str) -> str:
     return url
 
 
+def json_dumps(value: Any) -> str:
+    """JSON columns' encoder: orjson (several times the stdlib's speed; every job writes and
+    reads a dozen JSON values)."""
+    return orjson.dumps(value).decode()
+
+
 def make_engine(url: str, *, pool_size: int = 10, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys and a busy timeout for concurrent use."""
     url = normalize_database_url(url)
+    kwargs.setdefault("json_serializer", json_dumps)
+    kwargs.setdefault("json_deserializer", orjson.loads)
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":

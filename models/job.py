@@ -77,6 +77,12 @@ class Job(Base):
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]
     heartbeat_at: Mapped[datetime | None]
+    # Bumped by every UPDATE of the row, in SQL (also by Core statements: ``onupdate`` is part
+    # of the compiled UPDATE): orders the copies of the job's document kept in Redis
+    # (workers/job_mirror.py), so a late writer never replaces a newer one.
+    version: Mapped[int] = mapped_column(
+        Integer, default=1, server_default=text("1"), onupdate=text("jobs.version + 1")
+    )
 
     @property
     def finished(self) -> bool:
@@ -87,6 +93,25 @@ def loaded_job(session: Session, job_id: uuid.UUID) -> Job | None:
     """The job if this session already holds it (no query)."""
     found = session.identity_map.get(identity_key(Job, job_id))
     return found if isinstance(found, Job) else None
+
+
+# Events appended by the transaction under way, written when it commits (workers/events.py).
+_PENDING_EVENTS = "lifetales.pending_events"
+
+
+def append_event(session: Session, job_id: uuid.UUID, type_: str, data: dict[str, Any]) -> None:
+    session.info.setdefault(_PENDING_EVENTS, []).append(
+        {"job_id": job_id, "type": type_, "data": data, "created_at": utcnow()})
+
+
+def pending_events(session: Session) -> list[dict[str, Any]]:
+    """The events the transaction under way appends (``job_id``, ``type``, ``data``), in order."""
+    pending: list[dict[str, Any]] = session.info.get(_PENDING_EVENTS) or []
+    return pending
+
+
+def forget_pending_events(session: Session) -> None:
+    session.info.pop(_PENDING_EVENTS, None)
 
 
 class JobEvent(Base):

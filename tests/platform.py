@@ -240,16 +240,21 @@ class Services:
             stderr=subprocess.DEVNULL,
         )
 
-    def start_api(self, workers: int = 1) -> None:
+    def start_api(self, workers: int = 1, *, app: str = "api:create_app()", name: str = "api",
+                  port: int | None = None) -> str:
+        """Start gunicorn serving ``app`` (the API unless told otherwise: the benchmarks'
+        floor app runs under the same settings); returns its base URL once it answers."""
+        port = port or self.platform.port
+        base_url = f"http://127.0.0.1:{port}"
         self._spawn(
-            "api",
+            name,
             [
                 str(self._bin / "gunicorn"),
-                "api:create_app()",
+                app,
                 "--config",
                 "python:gunicorn_conf",
                 "--bind",
-                f"127.0.0.1:{self.platform.port}",
+                f"127.0.0.1:{port}",
                 "--worker-class",
                 "gthread",
                 "--threads",
@@ -261,15 +266,15 @@ class Services:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             try:
-                if requests.get(f"{self.base_url}/health", timeout=1).status_code == 200:
-                    return
+                if requests.get(f"{base_url}/health", timeout=1).status_code == 200:
+                    return base_url
             except requests.RequestException:
                 time.sleep(0.1)
-        raise RuntimeError(f"API did not start:\n{self.log('api')}")
+        raise RuntimeError(f"API did not start:\n{self.log(name)}")
 
     def start_worker(self, name: str, concurrency: int = 4,
                      queues: str = "transcription,illustration,story,batch,maintenance",
-                     ) -> subprocess.Popen[bytes]:
+                     extra_args: tuple[str, ...] = ()) -> subprocess.Popen[bytes]:
         process = self._spawn(
             name,
             [
@@ -289,6 +294,7 @@ class Services:
                 "--without-gossip",
                 "--loglevel",
                 "INFO",
+                *extra_args,
             ],
         )
         deadline = time.monotonic() + 30

@@ -24,6 +24,7 @@ from models import Chapter, Job, Space, Story
 from models.base import utcnow
 from tests.audio import wav_tone
 from tests.conftest import assert_error, make_note, make_space
+from workers import lifecycle
 
 DEFAULT_SETTINGS = {
     "narrativeTone": "cinematic", "storyMode": "chapter", "creativity": 1.0,
@@ -249,8 +250,9 @@ def test_job_etag_and_304(client: FlaskClient, auth: dict[str, str], session: Se
     assert unchanged.headers["ETag"] == etag
 
     # A worker picks it up: the representation changes, so does the ETag.
-    session.execute(update(Job).where(Job.id == uuid.UUID(job["id"])).values(
-        status="running", attempts=1, progress={"step": "drawing", "current": 0, "total": 1}))
+    claimed = lifecycle.start_job(session, uuid.UUID(job["id"]), heartbeat_timeout_s=30)
+    assert claimed is not None
+    assert lifecycle.set_progress(session, claimed, "drawing", 0, 1)
     session.commit()
     running = client.get(url, headers={**auth, "If-None-Match": etag})
     assert running.status_code == 200
@@ -259,8 +261,7 @@ def test_job_etag_and_304(client: FlaskClient, auth: dict[str, str], session: Se
     assert running.headers["ETag"] != etag
     assert int(running.headers["Retry-After"]) >= 1
 
-    session.execute(update(Job).where(Job.id == uuid.UUID(job["id"])).values(
-        status="succeeded", result={"imageUrl": "http://localhost/media/i.png"}))
+    assert lifecycle.succeed_job(session, claimed, {"imageUrl": "http://localhost/media/i.png"})
     session.commit()
     done = client.get(url, headers={**auth, "If-None-Match": running.headers["ETag"]})
     assert done.status_code == 200

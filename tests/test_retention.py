@@ -33,6 +33,7 @@ from tests.fakes.cloudinary_server import FakeCloudinary
 from tests.fakes.gemini_server import FakeGemini
 from tests.test_worker_jobs import ctx, gemini  # noqa: F401 - shared fixtures, not redefined
 from workers.context import WorkerContext, set_context
+from workers.job_mirror import touch
 from workers.retention import RetentionReport, prune_retention
 from workers.runner import run_job
 from workers.tasks.illustration import illustrate
@@ -54,7 +55,10 @@ def age_jobs(session: Session, seconds: float, *ids: str) -> None:
     statement = update(Job).where(Job.finished_at.is_not(None))
     if ids:
         statement = statement.where(Job.id.in_([uuid.UUID(i) for i in ids]))
-    session.execute(statement.values(finished_at=utcnow() - timedelta(seconds=seconds)))
+    aged = session.scalars(statement.values(finished_at=utcnow() - timedelta(seconds=seconds))
+                           .returning(Job.id))
+    for job_id in aged:
+        touch(session, job_id)  # as any write a client can see: its document in Redis follows
     session.commit()
 
 

@@ -31,6 +31,7 @@ from models import TERMINAL_STATUSES, Job, Media, Note, Space, UserSettings
 from models.base import utcnow
 from workers.dispatch import create_job, enqueue_after_commit
 from workers.events import emit, final_events, status_event
+from workers.job_mirror import touch
 from workers.lifecycle import CANCELED, affected, child_counts, request_cancel
 from workers.usage import UsageRow, total_cost_usd
 
@@ -229,6 +230,7 @@ def fan_out_chunk(session: Session, batch: Job, *, window: int, story_attempts: 
     now = utcnow()
     session.execute(update(Job).where(Job.id == batch.id)
                     .values(result=state, heartbeat_at=now, updated_at=now))
+    touch(session, batch.id)
     session.commit()  # the children's messages go out now
     return "exhausted" if state["exhausted"] else "more"
 

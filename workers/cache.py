@@ -8,6 +8,7 @@ model again. A lease whose job died expires and is taken over.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import uuid
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, delete, or_, update
+from sqlalchemy import CursorResult, Table, bindparam, delete, null, or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -54,6 +55,26 @@ def _insert(session: Session) -> Any:
     return pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert
 
 
+# The two statements of every job that uses the cache, built once per dialect (bound values).
+@functools.cache
+def _lease_statement(insert: Any) -> Any:
+    return insert(ENTRIES).values(
+        key=bindparam("e_key"), agent=bindparam("e_agent"), model=bindparam("e_model"),
+        status="pending", value=null(), owner_job_id=bindparam("e_job"),
+        lease_expires_at=bindparam("e_until"), created_at=bindparam("e_now"),
+    ).on_conflict_do_nothing(index_elements=["key"])
+
+
+@functools.cache
+def _store_statement(insert: Any) -> Any:
+    values = {"status": "ready", "value": bindparam("e_value", type_=ENTRIES.c.value.type),
+              "owner_job_id": null(), "lease_expires_at": null(),
+              "created_at": bindparam("e_now"), "expires_at": bindparam("e_expires")}
+    statement = insert(ENTRIES).values(key=bindparam("e_key"), agent=bindparam("e_agent"),
+                                       model=bindparam("e_model"), **values)
+    return statement.on_conflict_do_update(index_elements=["key"], set_=values)
+
+
 def lookup_or_lease(
     session: Session, key: str, *, agent: str, model: str, job_id: uuid.UUID, force: bool
 ) -> Lookup:
@@ -68,10 +89,9 @@ def lookup_or_lease(
     now = utcnow()
     lease_until = now + timedelta(seconds=LEASE_S)
     # Most keys are new: try the lease first, one statement for a miss.
-    won = affected(session, _insert(session)(ENTRIES).values(
-        key=key, agent=agent, model=model, status="pending", value=None,
-        owner_job_id=job_id, lease_expires_at=lease_until, created_at=now,
-    ).on_conflict_do_nothing(index_elements=["key"]))
+    won = cast(CursorResult[Any], session.execute(_lease_statement(_insert(session)), {
+        "e_key": key, "e_agent": agent, "e_model": model, "e_job": job_id,
+        "e_until": lease_until, "e_now": now})).rowcount
     if not won:
         entry = session.get(CacheEntry, key, populate_existing=True)
         if entry is not None and entry.status == "ready" and (
@@ -98,11 +118,9 @@ def store(
 ) -> None:
     """Publish the computed value (in the caller's transaction, with the job's result)."""
     now = utcnow()
-    values = {"status": "ready", "value": value, "owner_job_id": None,
-              "lease_expires_at": None, "created_at": now,
-              "expires_at": now + timedelta(seconds=ttl_s)}
-    statement = _insert(session)(ENTRIES).values(key=key, agent=agent, model=model, **values)
-    session.execute(statement.on_conflict_do_update(index_elements=["key"], set_=values))
+    session.execute(_store_statement(_insert(session)), {
+        "e_key": key, "e_agent": agent, "e_model": model, "e_value": value, "e_now": now,
+        "e_expires": now + timedelta(seconds=ttl_s)})
 
 
 def release(session: Session, key: str, job_id: uuid.UUID) -> None:

@@ -19,6 +19,7 @@ from workers.answers import AnswerKeeper, build_answer_keeper
 from workers.dispatch import install_enqueue_after_commit
 from workers.events import Notifier, install_event_notifier
 from workers.heartbeat import HeartbeatPump
+from workers.job_mirror import build_mirror
 from workers.ratelimit import RateLimiter, build_rate_limiter
 
 
@@ -57,7 +58,8 @@ def build_context(settings: Settings, *, pool_size: int = 20) -> WorkerContext:
     engine = make_engine(settings.database_url, pool_size=pool_size)
     factory = make_session_factory(engine)
     install_enqueue_after_commit(factory)
-    install_event_notifier(factory, Notifier(settings.redis_url))
+    install_event_notifier(
+        factory, Notifier(settings.redis_url, build_mirror(settings.redis_url, settings.poll)))
     telemetry.install_job_metrics(factory)
     return WorkerContext(
         settings=settings,

@@ -17,6 +17,7 @@ import telemetry
 from models import Job
 from models.base import utcnow
 from workers.events import status_event
+from workers.job_mirror import touch
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +76,7 @@ def create_job(
     )
     session.add(job)
     status_event(session, job.id, "queued")
+    touch(session, job.id, job)
     enqueue_after_commit(session, job)
     return job
 

@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models import Job
 from models.base import utcnow
+from workers.job_mirror import touch
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ class HeartbeatPump:
             return 0
         now = utcnow()
         with self._session_factory() as session:
-            touched = session.execute(
+            beaten = session.execute(
                 update(Job)
                 .where(
                     tuple_(Job.id, Job.attempts).in_(sorted(running)),
@@ -81,10 +82,14 @@ class HeartbeatPump:
                     cancel_requested=Job.cancel_requested
                     | func.coalesce(Job.deadline_at <= now, false()),
                 )
+                .returning(Job.id, Job.cancel_requested)
                 .execution_options(synchronize_session=False)
-            )
+            ).all()
+            for job_id, stopping in beaten:
+                if stopping:  # asked to stop (its deadline): clients see cancelRequested
+                    touch(session, job_id)
             session.commit()
-            return int(getattr(touched, "rowcount", 0) or 0)
+            return len(beaten)
 
     def _loop(self) -> None:
         while not self._wake.wait(self.interval_s):

@@ -1,13 +1,19 @@
-"""The job as clients see it: one serialization for the API (``GET /jobs/{id}``, submit answers)
-and for webhook payloads, which the workers build without importing the API."""
+"""The job as clients see it: one serialization for the API (``GET /jobs/{id}``, submit answers),
+for webhook payloads and for the copy of each job's document kept in Redis
+(workers/job_mirror.py), which the workers build without importing the API."""
 
 from __future__ import annotations
 
+import hashlib
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from marshmallow import Schema, fields
 from sqlalchemy import select
-from sqlalchemy.orm import object_session
+from sqlalchemy.orm import Session, object_session
 
 from models import JOB_STATUSES, TERMINAL_STATUSES, WEBHOOK_EVENTS, WebhookDelivery
 
@@ -61,21 +67,26 @@ class WebhookDeliverySchema(Schema):
     attempts = fields.List(fields.Nested(WebhookAttemptSchema), attribute="attempt_log")
 
 
+def recent_deliveries(session: Session, job: Any) -> list[WebhookDelivery] | None:
+    """A job's last webhook deliveries, oldest first; None (and no query) without a webhook."""
+    if not job.webhook_url:
+        return None
+    rows = session.scalars(
+        select(WebhookDelivery)
+        .where(WebhookDelivery.job_id == job.id)
+        .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id)
+        .limit(WEBHOOK_DELIVERIES_SHOWN)
+    ).all()
+    return list(reversed(rows))
+
+
 class RecentDeliveries(fields.List):
     """A job's last webhook deliveries, read only for a job that has a webhook (polling any
     other job stays one row read)."""
 
     def get_value(self, obj: Any, attr: str, accessor: Any = None, default: Any = None) -> Any:
         session = object_session(obj) if obj.webhook_url else None
-        if session is None:
-            return None
-        rows = session.scalars(
-            select(WebhookDelivery)
-            .where(WebhookDelivery.job_id == obj.id)
-            .order_by(WebhookDelivery.created_at.desc(), WebhookDelivery.id)
-            .limit(WEBHOOK_DELIVERIES_SHOWN)
-        ).all()
-        return list(reversed(rows))
+        return recent_deliveries(session, obj) if session is not None else None
 
 
 class JobSchema(Schema):
@@ -152,9 +163,40 @@ def upstream_view(job: Any) -> dict[str, Any] | None:
 # What a webhook carries: the job resource as frozen when the event happened (its deliveries,
 # which change as this very payload is sent, are left out).
 _payload_schema = JobSchema(exclude=("webhook_deliveries",))
+_deliveries_schema = WebhookDeliverySchema(many=True)
 
 
 def webhook_payload(job: Any) -> dict[str, Any]:
     """The job resource a webhook delivery sends."""
     payload: dict[str, Any] = _payload_schema.dump(job)
     return payload
+
+
+@dataclass(frozen=True)
+class JobDocument:
+    """A job's resource as sent to clients: its bytes, their ETag, and what a poll needs to
+    answer without reading them (owner, status) or to order two copies (version)."""
+
+    job_id: uuid.UUID
+    owner_id: uuid.UUID
+    version: int
+    status: str
+    body: bytes
+    etag: str
+
+
+def job_document(job: Any, deliveries: Sequence[Any] | None) -> JobDocument:
+    """The document of a job (an ORM ``Job`` or a row of the jobs table) and its recent webhook
+    deliveries (``recent_deliveries``): the one serialization, whoever serves it."""
+    data = webhook_payload(job)
+    data["webhookDeliveries"] = (
+        _deliveries_schema.dump(deliveries) if job.webhook_url and deliveries is not None
+        else None)
+    body = orjson.dumps(data, default=str, option=orjson.OPT_SORT_KEYS)
+    return JobDocument(job.id, job.owner_id, job.version, job.status, body,
+                       hashlib.sha256(body).hexdigest()[:32])
+
+
+def render_job(session: Session, job: Any) -> JobDocument:
+    """The document of a job read in ``session`` (its deliveries read too when it has a webhook)."""
+    return job_document(job, recent_deliveries(session, job))

@@ -4,18 +4,21 @@ each one appends its event to the job's log in the same transaction."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, exists, func, or_, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import CursorResult, Table, bindparam, exists, func, null, or_, select, update
+from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from models import Film, Job, Story
 from models.base import utcnow
 from models.film import FILM_WAITING
+from models.job import loaded_job
 from workers.events import emit, final_events, status_event
+from workers.job_mirror import touch
 
 CANCELED = {"code": "canceled", "message": "the job was canceled", "retryable": False}
 # Stopped by its deadline (Cancel-After) after it had started.
@@ -49,44 +52,88 @@ def waiting_on_children() -> Any:
     )
 
 
-# Fenced transitions are Core UPDATEs of the table: the ORM-enabled form (``update(Job)``)
-# costs more Python per statement, and ``mirror`` keeps the loaded object in step anyway.
+# Fenced transitions are Core UPDATEs of the table, built once per shape with bound values:
+# building a statement and its cache key cost more Python than running it, and the
+# ORM-enabled form (``update(Job)``) more again; ``mirror`` keeps the loaded object in step.
 JOBS = cast(Table, Job.__table__)
 
 
-def _fenced(job: Job) -> Any:
-    return update(JOBS).where(
-        JOBS.c.id == job.id, JOBS.c.status == "running", JOBS.c.attempts == job.attempts
+@functools.cache
+def _fenced_update(bound: frozenset[str], nulls: frozenset[str], stop_if_asked: bool,
+                   give_back_attempt: bool) -> Any:
+    """UPDATE the running job at its attempt (``f_id``, ``f_attempts``): ``bound`` columns to
+    ``v_<name>``, ``nulls`` to NULL, RETURNING the row. ``stop_if_asked``: not once it was
+    asked to stop; ``give_back_attempt``: the attempt did not count."""
+    statement = update(JOBS).where(JOBS.c.id == bindparam("f_id"), JOBS.c.status == "running",
+                                   JOBS.c.attempts == bindparam("f_attempts"))
+    if stop_if_asked:
+        statement = statement.where(JOBS.c.cancel_requested.is_(False))
+    values: dict[str, Any] = {name: bindparam(f"v_{name}", type_=JOBS.c[name].type)
+                              for name in sorted(bound)}
+    values.update((name, null()) for name in nulls)
+    if give_back_attempt:
+        values["attempts"] = JOBS.c.attempts - 1
+    return statement.values(values).returning(*JOBS.c)
+
+
+def _transition(session: Session, job: Job, values: dict[str, Any], *,
+                stop_if_asked: bool = False, give_back_attempt: bool = False) -> bool:
+    """Move ``job`` (running at its attempt) by one fenced UPDATE; False when the fence refused
+    it. The row it returns is the source of the job's document after commit (no second read)."""
+    bound = frozenset(name for name, value in values.items() if value is not None)
+    statement = _fenced_update(bound, frozenset(values) - bound, stop_if_asked,
+                               give_back_attempt)
+    params = {f"v_{name}": values[name] for name in bound}
+    row = session.execute(statement, {"f_id": job.id, "f_attempts": job.attempts, **params}
+                          ).first()
+    if row is None:
+        return False
+    mirror(job, version=row.version)
+    touch(session, job.id, row)
+    return True
+
+
+# The claim: a queued job, or a running one whose worker stopped beating (not a story waiting
+# on its illustrations: it has no worker), never one asked to stop or past its deadline.
+_CLAIM = (
+    update(JOBS)
+    .where(
+        JOBS.c.id == bindparam("c_id"),
+        JOBS.c.cancel_requested.is_(False),
+        or_(JOBS.c.deadline_at.is_(None), JOBS.c.deadline_at > bindparam("c_now")),
+        or_(
+            JOBS.c.status == "queued",
+            (JOBS.c.status == "running") & (JOBS.c.heartbeat_at < bindparam("c_stale"))
+            & ~waiting_on_children(),
+        ),
     )
+    .values(status="running", attempts=JOBS.c.attempts + 1, started_at=bindparam("c_now"),
+            heartbeat_at=bindparam("c_now"), updated_at=bindparam("c_now"))
+    .returning(*JOBS.c)
+)
+
+
+def _as_loaded(session: Session, row: Any) -> Job:
+    """The session's ``Job`` for a row just returned: the one it holds, brought up to date, or
+    a new one attached as if loaded (no ORM query, nothing to flush)."""
+    values = row._asdict()
+    job = loaded_job(session, row.id)
+    if job is not None:
+        mirror(job, **values)
+        return job
+    job = Job(**values)
+    make_transient_to_detached(job)
+    session.add(job)
+    return job
 
 
 def start_job(session: Session, job_id: uuid.UUID, *, heartbeat_timeout_s: int) -> Job | None:
     """Claim a queued job (or a running one whose worker stopped beating). None: not ours to run."""
     now = utcnow()
     stale = now - timedelta(seconds=heartbeat_timeout_s)
-    # One round trip: the claim returns the row it claimed (RETURNING), loaded fresh.
-    job = session.scalars(
-        update(Job)
-        .where(
-            Job.id == job_id,
-            Job.cancel_requested.is_(False),
-            or_(Job.deadline_at.is_(None), Job.deadline_at > now),
-            or_(
-                Job.status == "queued",
-                (Job.status == "running") & (Job.heartbeat_at < stale) & ~waiting_on_children(),
-            ),
-        )
-        .values(
-            status="running",
-            attempts=Job.attempts + 1,
-            started_at=now,
-            heartbeat_at=now,
-            updated_at=now,
-        )
-        .returning(Job),
-        execution_options={"populate_existing": True, "synchronize_session": False},
-    ).one_or_none()
-    if job is None:
+    # One round trip: the claim returns the row it claimed (RETURNING).
+    row = session.execute(_CLAIM, {"c_id": job_id, "c_now": now, "c_stale": stale}).first()
+    if row is None:
         # A job canceled while queued ends here, before any work starts.
         if affected(
             session,
@@ -100,7 +147,9 @@ def start_job(session: Session, job_id: uuid.UUID, *, heartbeat_timeout_s: int) 
             end_overdue(session, Job.id == job_id)
         session.commit()
         return None
+    job = _as_loaded(session, row)
     status_event(session, job_id, "running", attempt=job.attempts)
+    touch(session, job_id, row)
     session.commit()
     return job
 
@@ -113,9 +162,8 @@ def set_progress(
     if past_deadline(job, now):
         return False  # the caller stops here and the job ends canceled (reason ``deadline``)
     progress = {"step": step, "current": current, "total": total}
-    done = affected(
-        session, _fenced(job).values(progress=progress, heartbeat_at=now, updated_at=now)
-    )
+    done = _transition(session, job, {"progress": progress, "heartbeat_at": now,
+                                      "updated_at": now})
     if done:
         mirror(job, progress=progress)
         emit(session, job.id, "progress", progress)
@@ -147,8 +195,7 @@ def succeed_job(
     if progress is not None:
         values["progress"] = progress
     # A job asked to stop never applies its result: the caller then settles it as canceled.
-    fence = _fenced(job).where(Job.cancel_requested.is_(False))
-    if not affected(session, fence.values(**values)):
+    if not _transition(session, job, values, stop_if_asked=True):
         return False
     if progress is not None:
         emit(session, job.id, "progress", progress)
@@ -161,12 +208,8 @@ def fail_job(
 ) -> bool:
     now = utcnow()
     error = {"code": code, "message": message, "retryable": retryable}
-    if not affected(
-        session,
-        _fenced(job).values(
-            status="failed", error=error, finished_at=now, heartbeat_at=now, updated_at=now
-        ),
-    ):
+    if not _transition(session, job, {"status": "failed", "error": error, "finished_at": now,
+                                      "heartbeat_at": now, "updated_at": now}):
         return False
     final_events(session, job.id, "failed", error=error)
     return True
@@ -177,10 +220,8 @@ def cancel_running_job(session: Session, job: Job) -> bool:
     (then with reason ``deadline``)."""
     now = utcnow()
     error = DEADLINE_CANCELED if past_deadline(job, now) else CANCELED
-    if not affected(
-        session,
-        _fenced(job).values(status="canceled", error=error, finished_at=now, updated_at=now),
-    ):
+    if not _transition(session, job, {"status": "canceled", "error": error, "finished_at": now,
+                                      "updated_at": now}):
         return False
     final_events(session, job.id, "canceled", error=error)
     return True
@@ -220,16 +261,9 @@ def requeue_for_retry(
     """Requeue a running job after a retryable failure; its last error stays visible."""
     now = utcnow()
     error = {"code": code, "message": message, "retryable": True}
-    if not affected(
-        session,
-        _fenced(job).values(
-            status="queued",
-            error=error,
-            heartbeat_at=None,
-            enqueued_at=now + timedelta(seconds=delay_s),
-            updated_at=now,
-        ),
-    ):
+    if not _transition(session, job, {"status": "queued", "error": error, "heartbeat_at": None,
+                                      "enqueued_at": now + timedelta(seconds=delay_s),
+                                      "updated_at": now}):
         return False
     status_event(session, job.id, "queued", error=error, retryInSeconds=round(delay_s, 1))
     return True
@@ -246,7 +280,6 @@ def requeue_waiting(
     progress = {"step": step, "current": 0, "total": 0, **(progress or {})}
     values: dict[str, Any] = {
         "status": "queued",
-        "attempts": Job.attempts - 1,
         "progress": progress,
         "heartbeat_at": None,
         "enqueued_at": now + timedelta(seconds=delay_s),
@@ -254,7 +287,7 @@ def requeue_waiting(
     }
     if error is not None:
         values["error"] = error
-    if not affected(session, _fenced(job).values(**values)):
+    if not _transition(session, job, values, give_back_attempt=True):
         return False
     status_event(session, job.id, "queued", progress=progress, error=error)
     return True
@@ -264,11 +297,23 @@ def set_upstream_operation(session: Session, job: Job, operation: dict[str, Any]
     """Record the upstream operation this attempt started or follows (fenced on the attempt);
     False when the job is no longer ours. The caller commits."""
     now = utcnow()
-    if not affected(session, _fenced(job).values(upstream_operation=operation,
-                                                 heartbeat_at=now, updated_at=now)):
+    if not _transition(session, job, {"upstream_operation": operation, "heartbeat_at": now,
+                                      "updated_at": now}):
         return False
     mirror(job, upstream_operation=operation)
     return True
+
+
+def ask_to_stop(session: Session, *criteria: Any) -> None:
+    """Ask the running jobs matching ``criteria`` to stop at their next safe point."""
+    for job_id in session.scalars(
+        update(Job)
+        .where(Job.status == "running", *criteria)
+        .values(cancel_requested=True, updated_at=utcnow())
+        .returning(Job.id)
+        .execution_options(synchronize_session=False)
+    ):
+        touch(session, job_id)
 
 
 def cancel_requested(session: Session, job_id: uuid.UUID) -> bool:
@@ -295,10 +340,7 @@ def stop_children(session: Session, parent_id: uuid.UUID) -> None:
     ))
     for child_id in queued:
         final_events(session, child_id, "canceled", error=CANCELED)
-    session.execute(
-        update(Job).where(Job.parent_id == parent_id, Job.status == "running")
-        .values(cancel_requested=True, updated_at=now)
-    )
+    ask_to_stop(session, Job.parent_id == parent_id)
 
 
 def request_cancel(session: Session, job: Job) -> Job:
@@ -323,12 +365,7 @@ def request_cancel(session: Session, job: Job) -> Job:
     )
     for job_id in queued:
         final_events(session, job_id, "canceled", error=CANCELED)
-    session.execute(
-        update(Job)
-        .where(Job.id.in_(ids), Job.status == "running")
-        .values(cancel_requested=True, updated_at=now)
-        .execution_options(synchronize_session=False)
-    )
+    ask_to_stop(session, Job.id.in_(ids))
     session.commit()
     session.refresh(job)
     return job

@@ -15,7 +15,13 @@ from models.base import utcnow
 from models.db import server_uptime_s
 from workers.dispatch import TASKS, send_job_message
 from workers.events import final_events, status_event
-from workers.lifecycle import DEADLINE_CANCELED, affected, end_overdue, waiting_on_children
+from workers.lifecycle import (
+    DEADLINE_CANCELED,
+    affected,
+    ask_to_stop,
+    end_overdue,
+    waiting_on_children,
+)
 from workers.parents import abandon_attempt, on_child_finished
 from workers.webhooks import resend_due_deliveries
 
@@ -156,8 +162,7 @@ def enforce_deadlines(session: Session) -> int:
     ).all()
     for job_id, attempts, waiting in overdue:
         if not waiting:
-            session.execute(update(Job).where(Job.id == job_id, Job.status == "running")
-                            .values(cancel_requested=True, updated_at=now))
+            ask_to_stop(session, Job.id == job_id)
             session.commit()
             continue
         if affected(session, update(Job).where(

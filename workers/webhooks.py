@@ -31,6 +31,7 @@ from config import WebhookSettings
 from models import Job, User, WebhookDelivery
 from models.base import utcnow
 from models.job import loaded_job
+from workers.job_mirror import JOBS, touch
 from workers.job_resource import webhook_payload
 
 log = logging.getLogger(__name__)
@@ -405,6 +406,10 @@ def _record(session: Session, delivery_id: uuid.UUID, attempt: int, outcome: Out
         enqueue_task_after_commit(session, TASK, QUEUE, [str(delivery_id)], countdown=delay)
     else:
         delivery.status, delivery.next_attempt_at = "failed", None
+    # The attempt shows in the job's document (``webhookDeliveries``): a new version of it.
+    session.execute(update(JOBS).where(JOBS.c.id == delivery.job_id)
+                    .values(updated_at=JOBS.c.updated_at))
+    touch(session, delivery.job_id)
 
 
 def resend_due_deliveries(session: Session, *, overdue_s: float) -> int:

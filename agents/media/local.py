@@ -119,5 +119,6 @@ class LocalMediaStorage:
 
     def _files_for(self, key: str) -> list[Path]:
         base = self.media_dir / key
-        candidates = (base.parent / f"{base.name}.{ext}" for ext in _KNOWN_EXTENSIONS)
-        return [path for path in candidates if path.is_file()]
+        # One os.path call per extension (pathlib builds two objects per candidate).
+        prefix = f"{base}."
+        return [Path(prefix + ext) for ext in _KNOWN_EXTENSIONS if os.path.isfile(prefix + ext)]

@@ -26,7 +26,7 @@ from api.schemas.auth import (
     TokenSchema,
     UserSchema,
 )
-from api.state import db
+from api.state import db, state
 from models import User
 
 blp = Blueprint("auth", __name__, url_prefix="/api/v1", description="Accounts and tokens")
@@ -91,6 +91,7 @@ class Password(MethodView):
         # Tokens carry the version they were issued under: bumping it revokes them all.
         user.token_version += 1
         db().commit()
+        state().token_versions.forget(user.id)  # other API processes: within their cache's TTL
         return issue_token(user)
 
 

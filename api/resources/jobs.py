@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import uuid
 from typing import Any
 
@@ -12,13 +10,22 @@ from flask.views import MethodView
 from flask_smorest import Blueprint, Page
 from sqlalchemy import func, select
 
-from api.auth import ADMIN_ROLE, SECURITY, current_user, login_required
+from api.auth import (
+    ADMIN_ROLE,
+    SECURITY,
+    current_user,
+    current_user_id,
+    login_required,
+    token_required,
+)
 from api.errors import error_responses
 from api.ownership import owned_job
 from api.schemas.jobs import JobQuerySchema, JobSchema
-from api.state import db
-from api.submit import job_response, job_schema, retry_after_s
+from api.state import db, state
+from api.submit import job_response, retry_after_s
 from models import TERMINAL_STATUSES, Job
+from workers.job_mirror import Entry
+from workers.job_resource import render_job
 from workers.parents import cancel_job
 
 blp = Blueprint("jobs", __name__, url_prefix="/api/v1", description="Jobs")
@@ -67,9 +74,33 @@ class Jobs(MethodView):
         return stmt.order_by(Job.created_at.desc(), Job.id)
 
 
+def if_none_match() -> frozenset[str] | None:
+    """The ETags of the request's ``If-None-Match`` (``*`` for any), None without one."""
+    if "If-None-Match" not in request.headers:
+        return None
+    sent = request.if_none_match
+    return frozenset(sent.as_set()) | ({"*"} if sent.star_tag else set())
+
+
+def polled_job(job_id: uuid.UUID, etags: frozenset[str] | None) -> Entry:
+    """The job's document as a poll answers it: from Redis (one lookup, no document read when
+    ``etags`` holds its ETag), else rendered from the database (404 if not the user's) and
+    put back in Redis for the next poll. Either way the same bytes."""
+    mirror = state().mirror
+    entry = mirror.lookup(job_id, etags) if mirror is not None else None
+    if entry is not None and entry.owner_id == str(current_user_id()):
+        return entry
+    document = render_job(db(), owned_job(job_id))
+    if mirror is not None:
+        mirror.write(document)
+    matched = etags is not None and ("*" in etags or document.etag in etags)
+    return Entry(str(document.owner_id), document.status, document.etag,
+                 None if matched else document.body)
+
+
 @blp.route("/jobs/<uuid:job_id>")
 class JobById(MethodView):
-    decorators = [login_required]
+    decorators = [token_required]
     rate_limit_group = "polling"
 
     @blp.doc(security=SECURITY, parameters=[IF_NONE_MATCH], responses={
@@ -79,19 +110,15 @@ class JobById(MethodView):
         **error_responses(401, 404, 429)})
     def get(self, job_id: uuid.UUID) -> Response:
         """The job; send ``If-None-Match`` with its ETag to get 304 while it is unchanged."""
-        job = owned_job(job_id)
-        # Serialized once: the same bytes are hashed for the ETag and sent.
-        payload = json.dumps(job_schema.dump(job), sort_keys=True, default=str,
-                             separators=(",", ":")).encode()
-        etag = hashlib.sha256(payload).hexdigest()[:32]
-        if etag in request.if_none_match:
+        entry = polled_job(job_id, if_none_match())
+        if entry.body is None:
             response = Response(status=304)
         else:
-            response = Response(payload, mimetype="application/json")
-        response.set_etag(etag)
+            response = Response(entry.body, mimetype="application/json")
+        response.set_etag(entry.etag)
         response.headers["Cache-Control"] = "no-cache"
-        if job.status not in TERMINAL_STATUSES:
-            response.headers["Retry-After"] = str(retry_after_s(job))
+        if not entry.finished:
+            response.headers["Retry-After"] = str(retry_after_s(entry.status))
         return response
 
 

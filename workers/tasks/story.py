@@ -29,6 +29,7 @@ from workers.cache import JOIN_POLL_S, cache_key, lookup_or_lease, release, stor
 from workers.dispatch import create_job
 from workers.events import emit
 from workers.fanout import illustration_variants, is_illustrations_only, missing_illustrations
+from workers.job_mirror import touch
 from workers.parents import on_child_finished
 from workers.runner import JobFailed, JobRun, MustWait, run_job, usage_dict
 
@@ -94,7 +95,7 @@ class StoryWriter:
             str(n.id): [str(m.id) for m in n.media if m.kind == "image"] for n in notes
         }
         # An earlier attempt of this job may have written part of a version: start over.
-        self.session.execute(delete(Job).where(Job.parent_id == self.job.id))
+        self.drop_illustration_jobs()
         self.session.execute(delete(Story).where(Story.job_id == self.job.id))
         # Lock the space until this version's row commits: concurrent regenerations of one
         # space take the next version numbers one after the other instead of colliding.
@@ -107,6 +108,12 @@ class StoryWriter:
         self.session.add(self.story)
         self.chapters: list[Chapter] = []
         self.run.progress("writing", 0, self.note_count)
+
+    def drop_illustration_jobs(self) -> None:
+        for job_id in self.session.scalars(
+            delete(Job).where(Job.parent_id == self.job.id).returning(Job.id)
+        ):
+            touch(self.session, job_id)  # gone: its document in Redis goes too
 
     def add(self, draft: ChapterDraft) -> None:
         self.run.check_cancel()
@@ -131,7 +138,7 @@ class StoryWriter:
 
     def restart(self, reason: str) -> None:
         """The model is writing the story again: what it wrote so far is discarded."""
-        self.session.execute(delete(Job).where(Job.parent_id == self.job.id))
+        self.drop_illustration_jobs()
         self.session.execute(delete(Chapter).where(Chapter.story_id == self.story.id))
         self.chapters = []
         emit(self.session, self.job.id, "restart", {"reason": reason})

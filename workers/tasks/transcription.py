@@ -3,11 +3,21 @@
 from __future__ import annotations
 
 import uuid
+from typing import cast
+
+from sqlalchemy import Table, bindparam, select, update
 
 from models import Media
 from workers.app import celery_app
 from workers.cache import cached_result
 from workers.runner import JobFailed, JobRun, run_job, usage_dict
+
+# Core statements built once (the job's hot path: no ORM object, no statement to build).
+MEDIA = cast(Table, Media.__table__)
+_AUDIO = select(MEDIA.c.storage_key, MEDIA.c.mime_type, MEDIA.c.sha256, MEDIA.c.note_id).where(
+    MEDIA.c.id == bindparam("m_id"), MEDIA.c.owner_id == bindparam("m_owner"))
+_SET_TRANSCRIPTION = update(MEDIA).where(MEDIA.c.id == bindparam("m_id")).values(
+    transcription=bindparam("m_text"))
 
 
 def estimated_tokens(audio: bytes) -> int:
@@ -18,8 +28,8 @@ def estimated_tokens(audio: bytes) -> int:
 
 def transcribe_media(run: JobRun) -> None:
     media_id = uuid.UUID(run.job.input["mediaId"])
-    media = run.session.get(Media, media_id)
-    if media is None or media.owner_id != run.job.owner_id:
+    media = run.session.execute(_AUDIO, {"m_id": media_id, "m_owner": run.job.owner_id}).first()
+    if media is None:
         raise JobFailed("not_found", "the audio file no longer exists")
     run.progress("transcribing", 0, 1, commit=False)  # commits with the cache lease
     transcriber = run.context.provider.transcriber
@@ -42,11 +52,12 @@ def transcribe_media(run: JobRun) -> None:
         compute=transcribe,
     )
     # No separate cancel check: succeed() refuses a job asked to stop, rolling this back.
-    media.transcription = str(value["transcription"])
+    text = str(value["transcription"])
+    run.session.execute(_SET_TRANSCRIPTION, {"m_id": media_id, "m_text": text})
     run.succeed(
         {
-            "transcription": media.transcription,
-            "mediaId": str(media.id),
+            "transcription": text,
+            "mediaId": str(media_id),
             "noteId": str(media.note_id) if media.note_id else None,
             "cached": cached,
         },
