@@ -48,8 +48,9 @@ export interface paths {
             cookie?: never;
         };
         /**
-         * Readiness: database and broker reachable, and a working model for each agent (503
-         *     when every model of an agent was found retired); which AI provider is active.
+         * Readiness: database and broker reachable (``down`` names those that are not), and
+         *     a working model for each agent (503 when every model of an agent was found retired);
+         *     which AI provider is active.
          */
         get: {
             parameters: {
@@ -60,7 +61,7 @@ export interface paths {
             };
             requestBody?: never;
             responses: {
-                /** @description ready (200) or unavailable (503), with each check's outcome */
+                /** @description ready (200) or unavailable (503), with each check's outcome and the dependencies that are down */
                 200: {
                     headers: {
                         [name: string]: unknown;
@@ -70,8 +71,11 @@ export interface paths {
                             /** @enum {string} */
                             status: "ready" | "unavailable";
                             checks: Record<string, never>;
+                            down: string[];
                             provider: string;
                             media: string;
+                            /** @description the ffmpeg films are rendered with: its source (system, imageio-ffmpeg, FFMPEG_BINARY) and version, or why there is none */
+                            ffmpeg?: string;
                             models?: {
                                 [key: string]: {
                                     model: string;
@@ -85,7 +89,7 @@ export interface paths {
                         };
                     };
                 };
-                /** @description ready (200) or unavailable (503), with each check's outcome */
+                /** @description ready (200) or unavailable (503), with each check's outcome and the dependencies that are down */
                 503: {
                     headers: {
                         [name: string]: unknown;
@@ -95,8 +99,11 @@ export interface paths {
                             /** @enum {string} */
                             status: "ready" | "unavailable";
                             checks: Record<string, never>;
+                            down: string[];
                             provider: string;
                             media: string;
+                            /** @description the ffmpeg films are rendered with: its source (system, imageio-ffmpeg, FFMPEG_BINARY) and version, or why there is none */
+                            ffmpeg?: string;
                             models?: {
                                 [key: string]: {
                                     model: string;
@@ -220,6 +227,7 @@ export interface paths {
                 413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -265,6 +273,7 @@ export interface paths {
                 413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -310,6 +319,7 @@ export interface paths {
                 413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -346,6 +356,7 @@ export interface paths {
                 };
                 401: components["responses"]["UNAUTHORIZED"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         put?: never;
@@ -384,6 +395,7 @@ export interface paths {
                 };
                 401: components["responses"]["UNAUTHORIZED"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         /** Replace the saved settings. */
@@ -414,6 +426,7 @@ export interface paths {
                 413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         post?: never;
@@ -451,6 +464,7 @@ export interface paths {
                 };
                 401: components["responses"]["UNAUTHORIZED"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         put?: never;
@@ -482,6 +496,7 @@ export interface paths {
                 413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -523,6 +538,7 @@ export interface paths {
                 401: components["responses"]["UNAUTHORIZED"];
                 404: components["responses"]["NOT_FOUND"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         put?: never;
@@ -549,6 +565,7 @@ export interface paths {
                 401: components["responses"]["UNAUTHORIZED"];
                 404: components["responses"]["NOT_FOUND"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         options?: never;
@@ -584,6 +601,7 @@ export interface paths {
                 413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         trace?: never;
@@ -621,6 +639,7 @@ export interface paths {
                 401: components["responses"]["UNAUTHORIZED"];
                 404: components["responses"]["NOT_FOUND"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         put?: never;
@@ -658,6 +677,7 @@ export interface paths {
                 413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -701,6 +721,7 @@ export interface paths {
                 401: components["responses"]["UNAUTHORIZED"];
                 404: components["responses"]["NOT_FOUND"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         put?: never;
@@ -728,6 +749,7 @@ export interface paths {
                 401: components["responses"]["UNAUTHORIZED"];
                 404: components["responses"]["NOT_FOUND"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         options?: never;
@@ -764,6 +786,7 @@ export interface paths {
                 413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         trace?: never;
@@ -815,6 +838,7 @@ export interface paths {
                 413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -897,6 +921,7 @@ export interface paths {
                 415: components["responses"]["UNSUPPORTED_MEDIA_TYPE"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -941,6 +966,7 @@ export interface paths {
                 404: components["responses"]["NOT_FOUND"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         put?: never;
@@ -998,6 +1024,7 @@ export interface paths {
                 413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -1070,6 +1097,7 @@ export interface paths {
                 409: components["responses"]["CONFLICT"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -1111,6 +1139,7 @@ export interface paths {
                 401: components["responses"]["UNAUTHORIZED"];
                 404: components["responses"]["NOT_FOUND"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         put?: never;
@@ -1181,6 +1210,7 @@ export interface paths {
                 413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -1225,6 +1255,7 @@ export interface paths {
                 404: components["responses"]["NOT_FOUND"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         put?: never;
@@ -1285,6 +1316,7 @@ export interface paths {
                 413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -1326,6 +1358,7 @@ export interface paths {
                 401: components["responses"]["UNAUTHORIZED"];
                 404: components["responses"]["NOT_FOUND"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         put?: never;
@@ -1399,6 +1432,102 @@ export interface paths {
                 413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
+            };
+        };
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/narrator-clips": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Make a narrator clip: the person in a photo says the script (a ``narrator_clip``
+         *     job). JSON ``{mediaId, script, durationSeconds, aspectRatio}`` for a photo on one of
+         *     your moments, or multipart ``file`` (+ optional ``noteId``). The result is
+         *     ``{videoUrl, posterUrl, durationSeconds, width, height, hasAudio, mediaId, noteId}``;
+         *     the clip is added to the moment as a video (its ``videoFileIds``).
+         */
+        post: {
+            parameters: {
+                query?: never;
+                header?: {
+                    /** @description A retried submit with the same key returns the same job (for 24 h); the same key with another body is 422. */
+                    "Idempotency-Key"?: string;
+                    /** @description RFC 7240. ``wait=N`` (N <= 60): wait up to N seconds for the job to finish, answering 200 with the finished job if it does (else 202). ``respond-async``: answer 202 at once; with ``wait=N`` as well, wait up to N seconds first. ``Preference-Applied`` names what shaped the answer (``wait=N`` on a 200, ``respond-async`` on a 202); other preferences (``return=...``) are ignored. Answers carry ``Vary: Prefer``. */
+                    Prefer?: string;
+                    /** @description The job's deadline, in seconds from now (1 to 604800): not started by then it ends ``expired``; still running then it is stopped and ends ``canceled`` with ``error.reason`` ``deadline``. The body's ``deadlineSeconds`` says the same; sending both with different values is 422. */
+                    "Cancel-After"?: number;
+                };
+                path?: never;
+                cookie?: never;
+            };
+            requestBody: {
+                content: {
+                    "application/json": components["schemas"]["NarratorClipJson"];
+                    "multipart/form-data": {
+                        /**
+                         * Format: binary
+                         * @description The photo
+                         */
+                        file: string;
+                        script: string;
+                        /** Format: uuid */
+                        noteId?: string;
+                        durationSeconds?: number;
+                        /** @enum {string} */
+                        aspectRatio?: "16:9" | "9:16";
+                        /** Format: uri */
+                        webhook?: string;
+                        /** @description comma-separated: start,progress */
+                        webhookEvents?: string;
+                        deadlineSeconds?: number;
+                    };
+                };
+            };
+            responses: {
+                /** @description The job, already finished (``Prefer: wait=N``, or a replay of a finished job's Idempotency-Key). */
+                200: {
+                    headers: {
+                        "Content-Location": string;
+                        Vary: string;
+                        "Preference-Applied"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Job"];
+                    };
+                };
+                /** @description Accepted: the job, queued or running; poll its Location. */
+                202: {
+                    headers: {
+                        Location: string;
+                        "Retry-After": number;
+                        Vary: string;
+                        "Preference-Applied"?: string;
+                        [name: string]: unknown;
+                    };
+                    content: {
+                        "application/json": components["schemas"]["Job"];
+                    };
+                };
+                400: components["responses"]["BAD_REQUEST"];
+                401: components["responses"]["UNAUTHORIZED"];
+                404: components["responses"]["NOT_FOUND"];
+                413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
+                415: components["responses"]["UNSUPPORTED_MEDIA_TYPE"];
+                422: components["responses"]["UNPROCESSABLE_ENTITY"];
+                429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -1421,7 +1550,7 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    kind?: "transcription" | "story" | "illustration" | "story_batch" | "narration" | "film" | "render";
+                    kind?: "transcription" | "story" | "illustration" | "story_batch" | "narration" | "film" | "render" | "narrator_clip";
                     /** @description `queued` -> `running` -> one terminal state: `succeeded`, `failed`, `canceled`, `expired`. A job may go back from `running` to `queued` to be retried. `canceled`: on request (`POST /jobs/{id}/cancel`) or, with `error.reason` `deadline`, stopped by its deadline (`Cancel-After`) while running; `expired`: its deadline passed before it started. A terminal state never changes. */
                     status?: "queued" | "running" | "succeeded" | "failed" | "canceled" | "expired";
                     parentId?: string;
@@ -1447,6 +1576,7 @@ export interface paths {
                 401: components["responses"]["UNAUTHORIZED"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         put?: never;
@@ -1501,6 +1631,7 @@ export interface paths {
                 401: components["responses"]["UNAUTHORIZED"];
                 404: components["responses"]["NOT_FOUND"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         put?: never;
@@ -1546,6 +1677,7 @@ export interface paths {
                 401: components["responses"]["UNAUTHORIZED"];
                 404: components["responses"]["NOT_FOUND"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -1603,6 +1735,7 @@ export interface paths {
                 404: components["responses"]["NOT_FOUND"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         put?: never;
@@ -1627,7 +1760,7 @@ export interface paths {
         get: {
             parameters: {
                 query?: {
-                    kind?: "transcription" | "story" | "illustration" | "story_batch" | "narration" | "film" | "render";
+                    kind?: "transcription" | "story" | "illustration" | "story_batch" | "narration" | "film" | "render" | "narrator_clip";
                     /** @description `queued` -> `running` -> one terminal state: `succeeded`, `failed`, `canceled`, `expired`. A job may go back from `running` to `queued` to be retried. `canceled`: on request (`POST /jobs/{id}/cancel`) or, with `error.reason` `deadline`, stopped by its deadline (`Cancel-After`) while running; `expired`: its deadline passed before it started. A terminal state never changes. */
                     status?: "queued" | "running" | "succeeded" | "failed" | "canceled" | "expired";
                     parentId?: string;
@@ -1655,6 +1788,7 @@ export interface paths {
                 403: components["responses"]["FORBIDDEN"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         put?: never;
@@ -1726,6 +1860,7 @@ export interface paths {
                 413: components["responses"]["REQUEST_ENTITY_TOO_LARGE"];
                 422: components["responses"]["UNPROCESSABLE_ENTITY"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -1771,6 +1906,7 @@ export interface paths {
                 403: components["responses"]["FORBIDDEN"];
                 404: components["responses"]["NOT_FOUND"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         put?: never;
@@ -1820,6 +1956,7 @@ export interface paths {
                 403: components["responses"]["FORBIDDEN"];
                 404: components["responses"]["NOT_FOUND"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -1868,6 +2005,7 @@ export interface paths {
                 404: components["responses"]["NOT_FOUND"];
                 409: components["responses"]["CONFLICT"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -1905,6 +2043,7 @@ export interface paths {
                 };
                 401: components["responses"]["UNAUTHORIZED"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         put?: never;
@@ -1949,6 +2088,7 @@ export interface paths {
                 };
                 401: components["responses"]["UNAUTHORIZED"];
                 429: components["responses"]["TOO_MANY_REQUESTS"];
+                503: components["responses"]["DATABASE_UNAVAILABLE"];
             };
         };
         delete?: never;
@@ -2137,6 +2277,8 @@ export interface components {
             step?: string;
             current?: number;
             total?: number;
+            /** @description While a job waits on a long-running upstream operation (step `generating`): its estimate of the time left; `current`/`total` are then seconds waited / expected. */
+            estimatedSecondsRemaining?: number;
         };
         JobError: {
             code?: string;
@@ -2208,6 +2350,8 @@ export interface components {
             readonly finishedAt?: string | null;
             /** @description Retention pruned the job's input and result; its status, timestamps, error and usage remain. */
             readonly dataRemoved?: boolean;
+            /** @description The long-running upstream operation the job started (a narrator clip's video generation): `model`, `state` (`starting`, `running`, `succeeded`, `failed`, `not_started`, `unconfirmed`, or `abandoned`: the job ended while it ran on, e.g. on cancel or deadline), `startedAt`, `starts`, and `billed` (true: the provider charges for it; false: nothing to pay; null: unknown). Null for jobs without one. */
+            readonly upstreamOperation?: Record<string, never> | null;
             readonly links?: {
                 self: string;
                 cancel: string;
@@ -2435,6 +2579,12 @@ export interface components {
              * @default false
              */
             force?: boolean;
+            /**
+             * Format: uuid
+             * @description A finished narrator clip of yours (its job id, `POST /narrator-clips`): the film opens with it, with its own sound, before the scenes.
+             * @default null
+             */
+            narratorClipId?: string | null;
         };
         NarrationRequest: {
             /**
@@ -2471,6 +2621,41 @@ export interface components {
              * @default false
              */
             force?: boolean;
+        };
+        NarratorClipJson: {
+            /**
+             * Format: uri
+             * @description An https URL to push this job's events to, signed (README, Webhooks). Must resolve to a public address; the payload is the job resource.
+             * @default null
+             */
+            webhook?: string | null;
+            /**
+             * @description Events to push besides `completed`, which is always sent: any of ['start', 'progress', 'completed'].
+             * @default null
+             */
+            webhookEvents?: ("start" | "progress" | "completed")[] | null;
+            /**
+             * @description Seconds from now: not started by then, the job ends `expired`; still running then, it is stopped and ends `canceled` with reason `deadline`. Same as the `Cancel-After` header (both: they must agree).
+             * @default null
+             */
+            deadlineSeconds?: number | null;
+            /** @description What the person in the photo says. */
+            script: string;
+            /**
+             * @description Length of the clip in seconds: one the video model (and each of its fallbacks) accepts: 3 to 10 with the default models.
+             * @default 8
+             */
+            durationSeconds?: number;
+            /**
+             * @default 16:9
+             * @enum {string}
+             */
+            aspectRatio?: "16:9" | "9:16";
+            /**
+             * Format: uuid
+             * @description A photo on one of your moments; the clip is added to that moment.
+             */
+            mediaId: string;
         };
         AdminJob: {
             /** Format: uuid */
@@ -2516,6 +2701,8 @@ export interface components {
             readonly finishedAt?: string | null;
             /** @description Retention pruned the job's input and result; its status, timestamps, error and usage remain. */
             readonly dataRemoved?: boolean;
+            /** @description The long-running upstream operation the job started (a narrator clip's video generation): `model`, `state` (`starting`, `running`, `succeeded`, `failed`, `not_started`, `unconfirmed`, or `abandoned`: the job ended while it ran on, e.g. on cancel or deadline), `startedAt`, `starts`, and `billed` (true: the provider charges for it; false: nothing to pay; null: unknown). Null for jobs without one. */
+            readonly upstreamOperation?: Record<string, never> | null;
             readonly links?: {
                 self: string;
                 cancel: string;
@@ -2636,6 +2823,17 @@ export interface components {
         };
     };
     responses: {
+        /** @description The database is unavailable (down, restarting, full or read-only): errors.database is ["database_unavailable"]; try again after Retry-After seconds */
+        DATABASE_UNAVAILABLE: {
+            headers: {
+                /** @description Seconds to wait before retrying */
+                "Retry-After"?: number;
+                [name: string]: unknown;
+            };
+            content: {
+                "application/json": components["schemas"]["Error"];
+            };
+        };
         /** @description Not Found */
         NOT_FOUND: {
             headers: {
