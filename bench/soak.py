@@ -67,6 +67,8 @@ class Minute:
     submit_ms: list[float] = field(default_factory=list)
     poll_ms: list[float] = field(default_factory=list)
     outcomes: Counter[str] = field(default_factory=Counter)
+    load: float = 0.0  # the machine's 1-minute load average as the minute ended: a p99 that
+    # rises with it is the box's other work, not the platform drifting
 
 
 class Recorder:
@@ -292,12 +294,13 @@ def broker_env(broker: str) -> Iterator[dict[str, str]]:
 
 def report_minutes(rec: Recorder, warmup: int, minutes: float
                    ) -> tuple[list[float], list[float]]:
-    print("\nminute  submits  submit p50/p99 ms   polls  poll p50/p99 ms   other outcomes")
+    print("\nminute  load  submits  submit p50/p99 ms   polls  poll p50/p99 ms   other outcomes")
     submit_p99, poll_p99 = [], []
     for index in sorted(i for i in rec.minutes if i + 1 <= minutes):  # whole minutes only
         m = rec.minutes[index]
         others = {k: v for k, v in m.outcomes.items() if k not in ("submit ok", "poll ok")}
-        print(f"{index + 1:>6}  {len(m.submit_ms):>7}  {percentile(m.submit_ms, 50):7.1f} / "
+        print(f"{index + 1:>6}  {m.load:4.1f}  {len(m.submit_ms):>7}  "
+              f"{percentile(m.submit_ms, 50):7.1f} / "
               f"{percentile(m.submit_ms, 99):7.1f}  {len(m.poll_ms):>6}  "
               f"{percentile(m.poll_ms, 50):6.1f} / {percentile(m.poll_ms, 99):6.1f}   "
               f"{dict(others) or ''}{'  (warm-up)' if index < warmup else ''}")
@@ -377,6 +380,8 @@ def run(args: argparse.Namespace) -> int:
                     + f"; db conns {s.db_connections}; redis {s.redis_used_kib / 1024:.1f} MiB; "
                     f"load {os.getloadavg()[0]:.1f}", flush=True)
                 next_sample += SAMPLE_EVERY_S
+            with rec.lock:
+                rec.minute().load = os.getloadavg()[0]
             time.sleep(0.5)
         for thread in threads:
             thread.join(timeout=120)
