@@ -135,7 +135,16 @@ def main() -> int:
                 [(r["id"], r["parentId"], r["status"], r["createdAt"]) for r in renders]))
         (render,) = renders
         render_s = seconds_between(render, "startedAt", "finishedAt")
+        narrations = stack.client.call(
+            "GET", f"/jobs?parentId={job['id']}&kind=narration").json()
+        film_job = stack.client.call("GET", f"/jobs/{job['id']}").json()
     film_s = done["result"]["durationSeconds"]
+    spoken = min(narrations, key=lambda n: n["finishedAt"])
+    since = {name: seconds_between({"a": film_job["createdAt"], "b": spoken[name]}, "a", "b")
+             for name in ("createdAt", "startedAt", "finishedAt")}
+    print(f"first narration after the film job was made: script written (narrations created) "
+          f"{since['createdAt']:.2f} s, claimed {since['startedAt']:.2f} s, spoken and stored "
+          f"{since['finishedAt']:.2f} s")
     figures = {
         "whole": whole / film_s, "render": render_s / film_s, "first_narration": first,
     }
