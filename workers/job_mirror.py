@@ -49,6 +49,8 @@ redis.call('HSET', KEYS[1], 'version', ARGV[1], 'owner', ARGV[2], 'status', ARGV
 redis.call('EXPIRE', KEYS[1], ARGV[6])
 return 1
 """
+# How long an unfinished job's document lives after its last write (see JobMirror.ttl_for).
+LIVE_TTL_S = 30
 # Jobs whose entry may be older than the database (a write failed): deleted on the next write.
 MAX_UNSYNCED = 10_000
 
@@ -188,9 +190,16 @@ class JobMirror:
         queued = list(stale)
         for doc in documents:
             pipe.eval(_WRITE, 1, key(doc.job_id), doc.version, str(doc.owner_id), doc.status,
-                      doc.etag, doc.body, self.ttl_s)
+                      doc.etag, doc.body, self.ttl_for(doc.status))
             queued.append(str(doc.job_id))
         return queued
+
+    def ttl_for(self, status: str) -> int:
+        """A finished job's document lives ``ttl_s``; an unfinished one's at most
+        ``LIVE_TTL_S``: a process killed between its commit and its write can then leave a
+        live job looking as it was for that long at most, not for ``ttl_s`` (its next
+        transition, or the first poll after the expiry, writes it again)."""
+        return self.ttl_s if status in TERMINAL_STATUSES else min(self.ttl_s, LIVE_TTL_S)
 
     def write(self, document: JobDocument) -> None:
         """Write one document now, guarded like the others (a poll that read the database)."""
