@@ -19,7 +19,7 @@ from config import (
 )
 
 broker_url = broker_url_from_env(os.environ)
-imports = ("workers.tasks",)
+imports = ("workers.process", "workers.tasks")
 # The database is the source of truth for job state; Celery keeps no results.
 task_ignore_result = True
 result_backend = None

@@ -206,7 +206,7 @@ def regenerate_stories(args: argparse.Namespace) -> int:
     from models import User
     from models.db import make_engine, make_session_factory
     from workers.batch import count_targets, create_batch, estimate_batch, frozen_selection
-    from workers.dispatch import install_enqueue_after_commit
+    from workers.sending import install_enqueue_after_commit
 
     settings = Settings.from_env()
     engine = make_engine(settings.database_url)

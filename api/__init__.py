@@ -20,9 +20,9 @@ from api.security import init_security
 from api.state import EXTENSION, AppState, close_db
 from config import Settings
 from models.db import make_engine, make_session_factory
-from workers.dispatch import install_enqueue_after_commit
 from workers.events import Notifier, install_event_notifier
 from workers.job_mirror import build_mirror
+from workers.sending import install_enqueue_after_commit
 
 log = logging.getLogger(__name__)
 

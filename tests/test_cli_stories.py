@@ -27,7 +27,7 @@ from models.base import utcnow
 from models.db import make_engine, make_session_factory
 from tests.test_batches import run_queued
 from workers.context import WorkerContext
-from workers.dispatch import install_enqueue_after_commit
+from workers.sending import install_enqueue_after_commit
 
 LIFETALES = str(Path(sys.executable).parent / "lifetales")
 

@@ -42,7 +42,7 @@ SENTENCE = "We walked along the river while the light turned gold over the old t
 
 def film_context(settings: Settings, session_factory: Any, tmp_path: Path,
                  agents: AgentSettings, music: Path | None = None) -> WorkerContext:
-    from workers.dispatch import install_enqueue_after_commit
+    from workers.sending import install_enqueue_after_commit
 
     install_enqueue_after_commit(session_factory)
     film = FilmSettings.from_env({"MUSIC_LIBRARY_DIR": str(music)} if music else {})

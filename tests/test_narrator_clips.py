@@ -58,7 +58,7 @@ def photo_bytes(colour: tuple[int, int, int] = (190, 120, 60)) -> bytes:
 
 def context(settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path,
             agents: AgentSettings) -> WorkerContext:
-    from workers.dispatch import install_enqueue_after_commit
+    from workers.sending import install_enqueue_after_commit
 
     install_enqueue_after_commit(session_factory)
     return WorkerContext(

@@ -65,7 +65,7 @@ def test_a_message_the_broker_refuses_is_known_as_not_sent(rabbitmq_vhost: str) 
                 '{"max-length": 1, "overflow": "reject-publish"}', "--apply-to", "queues")
     script = (
         "import uuid\n"
-        "from workers.dispatch import send_task_message\n"
+        "from workers.sending import send_task_message\n"
         "print([send_task_message('lifetales.generate_illustration', 'illustration',"
         " [str(uuid.uuid4())]) for _ in range(3)])\n"
     )

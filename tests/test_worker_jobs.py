@@ -48,7 +48,7 @@ def ctx(
     redis_client: redis.Redis,
     tmp_path: Path,
 ) -> WorkerContext:
-    from workers.dispatch import install_enqueue_after_commit
+    from workers.sending import install_enqueue_after_commit
 
     agent_settings = AgentSettings(
         gemini_api_key="test-key",
@@ -385,7 +385,7 @@ def test_worker_pools_follow_the_command_line_concurrency() -> None:
     from celery import Celery
 
     from workers import context
-    from workers.app import _size_pools_to_concurrency
+    from workers.process import _size_pools_to_concurrency
 
     app = Celery("pool-sizing", broker="redis://127.0.0.1:6379/13")
     app.conf.broker_transport_options = {"max_connections": 10, "visibility_timeout": 3600}

@@ -13,7 +13,6 @@ from celery.signals import (
     task_postrun,
     task_prerun,
     worker_init,
-    worker_process_init,
     worker_ready,
 )
 
@@ -24,29 +23,6 @@ log = logging.getLogger(__name__)
 
 celery_app = Celery("lifetales")
 celery_app.config_from_object("celeryconfig")  # lazy: read on first use, not at import
-
-
-@worker_init.connect
-def _size_pools_to_concurrency(sender: Any, **_: Any) -> None:
-    """Size broker and database pools to the concurrency this worker really runs with.
-
-    ``--concurrency`` on the command line does not change ``worker_concurrency`` in the config,
-    and a pool smaller than the thread count makes publishes (and on Redis, acks) wait or fail
-    (and tasks run twice). ``max_connections`` is the Redis transport's own limit; on RabbitMQ
-    acks go through the consumer's channel and only the producer pool needs sizing.
-    """
-    from workers.context import set_concurrency
-
-    concurrency = int(getattr(sender, "concurrency", 0) or 0)
-    if concurrency <= 0:
-        return
-    conf = sender.app.conf
-    conf.broker_pool_limit = concurrency + 4
-    options = dict(conf.broker_transport_options or {})
-    if "max_connections" in options:
-        options["max_connections"] = concurrency * 2 + 8
-        conf.broker_transport_options = options
-    set_concurrency(concurrency)
 
 
 @worker_init.connect
@@ -71,15 +47,6 @@ def _declare_every_queue(sender: Any, **_: Any) -> None:
             log.warning("job queues not declared before binding them for delayed delivery; "
                         "countdowns to queues no worker consumes yet may be dropped (the "
                         "reaper re-sends their jobs)", extra={"error": type(exc).__name__})
-
-
-@worker_process_init.connect
-def _reset_after_fork(**_: Any) -> None:
-    """Connections and HTTP clients must not be shared across a fork."""
-    from workers.context import reset_context
-
-    reset_context()
-
 
 
 @setup_logging.connect
@@ -120,16 +87,6 @@ def _start_metrics_exporter(sender: Any, **_: Any) -> None:
         "metrics_address": settings.worker_metrics_address if port else None,
         "metrics_port": port,
     })
-
-
-@worker_ready.connect
-def _check_models(**_: Any) -> None:
-    """One ``models.get`` per configured model, in the background: a retired model is logged
-    as an error now, and remembered, instead of failing the first job that uses it."""
-    from workers.context import get_context
-    from workers.model_check import check_models_at_start
-
-    check_models_at_start(get_context().settings.agents)
 
 
 @task_prerun.connect

@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 import telemetry
 from models import CacheEntry
 from models.base import utcnow
+from workers.attempt import JobRun, MustWait
 from workers.lifecycle import affected
-from workers.runner import JobRun, MustWait
 
 # Core statements on the table (less Python per statement than the ORM-enabled forms).
 ENTRIES = cast(Table, CacheEntry.__table__)

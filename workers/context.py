@@ -16,11 +16,11 @@ from agents.provider import Provider, build_provider
 from config import Settings
 from models.db import make_engine, make_session_factory
 from workers.answers import AnswerKeeper, build_answer_keeper
-from workers.dispatch import install_enqueue_after_commit
 from workers.events import Notifier, install_event_notifier
 from workers.heartbeat import HeartbeatPump
 from workers.job_mirror import build_mirror
 from workers.ratelimit import RateLimiter, build_rate_limiter
+from workers.sending import install_enqueue_after_commit
 
 
 @dataclass

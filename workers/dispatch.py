@@ -1,6 +1,7 @@
-"""Creating jobs and sending their Celery messages only after the creating transaction commits.
+"""Creating jobs, whose Celery messages are sent only after the creating transaction commits
+(``workers.sending``).
 
-This is the only part of ``workers`` the API imports.
+With ``workers.sending``, the only part of ``workers`` the API imports.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import event
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 import telemetry
 from models import Job
 from models.base import utcnow
 from workers.events import status_event
 from workers.job_mirror import touch
+from workers.sending import enqueue_task_after_commit, send_task_message
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +33,6 @@ TASKS: dict[str, tuple[str, str]] = {
     "render": ("lifetales.render_film", "render"),
     "narrator_clip": ("lifetales.make_narrator_clip", "video"),
 }
-
-_PENDING = "lifetales.pending_tasks"
-
 
 def create_job(
     session: Session,
@@ -87,50 +85,8 @@ def enqueue_after_commit(session: Session, job: Job, *, countdown: float | None 
                               countdown=countdown)
 
 
-def enqueue_task_after_commit(
-    session: Session, task_name: str, queue: str, args: list[Any], *,
-    countdown: float | None = None,
-) -> None:
-    """Queue a task message (a job's, a webhook delivery's) for sending when (and only if)
-    the transaction commits."""
-    session.info.setdefault(_PENDING, []).append((task_name, queue, args, countdown))
-
-
-def install_enqueue_after_commit(factory: sessionmaker[Session]) -> None:
-    event.listen(factory, "after_commit", _send_pending)
-    event.listen(factory, "after_rollback", _drop_pending)
-
-
-def _drop_pending(session: Session) -> None:
-    session.info.pop(_PENDING, None)
-
-
-def _send_pending(session: Session) -> None:
-    for task_name, queue, args, countdown in session.info.pop(_PENDING, ()):
-        send_task_message(task_name, queue, args, countdown=countdown)
-
-
 def send_job_message(
     job_id: uuid.UUID, kind: str, queue: str, *, countdown: float | None = None
 ) -> bool:
     """Publish one job's message; on broker trouble log and return False (the reaper re-sends)."""
     return send_task_message(TASKS[kind][0], queue, [str(job_id)], countdown=countdown)
-
-
-def send_task_message(
-    task_name: str, queue: str, args: list[Any], *, countdown: float | None = None
-) -> bool:
-    """Publish a task message; on broker trouble log and return False (the reaper re-sends)."""
-    from workers.app import celery_app
-
-    try:
-        celery_app.send_task(
-            task_name, args=args, queue=queue, countdown=countdown, ignore_result=True
-        )
-    except Exception as exc:
-        log.warning(
-            "task message not sent; the reaper will re-send it",
-            extra={"task": task_name, "task_args": args, "error": type(exc).__name__},
-        )
-        return False
-    return True

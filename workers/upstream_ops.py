@@ -22,8 +22,8 @@ from typing import Any
 from models import Job
 from models.base import utcnow
 from workers import lifecycle
+from workers.attempt import JobCanceled, JobFailed, JobRun, MustWait
 from workers.job_resource import UPSTREAM_STARTABLE
-from workers.runner import JobCanceled, JobFailed, JobRun, MustWait
 
 WAIT_STEP = "generating"
 UNCONFIRMED = "upstream_unconfirmed"

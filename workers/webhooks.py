@@ -168,7 +168,7 @@ def _wants(job: Job | None, event: str) -> bool:
 
 
 def _send_after_commit(session: Session, delivery_id: uuid.UUID) -> None:
-    from workers.dispatch import enqueue_task_after_commit
+    from workers.sending import enqueue_task_after_commit
 
     enqueue_task_after_commit(session, TASK, QUEUE, [str(delivery_id)])
 
@@ -401,7 +401,7 @@ def _record(session: Session, delivery_id: uuid.UUID, attempt: int, outcome: Out
     elif outcome.retryable and attempt < settings.max_attempts:
         delay = backoff_s(attempt, settings, outcome.retry_after_s)
         delivery.next_attempt_at = now + timedelta(seconds=delay)
-        from workers.dispatch import enqueue_task_after_commit
+        from workers.sending import enqueue_task_after_commit
 
         enqueue_task_after_commit(session, TASK, QUEUE, [str(delivery_id)], countdown=delay)
     else:
@@ -415,7 +415,7 @@ def _record(session: Session, delivery_id: uuid.UUID, attempt: int, outcome: Out
 def resend_due_deliveries(session: Session, *, overdue_s: float) -> int:
     """Re-send the message of deliveries overdue by ``overdue_s`` (lost with a broker or a
     worker); the claim's lease makes a duplicate harmless. Returns how many were sent."""
-    from workers.dispatch import send_task_message
+    from workers.sending import send_task_message
 
     due: datetime = utcnow() - timedelta(seconds=overdue_s)
     ids = session.scalars(

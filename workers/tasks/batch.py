@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from workers import lifecycle
 from workers.app import celery_app
+from workers.attempt import JobCanceled, JobRun, MustWait
 from workers.batch import POLL_S, child_totals, fan_out_chunk, settle_batch
-from workers.runner import JobCanceled, JobRun, MustWait, run_job
+from workers.runner import run_job
 
 
 def run_story_batch(run: JobRun) -> None:

@@ -19,11 +19,12 @@ from models import Film, Job, Space, Story
 from models.base import utcnow
 from workers import lifecycle
 from workers.app import celery_app
+from workers.attempt import JobFailed, JobRun, MustWait, usage_dict
 from workers.cache import cache_key, lookup_or_lease
 from workers.events import emit
 from workers.film import CACHE_AGENT, apply_render, create_narrations, film_result
 from workers.parents import on_child_finished
-from workers.runner import JobFailed, JobRun, MustWait, run_job, usage_dict
+from workers.runner import run_job
 
 # Part of every film's cache key: bump when the way films are made changes (script to render).
 FILM_PIPELINE_VERSION = "film-v1"

@@ -7,9 +7,10 @@ from typing import Any
 
 from models import Chapter
 from workers.app import celery_app
+from workers.attempt import JobRun, usage_dict
 from workers.cache import cached_result
 from workers.events import emit
-from workers.runner import JobRun, run_job, usage_dict
+from workers.runner import run_job
 
 
 def variant_prompt(prompt: str, variant: int, variants: int) -> str:

@@ -6,9 +6,10 @@ from typing import Any
 
 from agents.speech import estimated_tokens
 from workers.app import celery_app
+from workers.attempt import JobRun, usage_dict
 from workers.cache import cached_result
 from workers.events import emit
-from workers.runner import JobRun, run_job, usage_dict
+from workers.runner import run_job
 
 # What a film's scene adds to a narration's input, and gets back in its result and event.
 SCENE_KEYS = ("chapterId", "sceneIndex")

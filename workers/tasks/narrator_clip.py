@@ -26,7 +26,8 @@ from agents.provider import ClipMaker
 from models import Media, Note
 from workers import upstream_ops
 from workers.app import celery_app
-from workers.runner import JobFailed, JobRun, run_job
+from workers.attempt import JobFailed, JobRun
+from workers.runner import run_job
 
 KIND = "narrator_clip"
 # What a start weighs in the global rate limit: the photo (~1,300 tokens) and the prompt.

@@ -31,8 +31,9 @@ from agents.media.sniff import extension_for
 from models import Film, Job, Media, Story
 from workers import lifecycle
 from workers.app import celery_app
+from workers.attempt import JobCanceled, JobFailed, JobRun
 from workers.fanout import report_progress
-from workers.runner import JobCanceled, JobFailed, JobRun, run_job
+from workers.runner import run_job
 
 log = logging.getLogger(__name__)
 

@@ -25,13 +25,14 @@ from agents.types import (
 from models import Chapter, Job, Note, Space, Story
 from models.db import database_unavailable
 from workers.app import celery_app
+from workers.attempt import JobFailed, JobRun, MustWait, usage_dict
 from workers.cache import JOIN_POLL_S, cache_key, lookup_or_lease, release, store
 from workers.dispatch import create_job
 from workers.events import emit
 from workers.fanout import illustration_variants, is_illustrations_only, missing_illustrations
 from workers.job_mirror import touch
 from workers.parents import on_child_finished
-from workers.runner import JobFailed, JobRun, MustWait, run_job, usage_dict
+from workers.runner import run_job
 
 log = logging.getLogger(__name__)
 

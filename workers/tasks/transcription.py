@@ -9,8 +9,9 @@ from sqlalchemy import Table, bindparam, select, update
 
 from models import Media
 from workers.app import celery_app
+from workers.attempt import JobFailed, JobRun, usage_dict
 from workers.cache import cached_result
-from workers.runner import JobFailed, JobRun, run_job, usage_dict
+from workers.runner import run_job
 
 # Core statements built once (the job's hot path: no ORM object, no statement to build).
 MEDIA = cast(Table, Media.__table__)
