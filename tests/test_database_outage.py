@@ -310,6 +310,33 @@ def test_an_illustration_answered_as_the_database_crashes_is_not_paid_for_twice(
     assert len(fake_gemini.requests_of("illustration")) == 1
 
 
+def test_a_film_script_answered_as_the_database_crashes_is_not_paid_for_twice(
+        gemini_worker: WorkerContext, pg: PostgresCluster, fake_gemini: FakeGemini,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from models import Film
+    from tests.test_films import film_job, story_of
+    from workers.tasks.film import make_film
+
+    with gemini_worker.session_factory() as session:
+        user = owner(session)
+        space, story = story_of(session, gemini_worker, user, chapters=2)
+        job_id = film_job(session, user, space, story).id
+    writer = gemini_worker.provider.script_writer
+    monkeypatch.setattr(writer, "write", crash_after(pg, writer.write))
+    run_job(str(job_id), make_film, context=gemini_worker)
+    job = load(gemini_worker, job_id)
+    # The same attempt ran again once the database was back, and now waits on its narrations.
+    assert (job.status, job.attempts) == ("running", 1), job.error
+    assert job.progress is not None and job.progress["step"] == "narration"
+    assert job.usage is not None and job.usage["calls"] == 1  # the kept answer's usage
+    assert len(fake_gemini.requests_of("script")) == 1
+    with gemini_worker.session_factory() as session:
+        film = session.scalars(select(Film).where(Film.job_id == job_id)).one()
+        assert film.script is not None and len(film.script["scenes"]) == 2
+        narrations = session.scalars(select(Job).where(Job.parent_id == job_id)).all()
+        assert sorted(n.kind for n in narrations) == ["narration", "narration"]
+
+
 def test_a_story_cut_short_by_the_database_is_read_to_the_end_and_not_paid_for_twice(
         gemini_worker: WorkerContext, pg: PostgresCluster, fake_gemini: FakeGemini,
         monkeypatch: pytest.MonkeyPatch) -> None:

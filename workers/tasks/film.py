@@ -110,25 +110,20 @@ def make_film(run: JobRun) -> None:
         raise MustWait(JOIN_POLL_S, step="waiting_for_identical_job")
 
     run.progress("script", 0, 1)
-    chapters = chapter_inputs(story)
-    estimate = SCRIPT_TOKENS_PER_CHAPTER * len(chapters) + 1500
-    written = run.call_upstream(
-        writer.model, estimate,
-        lambda: writer.write(chapters, space.title, str(settings.get("narrativeTone", ""))))
+    script, usage = write_script(run, key, story, space.title, settings)
     run.check_cancel()
     limit = run.context.settings.film.render.limits.max_film_seconds
-    if written.script.total_duration_seconds > limit:
+    if script["totalDurationSeconds"] > limit:
         # Before any narration is paid for; the render checks the narrations' real length too.
-        raise JobFailed("film_too_long", f"the script runs {written.script.total_duration_seconds}"
+        raise JobFailed("film_too_long", f"the script runs {script['totalDurationSeconds']}"
                         f" s; a film lasts at most {limit / 60:g} minutes")
-    film.script = script_dict(written.script)
+    film.script = script
     emit(session, job.id, "script", film.script)
     config = run.context.settings
     # Kept on the waiting job for its completion (workers.film), replaced by the film's result.
     waiting = {"cached": False, "cacheKey": key, "model": writer.model,
                "cacheTtlSeconds": config.cache_ttl_s,
                "renderAttempts": config.attempts_for("render")}
-    usage = usage_dict(written.usage)
     session.execute(update(Job).where(Job.id == job.id, Job.attempts == job.attempts)
                     .values(result=waiting, usage=usage))
     lifecycle.mirror(job, result=waiting, usage=usage)
@@ -136,6 +131,24 @@ def make_film(run: JobRun) -> None:
                               attempts=config.attempts_for("narration"))
     run.progress("narration", 0, total)  # commits the children with the step that awaits them
     on_child_finished(session, job.id)
+
+
+def write_script(run: JobRun, key: str, story: Story, title: str,
+                 settings: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The film's script and the call's usage: the model's answer, or the one an earlier run of
+    this attempt paid for and could not commit (kept until the job commits, workers/answers.py)."""
+    kept = run.kept_answer(key)
+    if kept is not None:
+        return kept["script"], kept["usage"]
+    writer = run.context.provider.script_writer
+    chapters = chapter_inputs(story)
+    estimate = SCRIPT_TOKENS_PER_CHAPTER * len(chapters) + 1500
+    written = run.call_upstream(
+        writer.model, estimate,
+        lambda: writer.write(chapters, title, str(settings.get("narrativeTone", ""))))
+    answer = {"script": script_dict(written.script), "usage": usage_dict(written.usage)}
+    run.keep_answer(key, answer)
+    return answer["script"], answer["usage"]
 
 
 @celery_app.task(name="lifetales.make_film", acks_late=True, ignore_result=True)
