@@ -17,6 +17,7 @@ from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agents.media.local import LocalMediaStorage
+from agents.media.storage import MediaError
 from api import create_app
 from config import RateLimitSettings, Settings
 from models import Chapter, Job, Media, Space, Story
@@ -225,3 +226,35 @@ def test_the_finished_clip_is_on_the_moment_and_opens_a_film(
     assert_error(client.post(film_url, headers=auth, json={"narratorClipId": film.get_json()[
         "id"]}), 404, "narrator clip not found")
 
+
+
+def test_a_clips_poster_lives_as_long_as_its_clip(
+        client: FlaskClient, auth: dict[str, str], moment: dict[str, str],
+        worker: WorkerContext, session: Session) -> None:
+    from config import RetentionSettings
+    from workers.retention import prune_retention
+
+    job = submit(client, auth, mediaId=moment["photo"], durationSeconds=3).get_json()
+    run_job(job["id"], make_clip, context=worker)
+    result = client.get(f"/api/v1/jobs/{job['id']}", headers=auth).get_json()["result"]
+    storage = worker.storage
+    assert isinstance(storage, LocalMediaStorage)
+    files = [storage.media_dir / url.split("/media/", 1)[1]
+             for url in (result["videoUrl"], result["posterUrl"])]
+    assert all(f.is_file() for f in files)
+    # The sweep (no grace) keeps both while the clip is the moment's video, even once the
+    # job's own result is gone; a poster whose clip is gone is swept.
+    stray = storage.save(f"narrator-clips/{uuid.uuid4()}/poster", b"\xff\xd8", "image/jpeg")
+    session.execute(update(Job).where(Job.id == uuid.UUID(job["id"]))
+                    .values(result=None, data_removed_at=utcnow()))
+    session.commit()
+    report = prune_retention(session, storage, RetentionSettings(orphan_grace_s=0))
+    assert all(f.is_file() for f in files)
+    assert report.orphans_deleted == 1
+    with pytest.raises(MediaError):
+        storage.read(stray.public_id)
+    # Deleting the moment deletes the clip and its poster.
+    deleted = client.delete(f"/api/v1/spaces/{moment['space']}/notes/{moment['note']}",
+                            headers=auth)
+    assert deleted.status_code == 204
+    assert not any(f.exists() for f in files)

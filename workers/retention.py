@@ -54,10 +54,14 @@ MEDIA_FOLDERS = ("audio", "image", "video")
 ILLUSTRATIONS = "illustrations"
 NARRATIONS = "narrations"
 FILMS = "films"
+NARRATOR_CLIPS = "narrator-clips"
 _JOB_ID = "(?P<job>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
 _ILLUSTRATION_KEY = re.compile(rf"{ILLUSTRATIONS}/{_JOB_ID}")
 # A film's files: its video, poster and subtitles, keyed by the film job (workers/tasks/render).
 _FILM_KEY = re.compile(rf"{FILMS}/{_JOB_ID}/(?:video|poster|subtitles)")
+# A narrator clip's poster, keyed by the clip job (workers/tasks/narrator_clip); the clip itself
+# is a moment's video media file, ``video/<job id>``, whose media row has the job's id.
+_CLIP_POSTER_KEY = re.compile(rf"{NARRATOR_CLIPS}/{_JOB_ID}/poster")
 # A pending cache lease this long expired belongs to a job that is long gone.
 STALE_LEASE = timedelta(hours=1)
 
@@ -284,6 +288,16 @@ def shown_in_films(session: Session, keys: list[str]) -> set[str]:
     ), keys)
 
 
+def shown_with_their_clip(session: Session, keys: list[str]) -> set[str]:
+    """The clip posters among ``keys`` whose clip is still a moment's video."""
+    by_clip = {uuid.UUID(match.group("job")): key for key in keys
+               if (match := _CLIP_POSTER_KEY.fullmatch(key))}
+    if not by_clip:
+        return set()
+    return {by_clip[media_id] for media_id in session.scalars(
+        select(Media.id).where(Media.id.in_(by_clip), Media.removed_at.is_(None)))}
+
+
 def shown_nowhere(session: Session, keys: list[str]) -> set[str]:
     """For generated files no domain row shows (yet): only jobs and the cache keep them."""
     return set()
@@ -310,6 +324,8 @@ GENERATED: tuple[GeneratedFolder, ...] = (
     GeneratedFolder(NARRATIONS, "narration", shown_nowhere,
                     re.compile(rf"{NARRATIONS}/{_JOB_ID}"), "narration"),
     GeneratedFolder(FILMS, "film", shown_in_films, _FILM_KEY, "film"),
+    GeneratedFolder(NARRATOR_CLIPS, "narrator_clip", shown_with_their_clip, _CLIP_POSTER_KEY,
+                    "narrator_clip"),
 )
 
 
@@ -382,10 +398,15 @@ def stored_keys_of_space(session: Session, space_id: uuid.UUID) -> list[str]:
 
 
 def stored_keys_of_notes(session: Session, note_ids: Any) -> list[str]:
-    """Keys of the stored media (audio, photos) of these notes (ids or a select of them)."""
-    return list(session.scalars(
-        select(Media.storage_key).where(Media.note_id.in_(note_ids), Media.removed_at.is_(None))
-    ))
+    """Keys of the stored media (audio, photos, videos) of these notes (ids or a select of
+    them), with the poster of each video that is a narrator clip."""
+    rows = session.execute(
+        select(Media.id, Media.kind, Media.storage_key)
+        .where(Media.note_id.in_(note_ids), Media.removed_at.is_(None))
+    ).all()
+    posters = [f"{NARRATOR_CLIPS}/{media_id}/poster" for media_id, kind, key in rows
+               if kind == "video" and key == f"video/{media_id}"]
+    return [key for _, _, key in rows] + posters
 
 
 def delete_released_files(session: Session, storage: MediaStorage, keys: list[str]) -> int:
