@@ -6,7 +6,6 @@ With ``workers.sending``, the only part of ``workers`` the API imports.
 
 from __future__ import annotations
 
-import logging
 import uuid
 from datetime import datetime
 from typing import Any
@@ -19,8 +18,6 @@ from models.base import utcnow
 from workers.events import status_event
 from workers.job_mirror import touch
 from workers.sending import enqueue_task_after_commit, send_task_message
-
-log = logging.getLogger(__name__)
 
 # kind -> (Celery task name, queue)
 TASKS: dict[str, tuple[str, str]] = {
