@@ -56,12 +56,19 @@ def outage_database(cluster: PostgresCluster) -> str:
     return url
 
 
+# Restarts a test asked for, still to come: each test waits for its own before it ends, so that
+# none starts the cluster behind the next test's back (or as this fixture starts it too).
+_restarts: list[threading.Thread] = []
+
+
 @pytest.fixture
 def pg(cluster: PostgresCluster) -> Iterator[PostgresCluster]:
     """The cluster, up at the start and at the end of every test."""
     if not cluster.running:
         cluster.start()
     yield cluster
+    while _restarts:
+        _restarts.pop().join(timeout=120)
     if not cluster.running:
         cluster.start()
 
@@ -101,6 +108,7 @@ def restart_soon(pg: PostgresCluster, after_s: float) -> threading.Thread:
 
     thread = threading.Thread(target=restart, daemon=True)
     thread.start()
+    _restarts.append(thread)
     return thread
 
 
