@@ -79,16 +79,9 @@ def make_story(client: Client, chapters: int) -> str:
 
 def first_narration_after(client: Client, job_id: str, started: float) -> float:
     """Seconds from submit to the film's first ``narration`` event (read as a stream)."""
-    with client.http.get(f"{client.base}/api/v1/jobs/{job_id}/events", stream=True,
-                         timeout=600) as response:
-        event = None
-        for line in response.iter_lines(decode_unicode=True):
-            if line.startswith("event: "):
-                event = line.removeprefix("event: ")
-            elif line.startswith("data: ") and event == "narration":
-                return time.monotonic() - started
-            elif line.startswith("data: ") and event == "done":
-                break
+    for event, _ in client.events(job_id, timeout=600):
+        if event == "narration":
+            return time.monotonic() - started
     return float("nan")
 
 

@@ -16,7 +16,6 @@ Needs PostgreSQL (127.0.0.1:5432) and Redis; starts and stops everything else it
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 import time
@@ -62,22 +61,13 @@ def platform_flow(client: Client, notes: int) -> tuple[float, float, int]:
     job = client.call("POST", f"/spaces/{space}/story", json={"force": True}, expect=202).json()
     first_chapter = None
     illustrations = 0
-    with client.http.get(f"{client.base}/api/v1/jobs/{job['id']}/events", stream=True,
-                         timeout=120) as response:
-        event = None
-        for line in response.iter_lines(decode_unicode=True):
-            if line.startswith("event: "):
-                event = line.removeprefix("event: ")
-            elif line.startswith("data: ") and event:
-                if event == "chapter" and first_chapter is None:
-                    first_chapter = time.monotonic() - started
-                if event == "illustration":
-                    illustrations += 1
-                if event == "done":
-                    status = json.loads(line.removeprefix("data: "))["status"]
-                    if status != "succeeded":
-                        raise SystemExit(f"the story job ended {status}")
-                    break
+    for event, data in client.events(job["id"]):
+        if event == "chapter" and first_chapter is None:
+            first_chapter = time.monotonic() - started
+        if event == "illustration":
+            illustrations += 1
+        if event == "done" and data["status"] != "succeeded":
+            raise SystemExit(f"the story job ended {data['status']}")
     return first_chapter or float("nan"), time.monotonic() - started, illustrations
 
 

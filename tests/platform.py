@@ -3,6 +3,7 @@ to it over HTTP like a client would."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -145,6 +146,20 @@ class Client:
             "POST", "/auth/register", json={"email": email, "password": password}, expect=201
         ).json()
         self.http.headers["Authorization"] = f"Bearer {body['accessToken']}"
+
+    def events(self, job_id: str, timeout: float = 120) -> Iterator[tuple[str, dict[str, Any]]]:
+        """The job's server-sent events as ``(event, data)``, read as they come, until ``done``
+        (the last one) or the stream ends."""
+        with self.http.get(f"{self.base}/api/v1/jobs/{job_id}/events", stream=True,
+                           timeout=timeout) as response:
+            event = None
+            for line in response.iter_lines(decode_unicode=True):
+                if line.startswith("event: "):
+                    event = line.removeprefix("event: ")
+                elif line.startswith("data: ") and event:
+                    yield event, json.loads(line.removeprefix("data: "))
+                    if event == "done":
+                        return
 
     def wait_job(self, job_id: str, timeout: float = 60) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
