@@ -43,8 +43,9 @@ from workers.dispatch import create_job
 from workers.job_resource import JobSchema
 from workers.parents import cancel_job
 from workers.reaper import reap_stale_jobs
+from workers.retention import clip_key
 from workers.runner import run_job
-from workers.tasks.narrator_clip import clip_key, make_clip
+from workers.tasks.narrator_clip import make_clip
 from workers.usage import usage_since
 
 SCRIPT = "Hello! This was our weekend in Porto, and the river was gold at sunset."

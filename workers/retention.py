@@ -59,9 +59,20 @@ _JOB_ID = "(?P<job>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})
 _ILLUSTRATION_KEY = re.compile(rf"{ILLUSTRATIONS}/{_JOB_ID}")
 # A film's files: its video, poster and subtitles, keyed by the film job (workers/tasks/render).
 _FILM_KEY = re.compile(rf"{FILMS}/{_JOB_ID}/(?:video|poster|subtitles)")
-# A narrator clip's poster, keyed by the clip job (workers/tasks/narrator_clip); the clip itself
-# is a moment's video media file, ``video/<job id>``, whose media row has the job's id.
+# A narrator clip's poster, keyed by the clip job; the clip itself is a moment's video media
+# file, whose media row has the job's id.
 _CLIP_POSTER_KEY = re.compile(rf"{NARRATOR_CLIPS}/{_JOB_ID}/poster")
+
+
+def clip_key(job_id: uuid.UUID) -> str:
+    """Where a narrator clip job stores its clip (workers/tasks/narrator_clip): a video media
+    file keyed by the job, so a retry overwrites it (its media row has the job's id)."""
+    return f"video/{job_id}"
+
+
+def clip_poster_key(job_id: uuid.UUID) -> str:
+    """Where a narrator clip job stores its clip's poster."""
+    return f"{NARRATOR_CLIPS}/{job_id}/poster"
 # A pending cache lease this long expired belongs to a job that is long gone.
 STALE_LEASE = timedelta(hours=1)
 
@@ -404,8 +415,8 @@ def stored_keys_of_notes(session: Session, note_ids: Any) -> list[str]:
         select(Media.id, Media.kind, Media.storage_key)
         .where(Media.note_id.in_(note_ids), Media.removed_at.is_(None))
     ).all()
-    posters = [f"{NARRATOR_CLIPS}/{media_id}/poster" for media_id, kind, key in rows
-               if kind == "video" and key == f"video/{media_id}"]
+    posters = [clip_poster_key(media_id) for media_id, kind, key in rows
+               if kind == "video" and key == clip_key(media_id)]
     return [key for _, _, key in rows] + posters
 
 

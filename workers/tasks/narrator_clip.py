@@ -27,21 +27,12 @@ from models import Media, Note
 from workers import upstream_ops
 from workers.app import celery_app
 from workers.attempt import JobFailed, JobRun
+from workers.retention import clip_key, clip_poster_key
 from workers.runner import run_job
 
 KIND = "narrator_clip"
 # What a start weighs in the global rate limit: the photo (~1,300 tokens) and the prompt.
 START_TOKENS = 2000
-
-
-def clip_key(job_id: uuid.UUID) -> str:
-    """Where a job's clip is stored: a video media file keyed by the job, so a retry
-    overwrites it (its media row has the job's id)."""
-    return f"video/{job_id}"
-
-
-def poster_key(job_id: uuid.UUID) -> str:
-    return f"narrator-clips/{job_id}/poster"
 
 
 def clip_request(run: JobRun) -> ClipRequest:
@@ -108,7 +99,7 @@ def store_clip(run: JobRun, clip: GeneratedClip) -> dict[str, Any]:
     session, job, storage = run.session, run.job, run.context.storage
     data = clip.video.read_bytes()
     stored = storage.save(clip_key(job.id), data, clip.mime_type)
-    poster = storage.save(poster_key(job.id), clip.poster.read_bytes(), "image/jpeg")
+    poster = storage.save(clip_poster_key(job.id), clip.poster.read_bytes(), "image/jpeg")
     note_id = job.input.get("noteId")
     if note_id is not None and session.get(Note, uuid.UUID(note_id)) is None:
         note_id = None  # the moment was deleted meanwhile: the clip stands alone
